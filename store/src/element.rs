@@ -1,0 +1,84 @@
+//! Element types that an array buffer can hold.
+
+use serde::{Deserialize, Serialize};
+
+/// The element type of an array buffer, as recorded in the object header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum DType {
+    /// An array with no elements: its element type was never observed.
+    Empty = 0,
+    /// `bool`, one byte holding 0 or 1.
+    Bool,
+    /// `i8`
+    I8,
+    /// `i16`
+    I16,
+    /// `i32`
+    I32,
+    /// `i64` (and `isize`, which serde writes as `i64`)
+    I64,
+    /// `i128`
+    I128,
+    /// `u8`
+    U8,
+    /// `u16`
+    U16,
+    /// `u32`
+    U32,
+    /// `u64` (and `usize`, which serde writes as `u64`)
+    U64,
+    /// `u128`
+    U128,
+    /// `f32`
+    F32,
+    /// `f64`
+    F64,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub const fn size(self) -> usize {
+        match self {
+            DType::Empty => 0,
+            DType::Bool | DType::I8 | DType::U8 => 1,
+            DType::I16 | DType::U16 => 2,
+            DType::I32 | DType::U32 | DType::F32 => 4,
+            DType::I64 | DType::U64 | DType::F64 => 8,
+            DType::I128 | DType::U128 => 16,
+        }
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// A type that can be an element of a zero-copy [`SharedArray`](crate::SharedArray):
+/// every numeric primitive and `bool`.
+///
+/// Sealed: the zero-copy view relies on every element being plain data whose
+/// layout is exactly [`Element::DTYPE`], so only this crate implements it.
+pub trait Element:
+    sealed::Sealed + Copy + Send + Sync + Serialize + for<'de> Deserialize<'de> + 'static
+{
+    /// The dtype this element is stored as.
+    const DTYPE: DType;
+}
+
+macro_rules! element {
+    ($($t:ty => $d:ident),* $(,)?) => {$(
+        impl sealed::Sealed for $t {}
+        impl Element for $t {
+            const DTYPE: DType = DType::$d;
+        }
+    )*};
+}
+
+element! {
+    bool => Bool, i8 => I8, i16 => I16, i32 => I32, i64 => I64, i128 => I128,
+    u8 => U8, u16 => U16, u32 => U32, u64 => U64, u128 => U128, f32 => F32, f64 => F64,
+}
+
+#[cfg(target_pointer_width = "64")]
+element! { isize => I64, usize => U64 }

@@ -1,0 +1,376 @@
+//! The object format: what one object's bytes look like, in the arena or inline
+//! in a message.
+//!
+//! ```text
+//! offset 0   header (40 bytes, little-endian)
+//!            magic "SHOL" | version u16 | flags u16 | type fingerprint u64
+//!            | buffer count u32 | descriptor bytes u32 | payload bytes u64
+//!            | total bytes u64
+//! 40         buffer descriptors, one per array:
+//!            dtype u8 | ndim u8 | 6 zero bytes | offset u64 | length u64
+//!            | shape: ndim × u64
+//! …          payload: the postcard encoding of the value, where each ndarray
+//!            array is replaced by the varint index of its buffer
+//! 64·k       buffer 0 (C order, elements little-endian), zero padding to 64
+//! 64·m       buffer 1 …
+//! ```
+//!
+//! Buffers always hold their array in standard (C) layout, so strides are
+//! implied by the shape. Readers trust nothing: [`decode`] checks the magic, the
+//! version, every length, every offset (in bounds, 64-byte aligned, ascending,
+//! non-overlapping), that each buffer's length is its shape's element count
+//! times the dtype's size, and that `bool` buffers hold only 0 and 1 — before
+//! any view is made.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::de::PayloadReader;
+use crate::element::DType;
+use crate::error::{DecodeError, EncodeError};
+use crate::ser::{CapturedArray, ObjectSerializer};
+use crate::ALIGN;
+
+#[cfg(target_endian = "big")]
+compile_error!("shoal's object format stores array elements little-endian and maps them in place");
+
+/// The four bytes every object starts with.
+pub const MAGIC: [u8; 4] = *b"SHOL";
+/// The object format version this build reads and writes.
+pub const VERSION: u16 = 1;
+/// Size of the fixed header.
+pub const HEADER_LEN: usize = 40;
+const DESC_FIXED_LEN: usize = 24;
+const MAX_NDIM: usize = 32;
+
+/// Something that keeps an object (and the mapping it lives in) alive while a
+/// [`SharedArray`](crate::SharedArray) views it. The engine supplies it.
+pub type Keepalive = Arc<dyn Any + Send + Sync>;
+
+/// Round `n` up to the next multiple of [`ALIGN`].
+pub const fn align_up(n: usize) -> usize {
+    n.div_ceil(ALIGN) * ALIGN
+}
+
+/// A value encoded in the object format, not yet placed anywhere.
+///
+/// `head` holds header, descriptors and payload; array buffers are kept apart
+/// so that [`Encoded::write_to`] copies each of them exactly once into its
+/// final place.
+#[derive(Debug)]
+pub struct Encoded {
+    head: Vec<u8>,
+    buffers: Vec<(usize, Vec<u8>)>,
+    total_len: usize,
+    refs: Vec<u64>,
+}
+
+impl Encoded {
+    /// Bytes the object occupies once written.
+    pub fn total_len(&self) -> usize {
+        self.total_len
+    }
+
+    /// Whether the value held ndarray arrays (such objects must live in the
+    /// arena, where their buffers are 64-byte aligned and viewable in place).
+    pub fn has_buffers(&self) -> bool {
+        !self.buffers.is_empty()
+    }
+
+    /// Ids of the object references serialized inside the value.
+    pub fn contained_refs(&self) -> &[u64] {
+        &self.refs
+    }
+
+    /// Write the object into `dst`, which must be exactly
+    /// [`total_len`](Self::total_len) bytes long. Padding is zeroed.
+    ///
+    /// # Panics
+    /// If `dst` has the wrong length.
+    pub fn write_to(&self, dst: &mut [u8]) {
+        assert_eq!(dst.len(), self.total_len, "destination must match the object size");
+        dst[..self.head.len()].copy_from_slice(&self.head);
+        let mut cursor = self.head.len();
+        for (offset, data) in &self.buffers {
+            dst[cursor..*offset].fill(0);
+            dst[*offset..*offset + data.len()].copy_from_slice(data);
+            cursor = offset + data.len();
+        }
+        dst[cursor..].fill(0);
+    }
+
+    /// The object as one byte vector (no copy when there are no buffers).
+    pub fn into_vec(self) -> Vec<u8> {
+        if self.buffers.is_empty() {
+            return self.head;
+        }
+        let mut out = vec![0u8; self.total_len];
+        self.write_to(&mut out);
+        out
+    }
+}
+
+/// Encode `value` in the object format, stamping it with `type_fingerprint`
+/// (the engine's fingerprint of the written type, checked again on every read).
+pub fn encode<T: Serialize + ?Sized>(value: &T, type_fingerprint: u64) -> Result<Encoded, EncodeError> {
+    let mut ser = ObjectSerializer::default();
+    value.serialize(&mut ser)?;
+    let ObjectSerializer { payload, arrays, refs } = ser;
+
+    let desc_len: usize = arrays.iter().map(|a| DESC_FIXED_LEN + 8 * a.shape.len()).sum();
+    let head_len = HEADER_LEN + desc_len + payload.len();
+    let mut offsets = Vec::with_capacity(arrays.len());
+    let mut end = head_len;
+    for array in &arrays {
+        let offset = if array.data.is_empty() { end } else { align_up(end) };
+        offsets.push(offset);
+        end = offset + array.data.len();
+    }
+    let total_len = if arrays.is_empty() { head_len } else { align_up(end) };
+
+    let mut head = Vec::with_capacity(head_len);
+    head.extend_from_slice(&MAGIC);
+    head.extend_from_slice(&VERSION.to_le_bytes());
+    head.extend_from_slice(&0u16.to_le_bytes());
+    head.extend_from_slice(&type_fingerprint.to_le_bytes());
+    let count = u32::try_from(arrays.len()).map_err(|_| EncodeError::Unsupported("too many arrays".into()))?;
+    head.extend_from_slice(&count.to_le_bytes());
+    let desc_len32 = u32::try_from(desc_len).map_err(|_| EncodeError::Unsupported("array descriptors too large".into()))?;
+    head.extend_from_slice(&desc_len32.to_le_bytes());
+    head.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    head.extend_from_slice(&(total_len as u64).to_le_bytes());
+    for (array, offset) in arrays.iter().zip(&offsets) {
+        head.push(array.dtype as u8);
+        head.push(array.shape.len() as u8);
+        head.extend_from_slice(&[0u8; 6]);
+        head.extend_from_slice(&(*offset as u64).to_le_bytes());
+        head.extend_from_slice(&(array.data.len() as u64).to_le_bytes());
+        for d in &array.shape {
+            head.extend_from_slice(&d.to_le_bytes());
+        }
+    }
+    head.extend_from_slice(&payload);
+    debug_assert_eq!(head.len(), head_len);
+
+    let buffers = arrays.into_iter().zip(offsets).map(|(CapturedArray { data, .. }, offset)| (offset, data)).collect();
+    Ok(Encoded { head, buffers, total_len, refs })
+}
+
+/// A validated array buffer inside an object being decoded.
+#[derive(Debug, Clone)]
+pub(crate) struct BufferView {
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub ptr: *const u8,
+    pub len: usize,
+}
+
+impl BufferView {
+    /// The buffer's bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: (1) `ptr..ptr+len` was checked by `parse` to lie inside the
+        // object slice handed to `decode`; (2) a `BufferView` lives only in the
+        // decode context frame, which `decode` pops before that slice's borrow
+        // ends, so the bytes are still borrowed when this runs.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+/// What a decode makes available to `Deserialize` impls that need more than
+/// the payload: the object's buffers and its keepalive.
+pub(crate) struct DecodeContext {
+    pub(crate) buffers: Vec<BufferView>,
+    pub(crate) keepalive: Option<Keepalive>,
+}
+
+thread_local! {
+    static CONTEXT: RefCell<Vec<DecodeContext>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Run `f` with the innermost decode context, if a decode is in progress on
+/// this thread.
+pub(crate) fn with_context<R>(f: impl FnOnce(Option<&DecodeContext>) -> R) -> R {
+    CONTEXT.with(|stack| f(stack.borrow().last()))
+}
+
+struct ContextGuard;
+
+impl Drop for ContextGuard {
+    fn drop(&mut self) {
+        CONTEXT.with(|stack| stack.borrow_mut().pop());
+    }
+}
+
+fn corrupt(msg: impl Into<String>) -> DecodeError {
+    DecodeError::Corrupt(msg.into())
+}
+
+fn read_u64(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+}
+
+struct Parsed<'a> {
+    type_fp: u64,
+    buffers: Vec<BufferView>,
+    payload: &'a [u8],
+}
+
+fn parse(bytes: &[u8]) -> Result<Parsed<'_>, DecodeError> {
+    if bytes.len() < HEADER_LEN {
+        return Err(corrupt(format!("{} bytes is shorter than the {HEADER_LEN}-byte header", bytes.len())));
+    }
+    if bytes[0..4] != MAGIC {
+        return Err(corrupt("bad magic"));
+    }
+    let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+    if version != VERSION {
+        return Err(corrupt(format!("format version {version}, this build reads {VERSION}")));
+    }
+    let type_fp = read_u64(bytes, 8);
+    let count = read_u32(bytes, 16) as usize;
+    let desc_len = read_u32(bytes, 20) as usize;
+    let payload_len = usize::try_from(read_u64(bytes, 24)).map_err(|_| corrupt("payload length overflows"))?;
+    let total_len = read_u64(bytes, 32);
+    if total_len != bytes.len() as u64 {
+        return Err(corrupt(format!("header says {total_len} bytes, object has {}", bytes.len())));
+    }
+    let payload_start = HEADER_LEN.checked_add(desc_len).ok_or_else(|| corrupt("descriptor length overflows"))?;
+    let payload_end = payload_start.checked_add(payload_len).ok_or_else(|| corrupt("payload length overflows"))?;
+    if payload_end > bytes.len() {
+        return Err(corrupt("payload runs past the end of the object"));
+    }
+    if count > desc_len / DESC_FIXED_LEN {
+        return Err(corrupt(format!("{count} buffers cannot fit {desc_len} descriptor bytes")));
+    }
+    let mut buffers = Vec::with_capacity(count);
+    let mut at = HEADER_LEN;
+    let mut prev_end = payload_end;
+    for i in 0..count {
+        if at + DESC_FIXED_LEN > payload_start {
+            return Err(corrupt(format!("descriptor {i} runs past the descriptor table")));
+        }
+        let dtype = dtype_from_u8(bytes[at]).ok_or_else(|| corrupt(format!("buffer {i}: unknown dtype {}", bytes[at])))?;
+        let ndim = bytes[at + 1] as usize;
+        if ndim > MAX_NDIM {
+            return Err(corrupt(format!("buffer {i}: {ndim} dimensions")));
+        }
+        let offset = usize::try_from(read_u64(bytes, at + 8)).map_err(|_| corrupt("offset overflows"))?;
+        let len = usize::try_from(read_u64(bytes, at + 16)).map_err(|_| corrupt("length overflows"))?;
+        at += DESC_FIXED_LEN;
+        if at + 8 * ndim > payload_start {
+            return Err(corrupt(format!("descriptor {i} shape runs past the descriptor table")));
+        }
+        let mut shape = Vec::with_capacity(ndim);
+        let mut elements: usize = 1;
+        for d in 0..ndim {
+            let dim = usize::try_from(read_u64(bytes, at + 8 * d)).map_err(|_| corrupt("dimension overflows"))?;
+            elements = elements.checked_mul(dim).ok_or_else(|| corrupt(format!("buffer {i}: element count overflows")))?;
+            shape.push(dim);
+        }
+        at += 8 * ndim;
+        let expected_len = elements.checked_mul(dtype.size()).ok_or_else(|| corrupt("buffer size overflows"))?;
+        if (dtype == DType::Empty && elements != 0) || expected_len != len {
+            return Err(corrupt(format!("buffer {i}: {len} bytes for shape {shape:?} of {dtype:?}")));
+        }
+        if len > 0 && offset % crate::ALIGN != 0 {
+            return Err(corrupt(format!("buffer {i}: offset {offset} is not 64-byte aligned")));
+        }
+        let end = offset.checked_add(len).ok_or_else(|| corrupt("buffer end overflows"))?;
+        if offset < prev_end || end > bytes.len() {
+            return Err(corrupt(format!("buffer {i}: bytes {offset}..{end} overlap or run past the object")));
+        }
+        prev_end = end;
+        let data = &bytes[offset..end];
+        if dtype == DType::Bool && data.iter().any(|&b| b > 1) {
+            return Err(corrupt(format!("buffer {i}: bool buffer holds a byte other than 0 or 1")));
+        }
+        buffers.push(BufferView { dtype, shape, ptr: data.as_ptr(), len });
+    }
+    if at != payload_start {
+        return Err(corrupt("descriptor table length does not match its descriptors"));
+    }
+    Ok(Parsed { type_fp, buffers, payload: &bytes[payload_start..payload_end] })
+}
+
+fn dtype_from_u8(b: u8) -> Option<DType> {
+    use DType::*;
+    Some(match b {
+        0 => Empty,
+        1 => Bool,
+        2 => I8,
+        3 => I16,
+        4 => I32,
+        5 => I64,
+        6 => I128,
+        7 => U8,
+        8 => U16,
+        9 => U32,
+        10 => U64,
+        11 => U128,
+        12 => F32,
+        13 => F64,
+        _ => return None,
+    })
+}
+
+/// Read only the type fingerprint of an object (checking its header).
+pub fn read_type_fingerprint(bytes: &[u8]) -> Result<u64, DecodeError> {
+    Ok(parse(bytes)?.type_fp)
+}
+
+/// Decode an object written by [`encode`] as a `T`, copying what it needs.
+///
+/// `expected_fingerprint` must equal the fingerprint the object was written
+/// with, or the result is [`DecodeError::TypeMismatch`]. Owned arrays are copied
+/// out; a [`SharedArray`](crate::SharedArray) inside `T` fails to decode here,
+/// because nothing would keep `bytes` alive for it: see [`decode_in_place`].
+pub fn decode<T: DeserializeOwned>(bytes: &[u8], expected_fingerprint: u64) -> Result<T, DecodeError> {
+    decode_inner(bytes, expected_fingerprint, None)
+}
+
+/// Decode an object as a `T` whose [`SharedArray`](crate::SharedArray)s view
+/// `bytes` in place, each holding a clone of `keepalive`.
+///
+/// # Safety
+/// While any clone of `keepalive` is alive, the memory of `bytes` must stay
+/// mapped and must not be written by anyone. (The engine passes arena bytes of a
+/// sealed object and a keepalive that holds the object's reference and the
+/// arena mapping.)
+pub unsafe fn decode_in_place<T: DeserializeOwned>(
+    bytes: &[u8],
+    expected_fingerprint: u64,
+    keepalive: Keepalive,
+) -> Result<T, DecodeError> {
+    decode_inner(bytes, expected_fingerprint, Some(keepalive))
+}
+
+fn decode_inner<T: DeserializeOwned>(
+    bytes: &[u8],
+    expected_fingerprint: u64,
+    keepalive: Option<Keepalive>,
+) -> Result<T, DecodeError> {
+    let parsed = parse(bytes)?;
+    let expected = std::any::type_name::<T>();
+    if parsed.type_fp != expected_fingerprint {
+        return Err(DecodeError::TypeMismatch { expected });
+    }
+    CONTEXT.with(|stack| stack.borrow_mut().push(DecodeContext { buffers: parsed.buffers, keepalive }));
+    let _pop = ContextGuard;
+    let mut reader = PayloadReader::new(parsed.payload);
+    let value = T::deserialize(&mut reader).map_err(|e| DecodeError::Invalid { expected, message: e.0 })?;
+    if !reader.is_empty() {
+        return Err(DecodeError::Invalid { expected, message: format!("{} trailing payload bytes", reader.remaining()) });
+    }
+    Ok(value)
+}
