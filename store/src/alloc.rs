@@ -75,6 +75,11 @@ impl Allocator {
         Some(size)
     }
 
+    /// Length of the live allocation starting at `offset`.
+    pub fn allocation_len(&self, offset: u64) -> Option<u64> {
+        self.used.get(&offset).copied()
+    }
+
     /// Total bytes managed.
     pub fn capacity(&self) -> u64 {
         self.capacity

@@ -67,9 +67,15 @@ pub struct Encoded {
     buffers: Vec<(usize, Vec<u8>)>,
     total_len: usize,
     refs: Vec<u64>,
+    type_fingerprint: u64,
 }
 
 impl Encoded {
+    /// The fingerprint the value was stamped with.
+    pub fn type_fingerprint(&self) -> u64 {
+        self.type_fingerprint
+    }
+
     /// Bytes the object occupies once written.
     pub fn total_len(&self) -> usize {
         self.total_len
@@ -157,7 +163,7 @@ pub fn encode<T: Serialize + ?Sized>(value: &T, type_fingerprint: u64) -> Result
     debug_assert_eq!(head.len(), head_len);
 
     let buffers = arrays.into_iter().zip(offsets).map(|(CapturedArray { data, .. }, offset)| (offset, data)).collect();
-    Ok(Encoded { head, buffers, total_len, refs })
+    Ok(Encoded { head, buffers, total_len, refs, type_fingerprint })
 }
 
 /// A validated array buffer inside an object being decoded.

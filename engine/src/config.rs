@@ -1,0 +1,93 @@
+//! Node configuration.
+
+use std::path::PathBuf;
+
+/// How to start a node. A builder: `Config::default().workers(4).store_bytes(1 << 30)`.
+///
+/// The defaults serve a laptop and a many-core box alike: one worker per
+/// available core, and an object store of a quarter of physical memory capped
+/// at 4 GiB.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub(crate) workers: usize,
+    pub(crate) store_bytes: u64,
+    pub(crate) inline_max: usize,
+    pub(crate) prefault: bool,
+    pub(crate) worker_program: Option<PathBuf>,
+    pub(crate) pipeline_depth: usize,
+    pub(crate) socket_dir: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let ram = physical_memory().unwrap_or(4 << 30);
+        Config {
+            workers: cores,
+            store_bytes: (ram / 4).min(4 << 30),
+            inline_max: 100 * 1024,
+            prefault: true,
+            worker_program: None,
+            pipeline_depth: 2,
+            socket_dir: None,
+        }
+    }
+}
+
+impl Config {
+    /// Number of worker processes (at least 1).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n.max(1);
+        self
+    }
+
+    /// Size of the shared-memory object store in bytes.
+    pub fn store_bytes(mut self, bytes: u64) -> Self {
+        self.store_bytes = bytes;
+        self
+    }
+
+    /// Values whose encoding is at most this many bytes (and holds no arrays)
+    /// travel inline in messages instead of through the arena. Default 100 KiB.
+    pub fn inline_max(mut self, bytes: usize) -> Self {
+        self.inline_max = bytes;
+        self
+    }
+
+    /// Whether to allocate and map every page of the store at start (default
+    /// `true`): `put` then runs at memory bandwidth, and a host without the
+    /// memory fails at `init` instead of with SIGBUS later.
+    pub fn prefault(mut self, prefault: bool) -> Self {
+        self.prefault = prefault;
+        self
+    }
+
+    /// Run workers from this executable instead of re-executing the driver's
+    /// own. It must be built with the same remote functions; the handshake
+    /// refuses one that is not.
+    pub fn worker_program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.worker_program = Some(program.into());
+        self
+    }
+
+    /// Tasks queued at one worker at a time (the running one included), to hide
+    /// the round trip between tasks. Default 2.
+    pub fn pipeline_depth(mut self, depth: usize) -> Self {
+        self.pipeline_depth = depth.max(1);
+        self
+    }
+
+    /// Directory under which the node creates its private socket directory
+    /// (default: `$XDG_RUNTIME_DIR`, else the system temp dir).
+    pub fn socket_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.socket_dir = Some(dir.into());
+        self
+    }
+}
+
+fn physical_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

@@ -1,0 +1,132 @@
+//! The one error type users match on.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Everything that can go wrong in shoal, as variants a caller can match.
+///
+/// A failed task's error flows unchanged into every task that depends on it,
+/// so the variant and its message always describe the *first* failure.
+#[derive(Debug, Clone, PartialEq, Error, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Error {
+    /// The remote function panicked. The worker caught the panic and lives on.
+    #[error("remote function `{function}` panicked in worker {pid}: {message}")]
+    TaskPanicked {
+        /// Registered name of the function that panicked first.
+        function: String,
+        /// The panic message.
+        message: String,
+        /// Process id of the worker it ran in.
+        pid: u32,
+    },
+    /// The worker process running the task died, and so did every retry.
+    #[error("worker {pid} died while running `{function}` (after {attempts} attempts)")]
+    WorkerDied {
+        /// Registered name of the function.
+        function: String,
+        /// Process id of the last worker that died running it.
+        pid: u32,
+        /// How many times the task was started.
+        attempts: u32,
+    },
+    /// A bounded wait ran out.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// The object store cannot hold the object, even after freeing everything
+    /// no one references.
+    #[error(
+        "object store full: {requested} bytes requested, {free} of {capacity} bytes free (largest free block {largest_free})"
+    )]
+    ObjectStoreFull {
+        /// Bytes the object needs.
+        requested: u64,
+        /// Arena size.
+        capacity: u64,
+        /// Bytes currently free.
+        free: u64,
+        /// Largest contiguous free block.
+        largest_free: u64,
+    },
+    /// The object was written as another type than the one it is read as.
+    #[error("type mismatch: {detail}")]
+    TypeMismatch {
+        /// What was asked for and what went wrong.
+        detail: String,
+    },
+    /// The worker binary does not contain a remote function the driver has.
+    #[error("remote function `{function}` is not registered in the worker binary `{program}`")]
+    FunctionNotFound {
+        /// The missing function's registered name.
+        function: String,
+        /// The worker program.
+        program: String,
+    },
+    /// No node is running in this process: call `shoal::init` first.
+    #[error("shoal is not initialized in this process: call shoal::init first")]
+    NotInitialized,
+    /// `shoal::init` was called while a node is already running.
+    #[error("shoal is already initialized in this process")]
+    AlreadyInitialized,
+    /// The node shut down before the object was produced.
+    #[error("the shoal node shut down before the object was ready")]
+    NodeStopped,
+    /// A value could not be serialized, or an object not deserialized.
+    #[error("serialization: {0}")]
+    Serialization(String),
+    /// The object is not known to the node (its last reference was dropped, or
+    /// the reference was forged from a raw id).
+    #[error("object {0} is not in the object store")]
+    ObjectNotFound(u64),
+    /// A worker could not be started or refused the handshake.
+    #[error("worker startup: {0}")]
+    WorkerStartup(String),
+    /// A call's arguments make no sense (for example `wait` for more refs than given).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The task asks for more CPUs than the node has.
+    #[error("task `{function}` needs {needed} CPUs but the node has {available}")]
+    Unschedulable {
+        /// The function.
+        function: String,
+        /// CPUs requested.
+        needed: u32,
+        /// CPUs the node has.
+        available: u32,
+    },
+    /// The operation is not available where it was called (for example
+    /// submitting tasks from inside a task, which a later release adds).
+    #[error("unsupported here: {0}")]
+    Unsupported(String),
+}
+
+impl From<shoal_store::StoreError> for Error {
+    fn from(e: shoal_store::StoreError) -> Self {
+        match e {
+            shoal_store::StoreError::Full { requested, capacity, free, largest_free } => {
+                Error::ObjectStoreFull { requested, capacity, free, largest_free }
+            }
+            other => Error::Serialization(other.to_string()),
+        }
+    }
+}
+
+impl From<shoal_store::DecodeError> for Error {
+    fn from(e: shoal_store::DecodeError) -> Self {
+        match e {
+            shoal_store::DecodeError::TypeMismatch { .. } => Error::TypeMismatch { detail: e.to_string() },
+            other => Error::Serialization(other.to_string()),
+        }
+    }
+}
+
+impl From<shoal_store::EncodeError> for Error {
+    fn from(e: shoal_store::EncodeError) -> Self {
+        Error::Serialization(e.to_string())
+    }
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

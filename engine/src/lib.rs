@@ -1,0 +1,277 @@
+//! # shoal
+//!
+//! Ray's remote-function model for Rust, on one host. Call a
+//! `#[shoal::remote]` function and get a typed [`ObjectRef`] back at once;
+//! worker processes — your own binary, re-executed — run the function; results
+//! and large values (above all ndarray arrays) live once in a shared-memory
+//! object store that every process reads without copying.
+//!
+//! ```no_run
+//! use ndarray::{Array1, Ix1};
+//! use shoal::{ObjectRef, SharedArray};
+//!
+//! #[shoal::remote]
+//! fn increment(n: i64) -> i64 { n + 1 }
+//!
+//! #[shoal::remote]
+//! fn total(a: SharedArray<f64, Ix1>) -> f64 { a.view().sum() }
+//!
+//! fn main() -> shoal::Result<()> {
+//!     let _node = shoal::init(shoal::Config::default())?; // shuts down on drop
+//!     let x: ObjectRef<i64> = increment::remote(1);     // returns at once
+//!     let y = increment::remote(&x);                   // runs once x is ready
+//!     assert_eq!(shoal::get(&y)?, 3);
+//!
+//!     let a = shoal::put(Array1::<f64>::ones(1 << 20))?; // one copy into the store
+//!     let sums: Vec<ObjectRef<f64>> = (0..20).map(|_| total::remote(&a)).collect();
+//!     let values: Vec<f64> = shoal::get_all(&sums)?;    // workers read `a` zero-copy
+//!     assert!(values.iter().all(|&s| s == (1 << 20) as f64));
+//!     Ok(())
+//! }
+//! ```
+//!
+//! ## Remote functions
+//! `#[shoal::remote]` keeps the function callable as usual and adds a module of
+//! the same name with `NAME::remote(args…)` and `NAME::options()…remote(args…)`.
+//! Each argument accepts the value itself, an `ObjectRef` or a `&ObjectRef`
+//! ([`IntoArg`]); a task runs once every `ObjectRef` argument is ready. With
+//! `#[shoal::remote(num_returns = N)]` a function returning an N-tuple gives N
+//! refs. Arguments must be owned types, and every argument and return type a
+//! [`Value`]: `Serialize + DeserializeOwned + Send + 'static`.
+//!
+//! ## Zero-copy arrays and view twins
+//! [`SharedArray<A, D>`] is a read-only ndarray view straight into the store.
+//! An object written from an `Array<A, D>` can be read either way: a task
+//! taking `SharedArray<A, D>` accepts the `ObjectRef<Array<A, D>>`;
+//! [`get`] gives an owned `Array` (a copy), [`get_shared`] a `SharedArray`
+//! (no copy). Arrays nested in your own types are stored as buffers too; read
+//! them without copying through a *view twin*: the same struct with
+//! `SharedArray` fields, declared with [`view_twin!`]:
+//!
+//! ```no_run
+//! use ndarray::{Array2, Ix2};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Frame { name: String, pixels: Array2<u8> }
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct FrameView { name: String, pixels: shoal::SharedArray<u8, Ix2> }
+//!
+//! shoal::view_twin!(Frame => FrameView);
+//!
+//! #[shoal::remote]
+//! fn brightness(frame: FrameView) -> f64 {
+//!     frame.pixels.view().iter().map(|&p| p as f64).sum::<f64>() / frame.pixels.len() as f64
+//! }
+//!
+//! # fn main() -> shoal::Result<()> {
+//! # let _node = shoal::init(shoal::Config::default())?;
+//! let frame = shoal::put(Frame { name: "a".into(), pixels: Array2::zeros((480, 640)) })?;
+//! let view: FrameView = shoal::get_view(&frame)?;     // no copy
+//! let b = shoal::get(&brightness::remote(&frame))?;   // the worker reads it in place
+//! # Ok(()) }
+//! ```
+//!
+//! ## Errors
+//! Every failure is an [`Error`] variant. A task's panic becomes
+//! [`Error::TaskPanicked`] at `get`, and the same error flows into every task
+//! that depends on it. Reading an object as another type than it was written
+//! as is [`Error::TypeMismatch`].
+//!
+//! ## Not yet
+//! Inside a task, submitting tasks or calling `get`/`put` is not supported yet
+//! (nested tasks come in a later release): refs received inside arguments can
+//! be passed on and returned, not read.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+mod config;
+mod error;
+mod node;
+mod object_ref;
+mod protocol;
+mod registry;
+mod runtime;
+mod task;
+mod worker;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use ndarray;
+pub use object_ref::{Arg, IntoArg, ObjectRef, Value, ViewOf};
+pub use shoal_macros::remote;
+pub use shoal_store::{Element, SharedArray};
+pub use task::TaskOptions;
+
+use ndarray::{Array, Dimension};
+use node::Node;
+use node::state::ObjectState;
+use object_ref::{fingerprint, read_in_place};
+use runtime::Runtime;
+
+/// A running embedded node. Dropping it stops every worker and frees the
+/// store; refs that outlive it report [`Error::NodeStopped`] or
+/// [`Error::NotInitialized`].
+#[must_use = "the node shuts down when this guard is dropped"]
+pub struct Shoal {
+    node: Arc<Node>,
+}
+
+impl Shoal {
+    /// Path of the node's Unix socket (inside a private, mode 0700 directory).
+    pub fn socket_path(&self) -> &Path {
+        self.node.socket_path()
+    }
+
+    /// Number of worker processes connected right now.
+    pub fn live_workers(&self) -> usize {
+        self.node.lock().workers.len()
+    }
+
+    /// Process ids of the connected workers.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.node.lock().workers.values().map(|w| w.conn.pid).collect()
+    }
+
+    /// Bytes of the object store in use.
+    pub fn store_used_bytes(&self) -> u64 {
+        let state = self.node.lock();
+        state.allocator.capacity() - state.allocator.free_bytes()
+    }
+
+    /// Number of objects the node tracks (pending ones included).
+    pub fn object_count(&self) -> usize {
+        self.node.lock().objects.len()
+    }
+}
+
+impl Drop for Shoal {
+    fn drop(&mut self) {
+        Runtime::uninstall();
+        self.node.shutdown();
+    }
+}
+
+impl std::fmt::Debug for Shoal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shoal").field("socket", &self.node.socket_path()).finish()
+    }
+}
+
+/// Start an embedded node in this process: the object store, the scheduler
+/// and `config.workers` worker processes. Returns once every worker is ready.
+///
+/// Fails with [`Error::AlreadyInitialized`] if a node is running, and with
+/// [`Error::FunctionNotFound`] or [`Error::WorkerStartup`] if the workers
+/// cannot start or their binary lacks the driver's functions.
+pub fn init(config: Config) -> Result<Shoal> {
+    if Runtime::current().is_ok() {
+        return Err(Error::AlreadyInitialized);
+    }
+    let node = Node::start(config)?;
+    if let Err(e) = Runtime::install(Runtime::Driver(node.clone())) {
+        node.shutdown();
+        return Err(e);
+    }
+    Ok(Shoal { node })
+}
+
+fn driver() -> Result<Arc<Node>> {
+    match Runtime::current()? {
+        Runtime::Driver(node) => Ok(node),
+        Runtime::Worker(_) => Err(Error::Unsupported("put/get/wait inside a task: nested tasks are not supported yet".into())),
+    }
+}
+
+/// Store `value` in the object store (one copy) and return a reference to it.
+///
+/// Small values without arrays are kept inline; others are written to the
+/// shared-memory arena, where every process can read them in place. A store
+/// without room gives [`Error::ObjectStoreFull`].
+pub fn put<T: Value>(value: T) -> Result<ObjectRef<T>> {
+    let node = driver()?;
+    let encoded = shoal_store::encode(&value, fingerprint::<T>())?;
+    let id = node.put(encoded)?;
+    drop(value);
+    Ok(ObjectRef::from_handle(Runtime::Driver(node).adopt(id)))
+}
+
+/// Wait for the object and return its value (a copy; see [`get_shared`] and
+/// [`get_view`] for reads that copy nothing).
+pub fn get<T: Value>(r: &ObjectRef<T>) -> Result<T> {
+    read::<T>(r, fingerprint::<T>(), None)
+}
+
+/// [`get`], giving up with [`Error::Timeout`] after `timeout`.
+pub fn get_timeout<T: Value>(r: &ObjectRef<T>, timeout: Duration) -> Result<T> {
+    read::<T>(r, fingerprint::<T>(), Some(timeout))
+}
+
+/// [`get`] for many refs; the first error wins.
+pub fn get_all<T: Value>(refs: &[ObjectRef<T>]) -> Result<Vec<T>> {
+    refs.iter().map(get).collect()
+}
+
+/// Read an array object without copying: the view points into shared memory
+/// and keeps the object alive while it exists.
+pub fn get_shared<A: Element, D: Dimension + Value>(r: &ObjectRef<Array<A, D>>) -> Result<SharedArray<A, D>> {
+    get_view(r)
+}
+
+/// Read an object written as `T` through its view twin `V` (see
+/// [`view_twin!`]): arrays become [`SharedArray`]s into the store, no copy.
+pub fn get_view<V: ViewOf<T>, T: Value>(r: &ObjectRef<T>) -> Result<V> {
+    read::<V>(r, fingerprint::<T>(), None)
+}
+
+fn read<V: Value>(handle_of: &ObjectRef<impl Sized>, written_as: u64, timeout: Option<Duration>) -> Result<V> {
+    let handle = &handle_of.handle;
+    let node = match &handle.runtime {
+        Runtime::Driver(node) => node.clone(),
+        Runtime::Worker(_) => return Err(Error::Unsupported("get inside a task: nested tasks are not supported yet".into())),
+    };
+    let deadline = timeout.map(|t| Instant::now() + t);
+    match node.wait_sealed(handle.id, deadline, timeout)? {
+        ObjectState::Inline(bytes) => Ok(shoal_store::decode(&bytes, written_as)?),
+        ObjectState::Arena { offset, len } => read_in_place(&handle.runtime, offset, len, written_as, handle.clone()),
+        ObjectState::Failed(e) => Err(e),
+        ObjectState::Pending => unreachable!("wait_sealed returns sealed states"),
+    }
+}
+
+/// Wait until `num_returns` of `refs` are ready (finished, successfully or
+/// not) or `timeout` passes. Returns `(ready, pending)`, each in the order of
+/// `refs`; `ready` holds at most `num_returns` refs.
+pub fn wait<T>(refs: &[ObjectRef<T>], num_returns: usize, timeout: Option<Duration>) -> Result<(Vec<ObjectRef<T>>, Vec<ObjectRef<T>>)> {
+    if num_returns > refs.len() {
+        return Err(Error::InvalidArgument(format!("wait for {num_returns} of {} refs", refs.len())));
+    }
+    let node = driver()?;
+    let ids: Vec<u64> = refs.iter().map(|r| r.id()).collect();
+    let done = node.wait_any(&ids, num_returns, timeout.map(|t| Instant::now() + t));
+    let mut ready = Vec::new();
+    let mut pending = Vec::new();
+    for (r, done) in refs.iter().zip(done) {
+        if done && ready.len() < num_returns {
+            ready.push(r.clone());
+        } else {
+            pending.push(r.clone());
+        }
+    }
+    Ok((ready, pending))
+}
+
+/// What generated code calls. Not a public API: it may change in any release.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::object_ref::ArgReader;
+    pub use crate::registry::{REMOTE_FUNCTIONS, RemoteFunction};
+    pub use crate::task::{Output, output, submit, typed};
+    pub use linkme;
+}

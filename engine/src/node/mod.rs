@@ -1,0 +1,372 @@
+//! The node: scheduler and object-store owner, running as threads inside the
+//! driver process (the embedded default).
+//!
+//! It owns the arena and its allocator (only this process allocates), the
+//! object table with reference counts, the task graph and the worker pool.
+//! Driver threads call it directly — submission runs on the caller's thread,
+//! which writes the task straight to a worker's socket — and each worker
+//! connection has a reader thread that applies what the worker reports.
+//!
+//! A later standalone node (`shoal start`) serves drivers over the same
+//! sockets; the seam is [`Runtime`](crate::runtime::Runtime).
+
+mod pool;
+pub(crate) mod state;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use shoal_store::{Arena, Encoded};
+
+pub(crate) use pool::{ENV_PARENT, ENV_SOCKET};
+use pool::{SpawnPlan, SupervisorCmd, WorkerConn};
+use state::{ArgSpec, NodeState, ObjectState, Outbox, WorkerSlot};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::object_ref::{Arg, ArgKind};
+use crate::registry;
+use crate::runtime::{RefHandle, Runtime};
+use crate::task::TaskOptions;
+
+/// How long `init` waits for every worker to finish its handshake.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub(crate) struct Node {
+    state: Mutex<NodeState>,
+    changed: Condvar,
+    arena: Arc<Arena>,
+    pub(crate) config: Config,
+    pub(crate) table: Vec<String>,
+    pub(crate) build_hash: u64,
+    pub(crate) next_worker: AtomicUsize,
+    stopped: AtomicBool,
+    socket_dir: PathBuf,
+    socket_path: PathBuf,
+    accepted: AtomicUsize,
+    refusals: Mutex<Vec<Error>>,
+    supervisor: Mutex<Option<(Sender<SupervisorCmd>, JoinHandle<()>)>>,
+    listener: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A private directory for this node's socket, under `base/shoal-<uid>/`.
+/// Directories left by nodes whose process is gone are removed on the way.
+fn make_socket_dir(base: &Path) -> std::io::Result<PathBuf> {
+    let parent = base.join(format!("shoal-{}", nix::unistd::geteuid().as_raw()));
+    shoal_ipc::peer::create_private_dir(&parent)?;
+    if let Ok(entries) = std::fs::read_dir(&parent) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let pid = name.to_str().and_then(|n| n.strip_prefix("node-")).and_then(|n| n.split('-').next()).and_then(|p| p.parse::<i32>().ok());
+            if let Some(pid) = pid {
+                let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+                if !alive {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+    }
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let dir = parent.join(format!("node-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
+    let _ = std::fs::remove_dir_all(&dir);
+    shoal_ipc::peer::create_private_dir(&dir)?;
+    Ok(dir)
+}
+
+impl Node {
+    /// Create the arena, start the threads and the workers, and wait until
+    /// every worker has completed its handshake.
+    pub(crate) fn start(config: Config) -> Result<Arc<Node>> {
+        let arena = Arc::new(Arena::create(config.store_bytes, config.prefault)?);
+        let base = config
+            .socket_dir
+            .clone()
+            .or_else(|| std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).filter(|p| p.is_dir()))
+            .unwrap_or_else(std::env::temp_dir);
+        let startup = |e: std::io::Error| Error::WorkerStartup(format!("socket directory: {e}"));
+        let socket_dir = make_socket_dir(&base).map_err(startup)?;
+        let socket_path = socket_dir.join("node.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket_path).map_err(startup)?;
+        let table = registry::table();
+        let node = Arc::new(Node {
+            state: Mutex::new(NodeState::new(arena.len(), config.pipeline_depth, config.workers as u32)),
+            changed: Condvar::new(),
+            arena,
+            build_hash: registry::build_hash(&table),
+            table,
+            next_worker: AtomicUsize::new(0),
+            stopped: AtomicBool::new(false),
+            socket_dir,
+            socket_path: socket_path.clone(),
+            accepted: AtomicUsize::new(0),
+            refusals: Mutex::new(Vec::new()),
+            supervisor: Mutex::new(None),
+            listener: Mutex::new(None),
+            config,
+        });
+
+        let listen_node = node.clone();
+        let listener = std::thread::Builder::new()
+            .name("shoal-listener".into())
+            .spawn(move || pool::listen(listen_node, listener))
+            .map_err(|e| Error::WorkerStartup(e.to_string()))?;
+        *node.listener.lock().expect("fresh lock") = Some(listener);
+
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let plan = SpawnPlan { program: node.worker_program().to_path_buf(), socket: socket_path, workers: node.config.workers };
+        let sup_node = node.clone();
+        let supervisor = std::thread::Builder::new()
+            .name("shoal-supervisor".into())
+            .spawn(move || pool::supervise(sup_node, plan, rx))
+            .map_err(|e| Error::WorkerStartup(e.to_string()))?;
+        *node.supervisor.lock().expect("fresh lock") = Some((tx, supervisor));
+
+        if let Err(e) = node.wait_for_workers() {
+            node.shutdown();
+            return Err(e);
+        }
+        Ok(node)
+    }
+
+    fn wait_for_workers(&self) -> Result<()> {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let mut state = self.lock();
+        loop {
+            if let Some(e) = self.refusals.lock().expect("refusals").first() {
+                return Err(e.clone());
+            }
+            if self.accepted.load(Ordering::SeqCst) >= self.config.workers {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::WorkerStartup(format!(
+                    "only {} of {} workers connected within {STARTUP_TIMEOUT:?}",
+                    self.accepted.load(Ordering::SeqCst),
+                    self.config.workers
+                )));
+            }
+            state = self.changed.wait_timeout(state, (deadline - now).min(Duration::from_millis(100))).expect("node lock").0;
+        }
+    }
+
+    pub(crate) fn worker_program(&self) -> &Path {
+        self.config.worker_program.as_deref().unwrap_or(Path::new("/proc/self/exe"))
+    }
+
+    pub(crate) fn socket_path(&self) -> &Path {
+        &self.socket_path
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, NodeState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn notify(&self) {
+        self.changed.notify_all();
+    }
+
+    pub(crate) fn arena(&self) -> &Arc<Arena> {
+        &self.arena
+    }
+
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn record_refusal(&self, error: Error) {
+        self.refusals.lock().unwrap_or_else(|e| e.into_inner()).push(error);
+        let _guard = self.lock();
+        self.notify();
+    }
+
+    fn register_worker(&self, slot: WorkerSlot) {
+        let mut outbox = Outbox::new();
+        {
+            let mut state = self.lock();
+            state.workers.insert(slot.conn.id, slot);
+            state.dispatch(&mut outbox);
+        }
+        self.accepted.fetch_add(1, Ordering::SeqCst);
+        self.notify();
+        pool::flush(outbox);
+    }
+
+    fn worker_lost(&self, conn: &Arc<WorkerConn>) {
+        let mut outbox = Outbox::new();
+        {
+            let mut state = self.lock();
+            state.worker_lost(conn.id, conn.pid);
+            state.dispatch(&mut outbox);
+        }
+        self.notify();
+        pool::flush(outbox);
+        if let Some((tx, _)) = &*self.supervisor.lock().unwrap_or_else(|e| e.into_inner()) {
+            let _ = tx.send(SupervisorCmd::Lost(conn.pid));
+        }
+    }
+
+    pub(crate) fn acquire(&self, id: u64) {
+        self.lock().add_ref(id);
+    }
+
+    pub(crate) fn release(&self, id: u64) {
+        self.lock().release(id);
+    }
+
+    /// Store an encoded value; returns its id with one reference (the caller's).
+    pub(crate) fn put(&self, encoded: Encoded) -> Result<u64> {
+        let refs = encoded.contained_refs().to_vec();
+        if !encoded.has_buffers() && encoded.total_len() <= self.config.inline_max {
+            return Ok(self.lock().new_object(ObjectState::Inline(encoded.into_vec().into()), refs));
+        }
+        let len = encoded.total_len() as u64;
+        let offset = self.lock().allocator.allocate(len)?;
+        // SAFETY: (1) `offset..offset+len` was just allocated to this thread by
+        // the allocator, which only this node runs; (2) no object id refers to
+        // it yet, so no other thread or process can reach those bytes until
+        // `new_object` below publishes them.
+        let dst = unsafe { self.arena.bytes_mut(offset, len) };
+        match dst {
+            Ok(dst) => encoded.write_to(dst),
+            Err(e) => {
+                self.lock().allocator.free(offset);
+                return Err(e.into());
+            }
+        }
+        Ok(self.lock().new_object(ObjectState::Arena { offset, len }, refs))
+    }
+
+    /// Submit a task from the driver. Returns one handle per output.
+    pub(crate) fn submit(self: &Arc<Self>, function: &'static str, options: &TaskOptions, args: Vec<Arg>, num_returns: usize) -> Vec<Arc<RefHandle>> {
+        let mut specs = Vec::with_capacity(args.len());
+        let mut pinned = Vec::new();
+        let mut failure = None;
+        for arg in args {
+            match arg.0 {
+                ArgKind::Ref { handle, fingerprint } => {
+                    specs.push(ArgSpec::Object { id: handle.id, fingerprint });
+                    pinned.push(handle);
+                }
+                ArgKind::Value(Ok(encoded)) => {
+                    let fingerprint = encoded.type_fingerprint();
+                    if !encoded.has_buffers() && encoded.total_len() <= self.config.inline_max {
+                        specs.push(ArgSpec::Inline { bytes: encoded.into_vec().into(), fingerprint });
+                    } else {
+                        match self.put(encoded) {
+                            Ok(id) => {
+                                specs.push(ArgSpec::Object { id, fingerprint });
+                                pinned.push(Runtime::Driver(self.clone()).adopt(id));
+                            }
+                            Err(e) => failure = failure.or(Some(e)),
+                        }
+                    }
+                }
+                ArgKind::Value(Err(e)) => failure = failure.or(Some(e)),
+            }
+        }
+        let mut outbox = Outbox::new();
+        let outputs = {
+            let mut state = self.lock();
+            let outputs = state.add_task(function, options.clone(), specs, num_returns, failure);
+            state.dispatch(&mut outbox);
+            outputs
+        };
+        pool::flush(outbox);
+        drop(pinned);
+        let runtime = Runtime::Driver(self.clone());
+        outputs.into_iter().map(|id| runtime.adopt(id)).collect()
+    }
+
+    /// Wait until object `id` is sealed or failed; returns its state.
+    pub(crate) fn wait_sealed(&self, id: u64, deadline: Option<Instant>, timeout: Option<Duration>) -> Result<ObjectState> {
+        let mut state = self.lock();
+        loop {
+            match state.objects.get(&id) {
+                None => return Err(Error::ObjectNotFound(id)),
+                Some(entry) if !matches!(entry.state, ObjectState::Pending) => return Ok(entry.state.clone()),
+                Some(_) if self.is_stopped() => return Err(Error::NodeStopped),
+                Some(_) => {}
+            }
+            state = match deadline {
+                None => self.changed.wait(state).unwrap_or_else(|e| e.into_inner()),
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(Error::Timeout(timeout.unwrap_or_default()));
+                    }
+                    self.changed.wait_timeout(state, deadline - now).unwrap_or_else(|e| e.into_inner()).0
+                }
+            };
+        }
+    }
+
+    /// Wait until at least `num` of `ids` are sealed or failed, or the deadline
+    /// passes; returns which are.
+    pub(crate) fn wait_any(&self, ids: &[u64], num: usize, deadline: Option<Instant>) -> Vec<bool> {
+        let mut state = self.lock();
+        loop {
+            let done: Vec<bool> = ids
+                .iter()
+                .map(|id| state.objects.get(id).is_none_or(|e| !matches!(e.state, ObjectState::Pending)))
+                .collect();
+            let count = done.iter().filter(|&&d| d).count();
+            if count >= num || self.is_stopped() {
+                return done;
+            }
+            state = match deadline {
+                None => self.changed.wait(state).unwrap_or_else(|e| e.into_inner()),
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return done;
+                    }
+                    self.changed.wait_timeout(state, deadline - now).unwrap_or_else(|e| e.into_inner()).0
+                }
+            };
+        }
+    }
+
+    /// Stop the node: fail what is pending, stop the workers, remove the socket.
+    pub(crate) fn shutdown(&self) {
+        if self.stopped.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let conns: Vec<Arc<WorkerConn>> = {
+            let mut state = self.lock();
+            state.stopped = true;
+            let pending: Vec<u64> = state
+                .objects
+                .iter()
+                .filter(|(_, e)| matches!(e.state, ObjectState::Pending))
+                .map(|(&id, _)| id)
+                .collect();
+            for id in pending {
+                state.seal(id, ObjectState::Failed(Error::NodeStopped), Vec::new());
+            }
+            state.workers.values().map(|w| w.conn.clone()).collect()
+        };
+        self.notify();
+        for conn in &conns {
+            conn.send(&crate::protocol::ToWorker::Shutdown);
+        }
+        if let Some((tx, handle)) = self.supervisor.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = tx.send(SupervisorCmd::Shutdown);
+            let _ = handle.join();
+        }
+        for conn in &conns {
+            conn.close();
+        }
+        // Wake the listener's accept() so it sees the stop flag.
+        let _ = std::os::unix::net::UnixStream::connect(&self.socket_path);
+        if let Some(handle) = self.listener.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = handle.join();
+        }
+        let _ = std::fs::remove_dir_all(&self.socket_dir);
+    }
+}
+

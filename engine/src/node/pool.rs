@@ -1,0 +1,320 @@
+//! The worker pool: spawning and reaping worker processes (the supervisor
+//! thread), accepting connections (the listener thread), and one reader
+//! thread per connection.
+//!
+//! Design notes
+//! - Workers are spawned from one long-lived supervisor thread, because
+//!   `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits.
+//! - The worker program is `/proc/self/exe` unless configured: re-executing
+//!   the exact binary image the driver runs, even if the file on disk was
+//!   rebuilt since.
+//! - A connection must pass `SO_PEERCRED` (same uid) and the handshake before
+//!   it is a worker. Anything malformed closes that one connection with a
+//!   logged reason; the node keeps serving everyone else.
+
+use std::collections::HashMap;
+use std::io::{BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use shoal_ipc::{FrameError, FrameReader, HandshakeReply, Hello, Welcome, encode_frame, handshake::HELLO_MAGIC};
+
+use crate::error::Error;
+use crate::node::state::{Outbox, WorkerSlot};
+use crate::node::Node;
+use crate::protocol::{RefOp, ToNode, ToWorker};
+
+/// Environment variable that puts a process into worker mode: the node's
+/// socket path.
+pub(crate) const ENV_SOCKET: &str = "SHOAL_WORKER_SOCKET";
+/// Environment variable with the pid the worker must have as parent.
+pub(crate) const ENV_PARENT: &str = "SHOAL_WORKER_PARENT";
+
+/// The sending half of a worker connection.
+pub(crate) struct WorkerConn {
+    pub id: usize,
+    pub pid: u32,
+    writer: Mutex<UnixStream>,
+}
+
+impl WorkerConn {
+    fn send_bytes(&self, bytes: &[u8]) {
+        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = w.write_all(bytes) {
+            // The reader thread sees the same failure and cleans up.
+            tracing::debug!(worker = self.id, "send failed: {e}");
+        }
+    }
+
+    /// Send one message.
+    pub fn send(&self, msg: &ToWorker) {
+        let mut buf = Vec::new();
+        if encode_frame(msg, &mut buf).is_ok() {
+            self.send_bytes(&buf);
+        }
+    }
+
+    /// Close the connection in both directions.
+    pub fn close(&self) {
+        let w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = w.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// Send queued messages, one write per connection.
+pub(crate) fn flush(outbox: Outbox) {
+    if outbox.is_empty() {
+        return;
+    }
+    let mut batches: HashMap<usize, (Arc<WorkerConn>, Vec<u8>)> = HashMap::new();
+    for (conn, msg) in outbox {
+        let entry = batches.entry(conn.id).or_insert_with(|| (conn.clone(), Vec::new()));
+        if let Err(e) = encode_frame(&msg, &mut entry.1) {
+            tracing::error!("cannot encode a message for worker {}: {e}", conn.id);
+        }
+    }
+    for (conn, bytes) in batches.into_values() {
+        conn.send_bytes(&bytes);
+    }
+}
+
+/// Commands to the supervisor thread.
+pub(crate) enum SupervisorCmd {
+    /// A worker's connection ended.
+    Lost(u32),
+    /// Stop every worker and exit.
+    Shutdown,
+}
+
+/// Where workers come from.
+pub(crate) struct SpawnPlan {
+    pub program: PathBuf,
+    pub socket: PathBuf,
+    pub workers: usize,
+}
+
+fn spawn_worker(plan: &SpawnPlan) -> std::io::Result<Child> {
+    let mut cmd = Command::new(&plan.program);
+    if let Ok(exe) = std::env::current_exe() {
+        if plan.program == std::path::Path::new("/proc/self/exe") {
+            cmd.arg0(exe);
+        }
+    }
+    cmd.env(ENV_SOCKET, &plan.socket)
+        .env(ENV_PARENT, std::process::id().to_string())
+        .stdin(Stdio::null())
+        .spawn()
+}
+
+/// The supervisor thread: spawns the pool, replaces workers that die, reaps
+/// exits, and on shutdown waits for (then kills) every child.
+pub(crate) fn supervise(node: Arc<Node>, plan: SpawnPlan, commands: Receiver<SupervisorCmd>) {
+    let mut children: Vec<Child> = Vec::new();
+    for _ in 0..plan.workers {
+        match spawn_worker(&plan) {
+            Ok(child) => children.push(child),
+            Err(e) => node.record_refusal(Error::WorkerStartup(format!("cannot start {}: {e}", plan.program.display()))),
+        }
+    }
+    loop {
+        match commands.recv_timeout(Duration::from_millis(200)) {
+            Ok(SupervisorCmd::Lost(pid)) => {
+                let ours = children.iter().position(|c| c.id() == pid);
+                if let Some(i) = ours {
+                    let mut child = children.swap_remove(i);
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    if !node.is_stopped() {
+                        tracing::warn!("worker {pid} exited; starting a replacement");
+                        match spawn_worker(&plan) {
+                            Ok(child) => children.push(child),
+                            Err(e) => tracing::error!("cannot start a replacement worker: {e}"),
+                        }
+                    }
+                }
+            }
+            Ok(SupervisorCmd::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        // Reap exits; their connections report `Lost` and trigger replacement.
+        for child in &mut children {
+            if let Ok(Some(status)) = child.try_wait() {
+                tracing::debug!("worker {} exited: {status}", child.id());
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    for child in &mut children {
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() >= deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    }
+}
+
+/// The listener thread: accepts connections until the node stops.
+pub(crate) fn listen(node: Arc<Node>, listener: UnixListener) {
+    for stream in listener.incoming() {
+        if node.is_stopped() {
+            break;
+        }
+        match stream {
+            Ok(stream) => {
+                let node = node.clone();
+                let spawned = std::thread::Builder::new().name("shoal-conn".into()).spawn(move || serve_connection(node, stream));
+                if let Err(e) = spawned {
+                    tracing::error!("cannot start a connection thread: {e}");
+                }
+            }
+            Err(e) => tracing::warn!("accept failed: {e}"),
+        }
+    }
+}
+
+fn refuse(stream: &UnixStream, reason: String) {
+    let mut buf = Vec::new();
+    if encode_frame(&HandshakeReply::Refused(reason), &mut buf).is_ok() {
+        let _ = (&*stream).write_all(&buf);
+    }
+}
+
+/// Check a client's `Hello`; the error is the refusal to send and log.
+fn check_hello(node: &Node, hello: &Hello, peer_pid: i32) -> Result<(), Error> {
+    if hello.magic != HELLO_MAGIC || hello.protocol != shoal_ipc::PROTOCOL_VERSION {
+        return Err(Error::WorkerStartup(format!(
+            "protocol {} (this node speaks {})",
+            hello.protocol,
+            shoal_ipc::PROTOCOL_VERSION
+        )));
+    }
+    if hello.pid as i32 != peer_pid {
+        return Err(Error::WorkerStartup(format!("hello claims pid {} but the peer is {peer_pid}", hello.pid)));
+    }
+    if hello.build != node.build_hash {
+        let program = node.worker_program().display().to_string();
+        if let Some(missing) = node.table.iter().find(|f| !hello.table.contains(f)) {
+            return Err(Error::FunctionNotFound { function: missing.clone(), program });
+        }
+        return Err(Error::WorkerStartup(format!(
+            "worker binary `{program}` was built from other code (function tables or shoal versions differ)"
+        )));
+    }
+    Ok(())
+}
+
+fn serve_connection(node: Arc<Node>, stream: UnixStream) {
+    match shoal_ipc::peer::peer_credentials(&stream) {
+        Ok((uid, _)) if uid == nix::unistd::geteuid().as_raw() => {}
+        Ok((uid, pid)) => {
+            tracing::warn!("refusing connection from pid {pid}: uid {uid} is not this node's user");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!("refusing connection: cannot read peer credentials: {e}");
+            return;
+        }
+    }
+    let peer_pid = shoal_ipc::peer::peer_credentials(&stream).map(|c| c.1).unwrap_or(-1);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let hello: Hello = match FrameReader::with_cap(&stream, 1 << 20).read() {
+        Ok(hello) => hello,
+        Err(e) => {
+            tracing::warn!("closing connection from pid {peer_pid}: bad handshake: {e}");
+            return;
+        }
+    };
+    if let Err(error) = check_hello(&node, &hello, peer_pid) {
+        tracing::warn!("refusing worker {peer_pid}: {error}");
+        refuse(&stream, error.to_string());
+        node.record_refusal(error);
+        return;
+    }
+    let id = node.next_worker.fetch_add(1, Ordering::Relaxed);
+    let welcome = HandshakeReply::Welcome(Welcome {
+        protocol: shoal_ipc::PROTOCOL_VERSION,
+        client_id: id as u32,
+        arena_len: node.arena().len(),
+        inline_max: node.config.inline_max as u64,
+    });
+    let mut buf = Vec::new();
+    let sent = encode_frame(&welcome, &mut buf)
+        .map_err(|e| std::io::Error::other(e.to_string()))
+        .and_then(|()| (&stream).write_all(&buf))
+        .and_then(|()| shoal_ipc::fdpass::send_fd(&stream, node.arena().fd()));
+    let writer = stream.try_clone();
+    let (Ok(()), Ok(writer)) = (sent, writer) else {
+        tracing::warn!("lost worker {peer_pid} during the handshake");
+        return;
+    };
+    let _ = stream.set_read_timeout(None);
+    let conn = Arc::new(WorkerConn { id, pid: hello.pid, writer: Mutex::new(writer) });
+    node.register_worker(WorkerSlot {
+        conn: conn.clone(),
+        in_flight: Default::default(),
+        holds: HashMap::new(),
+        unsealed: Default::default(),
+        reserved_by: None,
+    });
+    let reason = read_worker(&node, &conn, stream);
+    if !node.is_stopped() {
+        match &reason {
+            FrameError::Closed => tracing::warn!("worker {} (pid {}) disconnected", id, conn.pid),
+            other => tracing::warn!("dropping worker {} (pid {}): {other}", id, conn.pid),
+        }
+    }
+    conn.close();
+    node.worker_lost(&conn);
+}
+
+/// Serve one worker's messages until its connection ends; returns why it ended.
+fn read_worker(node: &Node, conn: &Arc<WorkerConn>, stream: UnixStream) -> FrameError {
+    let mut reader = FrameReader::new(BufReader::with_capacity(64 * 1024, stream));
+    loop {
+        let msg = match reader.read::<ToNode>() {
+            Ok(msg) => msg,
+            Err(e) => return e,
+        };
+        match msg {
+            ToNode::Refs(ops) => {
+                let mut state = node.lock();
+                for op in ops {
+                    match op {
+                        RefOp::Acquire(id) => state.worker_ref(conn.id, true, id),
+                        RefOp::Release(id) => state.worker_ref(conn.id, false, id),
+                    }
+                }
+            }
+            ToNode::Allocate { size } => {
+                let result = node.lock().allocate_for(conn.id, size);
+                conn.send(&ToWorker::Allocated(result));
+            }
+            ToNode::TaskDone { task, outputs } => {
+                let mut outbox = Outbox::new();
+                let result = {
+                    let mut state = node.lock();
+                    let result = state.task_done(conn.id, task, outputs);
+                    state.dispatch(&mut outbox);
+                    result
+                };
+                node.notify();
+                flush(outbox);
+                if let Err(e) = result {
+                    return FrameError::Malformed(format!("protocol violation: {e}"));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! The node's bookkeeping: objects, tasks, workers, and the scheduling
+//! decisions between them. Pure data under the node's one lock: no I/O here.
+//! Every operation that can send a message pushes it to an [`Outbox`] that
+//! the caller flushes after releasing the lock.
+//!
+//! Design notes
+//! - An object's `refs` counts live handles in every process, pending tasks
+//!   that take it as an argument (one per use), and objects that contain a
+//!   reference to it. It is freed when `refs` reaches zero and it is no longer
+//!   pending.
+//! - A task waits until every argument object is sealed (`waiting_on`), then
+//!   joins the ready queue. If any argument failed, the task fails with that
+//!   same error without running, and so on down the graph.
+//! - Dispatch prefers an idle worker; when none is idle, a worker takes up to
+//!   `pipeline_depth` tasks so the next one is already in its socket when the
+//!   current one finishes.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use shoal_store::Allocator;
+
+use crate::error::Error;
+use crate::node::pool::WorkerConn;
+use crate::protocol::{ArgData, Execute, Placed, ToWorker};
+use crate::task::TaskOptions;
+
+/// An argument as the node keeps it.
+#[derive(Debug)]
+pub(crate) enum ArgSpec {
+    /// A small value (an encoded object).
+    Inline { bytes: Arc<[u8]>, fingerprint: u64 },
+    /// An object, pinned (counted in `refs`) until the task ends.
+    Object { id: u64, fingerprint: u64 },
+}
+
+/// What an object holds.
+#[derive(Debug, Clone)]
+pub(crate) enum ObjectState {
+    /// Its task has not finished.
+    Pending,
+    /// A small encoded object.
+    Inline(Arc<[u8]>),
+    /// A sealed object in the arena.
+    Arena { offset: u64, len: u64 },
+    /// Its task failed (or one it depended on did).
+    Failed(Error),
+}
+
+#[derive(Debug)]
+pub(crate) struct ObjectEntry {
+    pub refs: usize,
+    pub state: ObjectState,
+    /// Tasks waiting for this object, once per argument position.
+    pub dependents: Vec<u64>,
+    /// Objects referenced from inside this one (each counted once in its `refs`).
+    pub contained: Vec<u64>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Task {
+    pub function: &'static str,
+    pub args: Vec<ArgSpec>,
+    pub outputs: Vec<u64>,
+    pub waiting_on: usize,
+    pub options: TaskOptions,
+    pub attempts: u32,
+    pub worker: Option<usize>,
+}
+
+pub(crate) struct WorkerSlot {
+    pub conn: Arc<WorkerConn>,
+    /// Tasks sent to this worker and not yet done, oldest first.
+    pub in_flight: VecDeque<u64>,
+    /// Handles the worker process holds, per object.
+    pub holds: HashMap<u64, usize>,
+    /// Arena allocations handed to the worker and not yet sealed.
+    pub unsealed: HashSet<u64>,
+    /// Set while a multi-CPU task running on that worker holds this one.
+    pub reserved_by: Option<usize>,
+}
+
+/// Messages to send once the lock is released.
+pub(crate) type Outbox = Vec<(Arc<WorkerConn>, ToWorker)>;
+
+pub(crate) struct NodeState {
+    pub objects: HashMap<u64, ObjectEntry>,
+    pub tasks: HashMap<u64, Task>,
+    pub ready: VecDeque<u64>,
+    pub workers: HashMap<usize, WorkerSlot>,
+    pub allocator: Allocator,
+    pub next_object: u64,
+    pub next_task: u64,
+    pub pipeline_depth: usize,
+    pub total_cpus: u32,
+    pub stopped: bool,
+}
+
+impl NodeState {
+    pub fn new(arena_len: u64, pipeline_depth: usize, cpus: u32) -> Self {
+        NodeState {
+            objects: HashMap::new(),
+            tasks: HashMap::new(),
+            ready: VecDeque::new(),
+            workers: HashMap::new(),
+            allocator: Allocator::new(arena_len),
+            next_object: 1,
+            next_task: 1,
+            pipeline_depth,
+            total_cpus: cpus,
+            stopped: false,
+        }
+    }
+
+    /// A new object id with one reference (the caller's handle).
+    pub fn new_object(&mut self, state: ObjectState, contained: Vec<u64>) -> u64 {
+        let id = self.next_object;
+        self.next_object += 1;
+        for &c in &contained {
+            self.add_ref(c);
+        }
+        self.objects.insert(id, ObjectEntry { refs: 1, state, dependents: Vec::new(), contained });
+        id
+    }
+
+    pub fn add_ref(&mut self, id: u64) {
+        if let Some(entry) = self.objects.get_mut(&id) {
+            entry.refs += 1;
+        }
+    }
+
+    /// Drop one reference; frees the object (and, transitively, what it
+    /// contains) when none are left and it is not pending.
+    pub fn release(&mut self, id: u64) {
+        let mut work = vec![id];
+        while let Some(id) = work.pop() {
+            let Some(entry) = self.objects.get_mut(&id) else { continue };
+            entry.refs = entry.refs.saturating_sub(1);
+            if entry.refs == 0 && !matches!(entry.state, ObjectState::Pending) {
+                let entry = self.objects.remove(&id).expect("present");
+                if let ObjectState::Arena { offset, .. } = entry.state {
+                    self.allocator.free(offset);
+                }
+                work.extend(entry.contained);
+            }
+        }
+    }
+
+    /// Record a task; returns its output ids (each with one reference, the
+    /// caller's). Ready tasks join the queue; the caller then dispatches.
+    /// A task whose arguments could not be prepared is recorded with `failed`
+    /// and fails at once.
+    pub fn add_task(
+        &mut self,
+        function: &'static str,
+        options: TaskOptions,
+        args: Vec<ArgSpec>,
+        num_returns: usize,
+        mut failed: Option<Error>,
+    ) -> Vec<u64> {
+        let task_id = self.next_task;
+        self.next_task += 1;
+        let outputs: Vec<u64> = (0..num_returns).map(|_| self.new_object(ObjectState::Pending, Vec::new())).collect();
+        let mut waiting_on = 0;
+        for arg in &args {
+            if let ArgSpec::Object { id, .. } = arg {
+                match self.objects.get_mut(id) {
+                    Some(entry) => {
+                        entry.refs += 1;
+                        match &entry.state {
+                            ObjectState::Pending => {
+                                entry.dependents.push(task_id);
+                                waiting_on += 1;
+                            }
+                            ObjectState::Failed(e) => failed = failed.or(Some(e.clone())),
+                            _ => {}
+                        }
+                    }
+                    None => failed = failed.or(Some(Error::ObjectNotFound(*id))),
+                }
+            }
+        }
+        let needed = options.num_cpus;
+        if needed > self.total_cpus {
+            failed = failed.or(Some(Error::Unschedulable { function: function.to_string(), needed, available: self.total_cpus }));
+        }
+        let task = Task { function, args, outputs: outputs.clone(), waiting_on, options, attempts: 0, worker: None };
+        self.tasks.insert(task_id, task);
+        if let Some(error) = failed {
+            self.fail_task(task_id, error);
+        } else if waiting_on == 0 {
+            self.ready.push_back(task_id);
+        }
+        outputs
+    }
+
+    /// Seal object `id` with `state`, then wake (or fail) its dependents, and
+    /// their dependents, without recursion.
+    pub fn seal(&mut self, id: u64, state: ObjectState, contained: Vec<u64>) {
+        let mut failures = Vec::new();
+        self.seal_one(id, state, contained, &mut failures);
+        while let Some((task_id, error)) = failures.pop() {
+            let Some(task) = self.tasks.remove(&task_id) else { continue };
+            self.ready.retain(|&t| t != task_id);
+            for out in self.release_task(task) {
+                self.seal_one(out, ObjectState::Failed(error.clone()), Vec::new(), &mut failures);
+            }
+        }
+    }
+
+    fn seal_one(&mut self, id: u64, state: ObjectState, contained: Vec<u64>, failures: &mut Vec<(u64, Error)>) {
+        for &c in &contained {
+            self.add_ref(c);
+        }
+        let Some(entry) = self.objects.get_mut(&id) else {
+            // Unknown id: drop what it would have held.
+            if let ObjectState::Arena { offset, .. } = state {
+                self.allocator.free(offset);
+            }
+            for c in contained {
+                self.release(c);
+            }
+            return;
+        };
+        let failed = if let ObjectState::Failed(e) = &state { Some(e.clone()) } else { None };
+        entry.state = state;
+        entry.contained = contained;
+        let dependents = std::mem::take(&mut entry.dependents);
+        let unreferenced = entry.refs == 0;
+        for task_id in dependents {
+            match &failed {
+                Some(e) => failures.push((task_id, e.clone())),
+                None => {
+                    if let Some(task) = self.tasks.get_mut(&task_id) {
+                        task.waiting_on -= 1;
+                        if task.waiting_on == 0 {
+                            self.ready.push_back(task_id);
+                        }
+                    }
+                }
+            }
+        }
+        if unreferenced {
+            // Every handle went away while it was pending: free it now.
+            self.add_ref(id);
+            self.release(id);
+        }
+    }
+
+    /// Fail a task: every output becomes `error`, which flows to dependents.
+    pub fn fail_task(&mut self, task_id: u64, error: Error) {
+        let Some(task) = self.tasks.remove(&task_id) else { return };
+        self.ready.retain(|&t| t != task_id);
+        for out in self.release_task(task) {
+            self.seal(out, ObjectState::Failed(error.clone()), Vec::new());
+        }
+    }
+
+    /// Unpin a task's arguments and free its workers; returns its outputs.
+    fn release_task(&mut self, task: Task) -> Vec<u64> {
+        if let Some(w) = task.worker {
+            self.unreserve(w);
+        }
+        for arg in task.args {
+            if let ArgSpec::Object { id, .. } = arg {
+                self.release(id);
+            }
+        }
+        task.outputs
+    }
+
+    fn unreserve(&mut self, worker: usize) {
+        for slot in self.workers.values_mut() {
+            if slot.reserved_by == Some(worker) {
+                slot.reserved_by = None;
+            }
+        }
+    }
+
+    /// A worker reports a finished task. An error is a protocol violation
+    /// (the caller drops the connection).
+    pub fn task_done(&mut self, worker: usize, task_id: u64, outputs: Vec<Placed>) -> Result<(), String> {
+        let slot = self.workers.get_mut(&worker).ok_or("unknown worker")?;
+        let pos = slot.in_flight.iter().position(|&t| t == task_id).ok_or_else(|| format!("task {task_id} was not sent to this worker"))?;
+        slot.in_flight.remove(pos);
+        let mut checked = Vec::with_capacity(outputs.len());
+        for placed in outputs {
+            checked.push(match placed {
+                Placed::Inline { bytes, refs } => (ObjectState::Inline(bytes.into()), refs),
+                Placed::Arena { offset, len, refs } => {
+                    if !slot.unsealed.remove(&offset) {
+                        return Err(format!("offset {offset} was not allocated to this worker"));
+                    }
+                    match self.allocator.allocation_len(offset) {
+                        Some(size) if len <= size => (ObjectState::Arena { offset, len }, refs),
+                        _ => return Err(format!("object of {len} bytes overruns its allocation at {offset}")),
+                    }
+                }
+                Placed::Failed(e) => (ObjectState::Failed(e), Vec::new()),
+            });
+        }
+        let task = self.tasks.remove(&task_id).ok_or("unknown task")?;
+        if checked.len() != task.outputs.len() {
+            // A task that failed before producing outputs reports one error for all.
+            let error = match checked.pop() {
+                Some((ObjectState::Failed(e), _)) if checked.is_empty() => e,
+                _ => Error::Serialization(format!("`{}` returned the wrong number of values", task.function)),
+            };
+            self.tasks.insert(task_id, task);
+            self.fail_task(task_id, error);
+            return Ok(());
+        }
+        let outputs = self.release_task(task);
+        for (id, (state, refs)) in outputs.into_iter().zip(checked) {
+            self.seal(id, state, refs);
+        }
+        Ok(())
+    }
+
+    /// Reserve arena space for a worker's output.
+    pub fn allocate_for(&mut self, worker: usize, size: u64) -> Result<u64, Error> {
+        let offset = self.allocator.allocate(size)?;
+        match self.workers.get_mut(&worker) {
+            Some(slot) => {
+                slot.unsealed.insert(offset);
+                Ok(offset)
+            }
+            None => {
+                self.allocator.free(offset);
+                Err(Error::NodeStopped)
+            }
+        }
+    }
+
+    /// Apply a worker's reference changes.
+    pub fn worker_ref(&mut self, worker: usize, acquire: bool, id: u64) {
+        let Some(slot) = self.workers.get_mut(&worker) else { return };
+        if acquire {
+            *slot.holds.entry(id).or_default() += 1;
+            self.add_ref(id);
+        } else if let Some(n) = slot.holds.get_mut(&id) {
+            *n -= 1;
+            if *n == 0 {
+                slot.holds.remove(&id);
+            }
+            self.release(id);
+        }
+    }
+
+    /// A worker's connection ended: reclaim what it held and retry (or fail)
+    /// its tasks. Returns whether it was known.
+    pub fn worker_lost(&mut self, worker: usize, pid: u32) -> bool {
+        let Some(slot) = self.workers.remove(&worker) else { return false };
+        self.unreserve(worker);
+        for offset in slot.unsealed {
+            self.allocator.free(offset);
+        }
+        for (id, n) in slot.holds {
+            for _ in 0..n {
+                self.release(id);
+            }
+        }
+        for task_id in slot.in_flight.into_iter().rev() {
+            let Some(task) = self.tasks.get_mut(&task_id) else { continue };
+            task.worker = None;
+            if task.attempts <= task.options.max_retries {
+                self.ready.push_front(task_id);
+            } else {
+                let error = Error::WorkerDied { function: task.function.to_string(), pid, attempts: task.attempts };
+                self.fail_task(task_id, error);
+            }
+        }
+        true
+    }
+
+    /// Send ready tasks to workers, as far as workers and CPUs allow.
+    pub fn dispatch(&mut self, out: &mut Outbox) {
+        if self.stopped {
+            return;
+        }
+        while let Some(&task_id) = self.ready.front() {
+            let cpus = self.tasks[&task_id].options.num_cpus.max(1) as usize;
+            let Some(worker) = self.pick_workers(cpus) else { break };
+            self.ready.pop_front();
+            let mut args = Vec::new();
+            let task = self.tasks.get_mut(&task_id).expect("ready task exists");
+            for arg in &task.args {
+                args.push(match arg {
+                    ArgSpec::Inline { bytes, fingerprint } => ArgData::Inline { bytes: bytes.to_vec(), fingerprint: *fingerprint },
+                    ArgSpec::Object { id, fingerprint } => match &self.objects[id].state {
+                        ObjectState::Inline(bytes) => ArgData::Inline { bytes: bytes.to_vec(), fingerprint: *fingerprint },
+                        ObjectState::Arena { offset, len } => {
+                            ArgData::Arena { id: *id, offset: *offset, len: *len, fingerprint: *fingerprint }
+                        }
+                        ObjectState::Pending | ObjectState::Failed(_) => unreachable!("ready tasks have sealed arguments"),
+                    },
+                });
+            }
+            task.worker = Some(worker);
+            task.attempts += 1;
+            let execute = Execute { task: task_id, function: task.function.to_string(), args };
+            let slot = self.workers.get_mut(&worker).expect("picked worker exists");
+            slot.in_flight.push_back(task_id);
+            out.push((slot.conn.clone(), ToWorker::Execute(execute)));
+        }
+    }
+
+    /// Choose the worker for a task needing `cpus` CPUs: the least loaded one
+    /// below the pipeline depth; a multi-CPU task needs an idle worker plus
+    /// `cpus - 1` more idle ones, which it reserves while it runs.
+    fn pick_workers(&mut self, cpus: usize) -> Option<usize> {
+        let free = |s: &WorkerSlot| s.reserved_by.is_none();
+        if cpus == 1 {
+            return self
+                .workers
+                .iter()
+                .filter(|(_, s)| free(s) && s.in_flight.len() < self.pipeline_depth)
+                .min_by_key(|(id, s)| (s.in_flight.len(), **id))
+                .map(|(&id, _)| id);
+        }
+        let mut idle: Vec<usize> = self.workers.iter().filter(|(_, s)| free(s) && s.in_flight.is_empty()).map(|(&id, _)| id).collect();
+        if idle.len() < cpus {
+            return None;
+        }
+        idle.sort_unstable();
+        let chosen = idle[0];
+        for &other in &idle[1..cpus] {
+            self.workers.get_mut(&other).expect("idle worker").reserved_by = Some(chosen);
+        }
+        Some(chosen)
+    }
+}

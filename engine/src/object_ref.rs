@@ -1,0 +1,249 @@
+//! Typed object references and how values become task arguments.
+
+use std::any::TypeId;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use ndarray::{Array, Dimension};
+use serde::de::{DeserializeOwned, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use shoal_store::{Element, Keepalive, SharedArray};
+
+use crate::error::{Error, Result};
+use crate::protocol::ArgData;
+use crate::runtime::{RefHandle, Runtime};
+
+/// What can be stored in the object store and passed to or returned from a
+/// remote function: any `Serialize + DeserializeOwned + Send + 'static` type.
+/// A type that cannot be sent between threads is a compile error.
+pub trait Value: Serialize + DeserializeOwned + Send + 'static {}
+impl<T: Serialize + DeserializeOwned + Send + 'static> Value for T {}
+
+/// Fingerprint of a type, stamped on every object written as that type and
+/// checked on every read. Equal in every process of one build.
+pub(crate) fn fingerprint<T: 'static>() -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    TypeId::of::<T>().hash(&mut h);
+    h.finish()
+}
+
+/// A reference to an object in the store that holds (or will hold) a `T`.
+///
+/// Returned at once by `put` and by `NAME::remote(…)`; the value is read with
+/// [`get`](crate::get). Cloning is cheap; the object is freed when the last
+/// reference in any process is dropped and no pending task needs it.
+/// References serialize inside values (a `Vec<ObjectRef<T>>` is a fine
+/// value), and a reference stored inside an object keeps its target alive.
+pub struct ObjectRef<T> {
+    pub(crate) handle: Arc<RefHandle>,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T> ObjectRef<T> {
+    pub(crate) fn from_handle(handle: Arc<RefHandle>) -> Self {
+        ObjectRef { handle, _type: PhantomData }
+    }
+
+    /// The object's id, unique within its node.
+    pub fn id(&self) -> u64 {
+        self.handle.id
+    }
+}
+
+impl<T> Clone for ObjectRef<T> {
+    fn clone(&self) -> Self {
+        ObjectRef::from_handle(self.handle.clone())
+    }
+}
+
+impl<T> fmt::Debug for ObjectRef<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ObjectRef<{}>({})", std::any::type_name::<T>(), self.handle.id)
+    }
+}
+
+impl<T> PartialEq for ObjectRef<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.handle.id == other.handle.id
+    }
+}
+
+impl<T> Eq for ObjectRef<T> {}
+
+impl<T> Hash for ObjectRef<T> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.handle.id.hash(state);
+    }
+}
+
+impl<T> Serialize for ObjectRef<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_newtype_struct(shoal_store::REF_MARKER, &self.handle.id)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for ObjectRef<T> {
+    /// Deserializing a reference makes a new counted handle, so it needs a
+    /// running node (or a worker) in this process.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct IdVisitor;
+        impl<'de> Visitor<'de> for IdVisitor {
+            type Value = u64;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object id")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<u64, E> {
+                Ok(v)
+            }
+            fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> std::result::Result<u64, D::Error> {
+                u64::deserialize(d)
+            }
+        }
+        let id = deserializer.deserialize_newtype_struct(shoal_store::REF_MARKER, IdVisitor)?;
+        let runtime = Runtime::current().map_err(serde::de::Error::custom)?;
+        Ok(ObjectRef::from_handle(runtime.acquire(id)))
+    }
+}
+
+/// A task argument, ready to submit. Made by [`IntoArg::into_arg`].
+pub struct Arg(pub(crate) ArgKind);
+
+pub(crate) enum ArgKind {
+    /// A value passed directly, already encoded (or the encoding error).
+    Value(Result<shoal_store::Encoded>),
+    /// An object passed by reference; `fingerprint` is the type it was written as.
+    Ref { handle: Arc<RefHandle>, fingerprint: u64 },
+}
+
+impl Arg {
+    /// An argument that passes `value` itself.
+    pub fn from_value<P: Value>(value: &P) -> Arg {
+        Arg(ArgKind::Value(shoal_store::encode(value, fingerprint::<P>()).map_err(Error::from)))
+    }
+
+    /// An argument that passes the object behind `r`, written as `T`.
+    pub fn from_ref<T: Value>(r: &ObjectRef<T>) -> Arg {
+        Arg(ArgKind::Ref { handle: r.handle.clone(), fingerprint: fingerprint::<T>() })
+    }
+}
+
+/// Anything that can be passed where a remote function takes a `P`: the value
+/// itself, an `ObjectRef<P>` or a `&ObjectRef<P>` (the task then waits for
+/// that object), and, for a view type, a reference to the type it views (an
+/// `ObjectRef<Array<A, D>>` where the function takes `SharedArray<A, D>`; see
+/// [`view_twin!`](crate::view_twin) for your own view types).
+pub trait IntoArg<P> {
+    /// Package `self` for submission.
+    fn into_arg(self) -> Arg;
+}
+
+impl<P: Value> IntoArg<P> for P {
+    fn into_arg(self) -> Arg {
+        Arg::from_value(&self)
+    }
+}
+
+impl<P: Value> IntoArg<P> for ObjectRef<P> {
+    fn into_arg(self) -> Arg {
+        Arg::from_ref(&self)
+    }
+}
+
+impl<P: Value> IntoArg<P> for &ObjectRef<P> {
+    fn into_arg(self) -> Arg {
+        Arg::from_ref(self)
+    }
+}
+
+impl<A: Element, D: Dimension + Serialize + DeserializeOwned + 'static> IntoArg<SharedArray<A, D>> for ObjectRef<Array<A, D>> {
+    fn into_arg(self) -> Arg {
+        Arg::from_ref(&self)
+    }
+}
+
+impl<A: Element, D: Dimension + Serialize + DeserializeOwned + 'static> IntoArg<SharedArray<A, D>> for &ObjectRef<Array<A, D>> {
+    fn into_arg(self) -> Arg {
+        Arg::from_ref(self)
+    }
+}
+
+/// `Self` reads, without copying, an object written as `T`: `T`'s arrays are
+/// `SharedArray`s in `Self`, everything else is the same, field for field.
+///
+/// Implemented for `SharedArray<A, D>` over `Array<A, D>`; declare your own
+/// pairs with [`view_twin!`](crate::view_twin). Read with
+/// [`get_view`](crate::get_view).
+pub trait ViewOf<T: Value>: Value {}
+
+impl<A: Element, D: Dimension + Serialize + DeserializeOwned + 'static> ViewOf<Array<A, D>> for SharedArray<A, D> {}
+
+/// Declare that `$view` is the zero-copy view twin of `$owned`: the same fields
+/// in the same order, with each `ndarray::Array<A, D>` of `$owned` a
+/// `shoal::SharedArray<A, D>` in `$view`.
+///
+/// Afterwards `shoal::get_view::<$view, _>(&r)` reads an `ObjectRef<$owned>`
+/// without copying its arrays, and a remote function taking `$view` accepts
+/// an `ObjectRef<$owned>`.
+///
+/// ```ignore
+/// #[derive(Serialize, Deserialize)]
+/// struct Frame { name: String, pixels: ndarray::Array2<u8> }
+/// #[derive(Serialize, Deserialize)]
+/// struct FrameView { name: String, pixels: shoal::SharedArray<u8, ndarray::Ix2> }
+/// shoal::view_twin!(Frame => FrameView);
+/// ```
+#[macro_export]
+macro_rules! view_twin {
+    ($owned:ty => $view:ty) => {
+        impl $crate::ViewOf<$owned> for $view {}
+        impl $crate::IntoArg<$view> for $crate::ObjectRef<$owned> {
+            fn into_arg(self) -> $crate::Arg {
+                $crate::Arg::from_ref(&self)
+            }
+        }
+        impl $crate::IntoArg<$view> for &$crate::ObjectRef<$owned> {
+            fn into_arg(self) -> $crate::Arg {
+                $crate::Arg::from_ref(self)
+            }
+        }
+    };
+}
+
+/// Decodes a task's arguments inside the worker (used by generated code).
+pub struct ArgReader<'a> {
+    pub(crate) runtime: &'a Runtime,
+    pub(crate) args: std::vec::IntoIter<ArgData>,
+}
+
+impl ArgReader<'_> {
+    /// Decode the next argument as a `P`.
+    pub fn next<P: Value>(&mut self) -> Result<P> {
+        match self.args.next() {
+            None => Err(Error::InvalidArgument("too few arguments for the function".into())),
+            Some(ArgData::Inline { bytes, fingerprint }) => Ok(shoal_store::decode(&bytes, fingerprint)?),
+            Some(ArgData::Arena { id, offset, len, fingerprint }) => {
+                let keepalive: Keepalive = self.runtime.acquire(id);
+                read_in_place(self.runtime, offset, len, fingerprint, keepalive)
+            }
+        }
+    }
+}
+
+/// Decode the arena object at `offset` as a `V` whose arrays view the arena.
+///
+/// `keepalive` must hold a counted reference to that object.
+pub(crate) fn read_in_place<V: Value>(runtime: &Runtime, offset: u64, len: u64, fingerprint: u64, keepalive: Keepalive) -> Result<V> {
+    let arena = runtime.arena();
+    // SAFETY: (1) `keepalive` holds a counted reference to the object at
+    // `offset`, so the node neither frees nor reuses its bytes while it lives;
+    // (2) the object is sealed (the node only hands out locations of sealed
+    // objects) and sealed objects are never written again; (3) the slice's
+    // borrow ends with this function, and the views `decode_in_place` makes
+    // hold `keepalive`, which also holds the runtime and so the mapping.
+    let bytes = unsafe { arena.bytes(offset, len)? };
+    // SAFETY: the bytes stay mapped and unwritten while `keepalive` lives, by
+    // the argument just above; that is `decode_in_place`'s contract.
+    Ok(unsafe { shoal_store::decode_in_place(bytes, fingerprint, keepalive)? })
+}

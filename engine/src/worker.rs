@@ -1,0 +1,258 @@
+//! Worker mode: the same executable as the driver, re-executed with
+//! `SHOAL_WORKER_SOCKET` set.
+//!
+//! A constructor in `.init_array` runs before the program's `main` (before
+//! libtest's harness in a test binary, before criterion in a bench) and, when
+//! that variable is present, turns the process into a worker: it connects to
+//! the node, completes the handshake, maps the arena, runs tasks until told to
+//! stop or until its node goes away, and exits without ever returning to
+//! `main`. So test binaries, examples and benches work unchanged.
+//!
+//! The task loop is single-threaded: read a task, run it, write its outputs
+//! and any reference changes in one write. The node may queue the next task
+//! in the socket while one runs (the pipeline), so the loop often finds its
+//! next task without sleeping.
+
+use std::collections::VecDeque;
+use std::io::{BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex};
+
+use shoal_ipc::{FrameError, FrameReader, HandshakeReply, Hello, encode_frame, handshake::HELLO_MAGIC};
+use shoal_store::Arena;
+
+use crate::error::Error;
+use crate::node::{ENV_PARENT, ENV_SOCKET};
+use crate::object_ref::ArgReader;
+use crate::protocol::{Execute, Placed, RefOp, ToNode, ToWorker};
+use crate::registry;
+use crate::runtime::Runtime;
+use crate::task::Output;
+
+/// A worker process's side of its connection: its arena mapping and the
+/// reference changes waiting to be sent.
+pub(crate) struct WorkerClient {
+    arena: Arc<Arena>,
+    ref_ops: Mutex<Vec<RefOp>>,
+}
+
+impl WorkerClient {
+    pub(crate) fn arena(&self) -> &Arc<Arena> {
+        &self.arena
+    }
+
+    /// Queue a reference change; it goes out with the next message.
+    pub(crate) fn push_ref_op(&self, op: RefOp) {
+        self.ref_ops.lock().unwrap_or_else(|e| e.into_inner()).push(op);
+    }
+
+    fn take_ref_ops(&self) -> Vec<RefOp> {
+        std::mem::take(&mut *self.ref_ops.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static WORKER_ENTRY: extern "C" fn() = worker_entry;
+
+extern "C" fn worker_entry() {
+    let Some(socket) = std::env::var_os(ENV_SOCKET) else { return };
+    let parent = std::env::var(ENV_PARENT).ok().and_then(|p| p.parse::<i32>().ok());
+    // SAFETY: this runs from `.init_array` of a freshly exec'd process, before
+    // `main` and before shoal starts any thread, so no other thread can be
+    // reading the environment concurrently. Removing the variables keeps a
+    // process that a task spawns from this binary from becoming a worker too.
+    unsafe {
+        std::env::remove_var(ENV_SOCKET);
+        std::env::remove_var(ENV_PARENT);
+    }
+    let code = match catch_unwind(|| run(socket.into(), parent)) {
+        Ok(Ok(())) => 0,
+        Ok(Err(e)) => {
+            eprintln!("shoal worker {}: {e}", std::process::id());
+            2
+        }
+        Err(_) => 3,
+    };
+    std::process::exit(code);
+}
+
+fn die_with_parent(parent: Option<i32>) -> Result<(), Error> {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| Error::WorkerStartup(format!("prctl: {e}")))?;
+    // The parent may have died before the line above took effect.
+    if let Some(parent) = parent {
+        if nix::unistd::getppid().as_raw() != parent {
+            return Err(Error::WorkerStartup("the node exited before this worker started".into()));
+        }
+    }
+    Ok(())
+}
+
+fn io_err(e: impl std::fmt::Display) -> Error {
+    Error::WorkerStartup(e.to_string())
+}
+
+/// Connect, handshake, then serve tasks until the node says stop or goes away.
+fn run(socket: std::path::PathBuf, parent: Option<i32>) -> Result<(), Error> {
+    die_with_parent(parent)?;
+    let stream = UnixStream::connect(&socket).map_err(io_err)?;
+    let table = registry::table();
+    let hello = Hello {
+        magic: HELLO_MAGIC,
+        protocol: shoal_ipc::PROTOCOL_VERSION,
+        pid: std::process::id(),
+        build: registry::build_hash(&table),
+        table,
+    };
+    let mut buf = Vec::new();
+    encode_frame(&hello, &mut buf).map_err(io_err)?;
+    (&stream).write_all(&buf).map_err(io_err)?;
+    let welcome = match FrameReader::with_cap(&stream, 1 << 20).read::<HandshakeReply>().map_err(io_err)? {
+        HandshakeReply::Welcome(w) => w,
+        HandshakeReply::Refused(reason) => return Err(Error::WorkerStartup(format!("refused by the node: {reason}"))),
+    };
+    let fd = shoal_ipc::fdpass::recv_fd(&stream).map_err(io_err)?;
+    let arena = Arc::new(Arena::open(fd, false)?);
+    let client = Arc::new(WorkerClient { arena, ref_ops: Mutex::new(Vec::new()) });
+    let runtime = Runtime::Worker(client.clone());
+    Runtime::install(runtime.clone())?;
+    let mut worker = TaskLoop {
+        runtime,
+        client,
+        reader: FrameReader::new(BufReader::with_capacity(64 * 1024, stream.try_clone().map_err(io_err)?)),
+        writer: stream,
+        pending: VecDeque::new(),
+        inline_max: welcome.inline_max as usize,
+        stopping: false,
+    };
+    worker.serve()
+}
+
+struct TaskLoop {
+    runtime: Runtime,
+    client: Arc<WorkerClient>,
+    reader: FrameReader<BufReader<UnixStream>>,
+    writer: UnixStream,
+    pending: VecDeque<Execute>,
+    inline_max: usize,
+    stopping: bool,
+}
+
+impl TaskLoop {
+    fn serve(&mut self) -> Result<(), Error> {
+        loop {
+            let execute = match self.pending.pop_front() {
+                Some(e) => e,
+                None if self.stopping => return Ok(()),
+                None => {
+                    let ops = self.client.take_ref_ops();
+                    if !ops.is_empty() {
+                        self.send(&[ToNode::Refs(ops)])?;
+                    }
+                    match self.reader.read::<ToWorker>() {
+                        Ok(ToWorker::Execute(e)) => e,
+                        Ok(ToWorker::Shutdown) | Err(FrameError::Closed) => return Ok(()),
+                        Ok(ToWorker::Allocated(_)) => return Err(io_err("unexpected allocation reply")),
+                        Err(e) => return Err(io_err(e)),
+                    }
+                }
+            };
+            let task = execute.task;
+            let outputs = self.run_task(execute);
+            // Acquisitions made during the task go before its outputs (which may
+            // contain those refs); releases go after, so nothing an output
+            // contains is freed in between.
+            let (acquires, releases): (Vec<RefOp>, Vec<RefOp>) =
+                self.client.take_ref_ops().into_iter().partition(|op| matches!(op, RefOp::Acquire(_)));
+            let mut msgs = Vec::with_capacity(3);
+            if !acquires.is_empty() {
+                msgs.push(ToNode::Refs(acquires));
+            }
+            msgs.push(ToNode::TaskDone { task, outputs });
+            if !releases.is_empty() {
+                msgs.push(ToNode::Refs(releases));
+            }
+            self.send(&msgs)?;
+        }
+    }
+
+    fn send(&mut self, msgs: &[ToNode]) -> Result<(), Error> {
+        let mut buf = Vec::new();
+        for msg in msgs {
+            encode_frame(msg, &mut buf).map_err(io_err)?;
+        }
+        self.writer.write_all(&buf).map_err(io_err)
+    }
+
+    fn run_task(&mut self, execute: Execute) -> Vec<Placed> {
+        let pid = std::process::id();
+        let Some(function) = registry::lookup(&execute.function) else {
+            let program = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default();
+            return vec![Placed::Failed(Error::FunctionNotFound { function: execute.function, program })];
+        };
+        let result = {
+            let mut args = ArgReader { runtime: &self.runtime, args: execute.args.into_iter() };
+            catch_unwind(AssertUnwindSafe(|| (function.invoke)(&mut args)))
+        };
+        match result {
+            Ok(Ok(outputs)) => outputs.into_iter().map(|o| self.place(o)).collect(),
+            Ok(Err(e)) => vec![Placed::Failed(e)],
+            Err(payload) => {
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "non-string panic payload".into());
+                vec![Placed::Failed(Error::TaskPanicked { function: execute.function, message, pid })]
+            }
+        }
+    }
+
+    /// Put one output where it belongs: inline, or into an arena allocation
+    /// the node hands out.
+    fn place(&mut self, output: Output) -> Placed {
+        let encoded = match output.0 {
+            Ok(encoded) => encoded,
+            Err(e) => return Placed::Failed(e),
+        };
+        let refs = encoded.contained_refs().to_vec();
+        if !encoded.has_buffers() && encoded.total_len() <= self.inline_max {
+            return Placed::Inline { bytes: encoded.into_vec(), refs };
+        }
+        let len = encoded.total_len() as u64;
+        let offset = match self.allocate(len) {
+            Ok(offset) => offset,
+            Err(e) => return Placed::Failed(e),
+        };
+        // SAFETY: (1) the node allocated `offset..offset+len` to this worker
+        // alone and publishes it to no one until our `TaskDone` seals it; (2)
+        // this is the only reference to those bytes in this process.
+        match unsafe { self.client.arena.bytes_mut(offset, len) } {
+            Ok(dst) => encoded.write_to(dst),
+            Err(e) => return Placed::Failed(e.into()),
+        }
+        Placed::Arena { offset, len, refs }
+    }
+
+    /// Ask the node for `len` bytes of arena; tasks that arrive meanwhile wait
+    /// in `pending`.
+    fn allocate(&mut self, len: u64) -> Result<u64, Error> {
+        self.send(&[ToNode::Allocate { size: len }])?;
+        loop {
+            match self.reader.read::<ToWorker>() {
+                Ok(ToWorker::Allocated(result)) => return result,
+                Ok(ToWorker::Execute(e)) => self.pending.push_back(e),
+                Ok(ToWorker::Shutdown) => {
+                    self.stopping = true;
+                    return Err(Error::NodeStopped);
+                }
+                Err(_) => {
+                    self.stopping = true;
+                    return Err(Error::NodeStopped);
+                }
+            }
+        }
+    }
+}

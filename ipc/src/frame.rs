@@ -1,0 +1,169 @@
+//! Length-prefixed postcard frames.
+//!
+//! A frame is a little-endian `u32` body length followed by the postcard
+//! encoding of one message. A reader refuses any length above its cap before
+//! allocating, so a peer cannot make it reserve memory by lying.
+
+use std::io::{self, Read};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use thiserror::Error;
+
+/// The default cap on one frame's body.
+pub const MAX_FRAME_BYTES: usize = 64 << 20;
+
+/// Why a frame could not be read or written.
+#[derive(Debug, Error)]
+pub enum FrameError {
+    /// The peer closed the connection at a frame boundary.
+    #[error("connection closed")]
+    Closed,
+    /// The length prefix exceeds the cap.
+    #[error("frame of {len} bytes exceeds the {max}-byte cap")]
+    Oversized {
+        /// Announced body length.
+        len: usize,
+        /// The cap in force.
+        max: usize,
+    },
+    /// The body is not a valid encoding of the expected message.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    /// The socket failed (including EOF in the middle of a frame).
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Append one frame holding `msg` to `out`.
+pub fn encode_frame<T: Serialize + ?Sized>(msg: &T, out: &mut Vec<u8>) -> Result<(), FrameError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    let taken = std::mem::take(out);
+    let mut filled = postcard::to_extend(msg, taken).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let len = filled.len() - start - 4;
+    if len > MAX_FRAME_BYTES {
+        filled.truncate(start);
+        *out = filled;
+        return Err(FrameError::Oversized { len, max: MAX_FRAME_BYTES });
+    }
+    filled[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
+    *out = filled;
+    Ok(())
+}
+
+/// Reads frames from a byte stream. It never reads past the end of a frame,
+/// so it can be used unbuffered when the next bytes carry ancillary data; wrap
+/// the stream in a `BufReader` for throughput.
+#[derive(Debug)]
+pub struct FrameReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    max: usize,
+}
+
+impl<R: Read> FrameReader<R> {
+    /// A reader with the default cap.
+    pub fn new(inner: R) -> Self {
+        Self::with_cap(inner, MAX_FRAME_BYTES)
+    }
+
+    /// A reader refusing bodies longer than `max` bytes.
+    pub fn with_cap(inner: R, max: usize) -> Self {
+        FrameReader { inner, buf: Vec::new(), max }
+    }
+
+    /// The underlying stream.
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
+    /// Read the next frame's body (without decoding it).
+    pub fn read_body(&mut self) -> Result<&[u8], FrameError> {
+        let mut len = [0u8; 4];
+        let mut got = 0;
+        while got < 4 {
+            match self.inner.read(&mut len[got..]) {
+                Ok(0) if got == 0 => return Err(FrameError::Closed),
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let len = u32::from_le_bytes(len) as usize;
+        if len > self.max {
+            return Err(FrameError::Oversized { len, max: self.max });
+        }
+        self.buf.resize(len, 0);
+        self.inner.read_exact(&mut self.buf)?;
+        Ok(&self.buf)
+    }
+
+    /// Read and decode the next frame. Trailing bytes after the message are
+    /// malformed.
+    pub fn read<T: DeserializeOwned>(&mut self) -> Result<T, FrameError> {
+        let body = self.read_body()?;
+        let (msg, rest) = postcard::take_from_bytes(body).map_err(|e| FrameError::Malformed(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(FrameError::Malformed(format!("{} trailing bytes", rest.len())));
+        }
+        Ok(msg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn oversized_is_refused_before_allocating() {
+        let mut bytes = (u32::MAX).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&[1, 2, 3]);
+        let mut r = FrameReader::with_cap(&bytes[..], 1024);
+        assert!(matches!(r.read::<u32>(), Err(FrameError::Oversized { len, max: 1024 }) if len == u32::MAX as usize));
+    }
+
+    #[test]
+    fn eof_at_boundary_is_closed_and_inside_is_io() {
+        let mut out = Vec::new();
+        encode_frame(&7u64, &mut out).unwrap();
+        let mut r = FrameReader::new(&out[..]);
+        assert_eq!(r.read::<u64>().unwrap(), 7);
+        assert!(matches!(r.read::<u64>(), Err(FrameError::Closed)));
+        let mut r = FrameReader::new(&out[..out.len() - 1]);
+        assert!(matches!(r.read::<u64>(), Err(FrameError::Io(_))));
+    }
+
+    #[test]
+    fn trailing_bytes_are_malformed() {
+        let mut out = Vec::new();
+        encode_frame(&(1u8, 2u8), &mut out).unwrap();
+        let mut r = FrameReader::new(&out[..]);
+        assert!(matches!(r.read::<u8>(), Err(FrameError::Malformed(_))));
+    }
+
+    proptest! {
+        #[test]
+        fn frames_round_trip(msgs in prop::collection::vec((any::<u64>(), ".*", prop::collection::vec(any::<u8>(), 0..300)), 0..20)) {
+            let mut out = Vec::new();
+            for m in &msgs {
+                encode_frame(m, &mut out).unwrap();
+            }
+            let mut r = FrameReader::new(&out[..]);
+            for m in &msgs {
+                prop_assert_eq!(&r.read::<(u64, String, Vec<u8>)>().unwrap(), m);
+            }
+            prop_assert!(matches!(r.read::<u8>(), Err(FrameError::Closed)));
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            let mut r = FrameReader::with_cap(&bytes[..], 4096);
+            for _ in 0..4 {
+                let _ = r.read::<(u64, String, Vec<u8>)>();
+            }
+        }
+    }
+}
