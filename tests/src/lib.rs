@@ -1,0 +1,15 @@
+//! Helpers shared by shoal's integration tests (`tests/tests/*.rs`).
+//!
+//! Every test binary re-executes itself as its workers, so the remote
+//! functions a test calls are defined in that test file.
+
+use std::sync::OnceLock;
+
+/// One node per test binary, shared by its tests (which run in parallel
+/// threads). It is never dropped: workers exit when the test process does.
+pub fn shared_node() -> &'static shoal::Shoal {
+    static NODE: OnceLock<shoal::Shoal> = OnceLock::new();
+    NODE.get_or_init(|| {
+        shoal::init(shoal::Config::default().workers(2).store_bytes(256 << 20)).expect("start the shared test node")
+    })
+}
