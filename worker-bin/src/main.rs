@@ -1,0 +1,122 @@
+//! The `shoal` command.
+//!
+//! `shoal demo` runs the main job on an embedded node: the seed's `increment`
+//! (one call, then a dependent chain) and 20 tasks summing one shared 100 MB
+//! array, printing results and times. The binary also carries the built-in
+//! remote functions, so it is its own worker program.
+
+use std::time::Instant;
+
+use anyhow::{Context, ensure};
+use clap::{Parser, Subcommand};
+use ndarray::{Array1, Ix1};
+use shoal::{ObjectRef, SharedArray};
+
+/// The seed's first remote function.
+#[shoal::remote]
+fn increment(n: i64) -> i64 {
+    n + 1
+}
+
+/// Sum an array that lives in the object store, reading it in place.
+#[shoal::remote]
+fn total(a: SharedArray<f64, Ix1>) -> f64 {
+    a.view().sum()
+}
+
+#[derive(Parser)]
+#[command(name = "shoal", version, about = "Ray's remote functions for Rust, on one host")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the demo job on an embedded node and print results and times.
+    Demo {
+        /// Worker processes (default: one per core).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Size of the shared array, in MB.
+        #[arg(long, default_value_t = 100)]
+        mb: usize,
+        /// Number of tasks summing it.
+        #[arg(long, default_value_t = 20)]
+        tasks: usize,
+    },
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1e3
+}
+
+fn demo(workers: Option<usize>, mb: usize, tasks: usize) -> anyhow::Result<()> {
+    let elements = mb * 1_000_000 / 8;
+    let mut config = shoal::Config::default().store_bytes((2 * mb as u64 * 1_000_000).max(256 << 20));
+    if let Some(n) = workers {
+        config = config.workers(n);
+    }
+    let started = Instant::now();
+    let node = shoal::init(config).context("starting the node")?;
+    println!("node up with {} workers in {:.1} ms", node.live_workers(), ms(started));
+
+    let t = Instant::now();
+    let x: ObjectRef<i64> = increment::remote(1);
+    let y = increment::remote(&x);
+    let y = shoal::get(&y)?;
+    println!("increment(increment(1)) = {y}  ({:.2} ms)", ms(t));
+    ensure!(y == 3, "wrong answer");
+
+    let t = Instant::now();
+    let mut r = increment::remote(0);
+    for _ in 1..1000 {
+        r = increment::remote(&r);
+    }
+    let chained = shoal::get(&r)?;
+    println!("a chain of 1000 dependent increments = {chained}  ({:.1} µs per link)", ms(t) * 1e3 / 1000.0);
+    ensure!(chained == 1000, "wrong answer");
+
+    let t = Instant::now();
+    let array = Array1::<f64>::from_shape_fn(elements, |i| (i % 7) as f64);
+    let expected: f64 = array.sum();
+    let fill_ms = ms(t);
+    let t = Instant::now();
+    let a = shoal::put(array)?;
+    let put_ms = ms(t);
+    println!(
+        "put a {mb} MB array into the store in {put_ms:.1} ms ({:.2} GB/s; filling it took {fill_ms:.1} ms)",
+        (elements * 8) as f64 / put_ms / 1e6
+    );
+
+    let shared = shoal::get_shared(&a)?;
+    let t = Instant::now();
+    let local: f64 = (0..tasks).map(|_| shared.view().sum()).sum::<f64>() / tasks as f64;
+    let local_ms = ms(t);
+    let t = Instant::now();
+    let sums: Vec<ObjectRef<f64>> = (0..tasks).map(|_| total::remote(&a)).collect();
+    let values = shoal::get_all(&sums)?;
+    let remote_ms = ms(t);
+    ensure!(values.iter().all(|&v| v == expected) && local == expected, "wrong sums");
+    let workers = node.live_workers();
+    println!("{tasks} tasks summed the shared array: each got {expected}");
+    println!(
+        "  {remote_ms:.1} ms on {workers} workers; {tasks} sums in this process took {local_ms:.1} ms, \
+         so the floor on {workers} workers is {:.1} ms (ratio {:.2})",
+        local_ms / workers as f64,
+        remote_ms / (local_ms / workers as f64)
+    );
+
+    drop(shared);
+    let t = Instant::now();
+    drop(node);
+    println!("shut down in {:.1} ms", ms(t));
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+    match Cli::parse().command {
+        Command::Demo { workers, mb, tasks } => demo(workers, mb, tasks),
+    }
+}
