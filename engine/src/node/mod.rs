@@ -255,7 +255,8 @@ impl Node {
                 ArgKind::Value(Ok(encoded)) => {
                     let fingerprint = encoded.type_fingerprint();
                     if !encoded.has_buffers() && encoded.total_len() <= self.config.inline_max {
-                        specs.push(ArgSpec::Inline { bytes: encoded.into_vec().into(), fingerprint });
+                        let refs = encoded.contained_refs().to_vec();
+                        specs.push(ArgSpec::Inline { bytes: encoded.into_vec().into(), fingerprint, refs });
                     } else {
                         match self.put(encoded) {
                             Ok(id) => {

@@ -28,8 +28,9 @@ use crate::task::TaskOptions;
 /// An argument as the node keeps it.
 #[derive(Debug)]
 pub(crate) enum ArgSpec {
-    /// A small value (an encoded object).
-    Inline { bytes: Arc<[u8]>, fingerprint: u64 },
+    /// A small value (an encoded object), and the refs serialized inside it,
+    /// which the task keeps alive until it ends.
+    Inline { bytes: Arc<[u8]>, fingerprint: u64, refs: Vec<u64> },
     /// An object, pinned (counted in `refs`) until the task ends.
     Object { id: u64, fingerprint: u64 },
 }
@@ -163,6 +164,11 @@ impl NodeState {
         let outputs: Vec<u64> = (0..num_returns).map(|_| self.new_object(ObjectState::Pending, Vec::new())).collect();
         let mut waiting_on = 0;
         for arg in &args {
+            if let ArgSpec::Inline { refs, .. } = arg {
+                for &r in refs {
+                    self.add_ref(r);
+                }
+            }
             if let ArgSpec::Object { id, .. } = arg {
                 match self.objects.get_mut(id) {
                     Some(entry) => {
@@ -262,8 +268,9 @@ impl NodeState {
             self.unreserve(w);
         }
         for arg in task.args {
-            if let ArgSpec::Object { id, .. } = arg {
-                self.release(id);
+            match arg {
+                ArgSpec::Object { id, .. } => self.release(id),
+                ArgSpec::Inline { refs, .. } => refs.into_iter().for_each(|r| self.release(r)),
             }
         }
         task.outputs
@@ -386,7 +393,7 @@ impl NodeState {
             let task = self.tasks.get_mut(&task_id).expect("ready task exists");
             for arg in &task.args {
                 args.push(match arg {
-                    ArgSpec::Inline { bytes, fingerprint } => ArgData::Inline { bytes: bytes.to_vec(), fingerprint: *fingerprint },
+                    ArgSpec::Inline { bytes, fingerprint, .. } => ArgData::Inline { bytes: bytes.to_vec(), fingerprint: *fingerprint },
                     ArgSpec::Object { id, fingerprint } => match &self.objects[id].state {
                         ObjectState::Inline(bytes) => ArgData::Inline { bytes: bytes.to_vec(), fingerprint: *fingerprint },
                         ObjectState::Arena { offset, len } => {
