@@ -248,6 +248,7 @@ fn read<V: Value>(handle_of: &ObjectRef<impl Sized>, written_as: u64, timeout: O
 /// Wait until `num_returns` of `refs` are ready (finished, successfully or
 /// not) or `timeout` passes. Returns `(ready, pending)`, each in the order of
 /// `refs`; `ready` holds at most `num_returns` refs.
+#[allow(clippy::type_complexity)]
 pub fn wait<T>(refs: &[ObjectRef<T>], num_returns: usize, timeout: Option<Duration>) -> Result<(Vec<ObjectRef<T>>, Vec<ObjectRef<T>>)> {
     if num_returns > refs.len() {
         return Err(Error::InvalidArgument(format!("wait for {num_returns} of {} refs", refs.len())));

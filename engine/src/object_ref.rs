@@ -219,7 +219,7 @@ pub struct ArgReader<'a> {
 
 impl ArgReader<'_> {
     /// Decode the next argument as a `P`.
-    pub fn next<P: Value>(&mut self) -> Result<P> {
+    pub fn read_next<P: Value>(&mut self) -> Result<P> {
         match self.args.next() {
             None => Err(Error::InvalidArgument("too few arguments for the function".into())),
             Some(ArgData::Inline { bytes, fingerprint }) => Ok(shoal_store::decode(&bytes, fingerprint)?),

@@ -130,7 +130,7 @@ fn expand(args: RemoteArgs, func: ItemFn) -> syn::Result<TokenStream2> {
             fn __invoke(
                 __args: &mut #shoal::__private::ArgReader<'_>,
             ) -> ::core::result::Result<::std::vec::Vec<#shoal::__private::Output>, #shoal::Error> {
-                #( let #arg_names: #arg_types = __args.next::<#arg_types>()?; )*
+                #( let #arg_names: #arg_types = __args.read_next::<#arg_types>()?; )*
                 let __ret = super::#name(#(#arg_names),*);
                 ::core::result::Result::Ok(#outputs_expr)
             }
