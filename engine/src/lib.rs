@@ -196,8 +196,8 @@ fn driver() -> Result<Arc<Node>> {
 /// without room gives [`Error::ObjectStoreFull`].
 pub fn put<T: Value>(value: T) -> Result<ObjectRef<T>> {
     let node = driver()?;
-    let encoded = shoal_store::encode(&value, fingerprint::<T>())?;
-    let id = node.put(encoded)?;
+    let layout = shoal_store::measure(&value, fingerprint::<T>())?;
+    let id = node.put(layout, &value)?;
     drop(value);
     Ok(ObjectRef::from_handle(Runtime::Driver(node).adopt(id)))
 }

@@ -111,16 +111,36 @@ impl<'de, T> Deserialize<'de> for ObjectRef<T> {
 pub struct Arg(pub(crate) ArgKind);
 
 pub(crate) enum ArgKind {
-    /// A value passed directly, already encoded (or the encoding error).
-    Value(Result<shoal_store::Encoded>),
+    /// A small value passed directly: the encoded object, and handles to the
+    /// refs inside it (the value itself is gone, so these keep them alive
+    /// until the task pins them).
+    Inline { bytes: Vec<u8>, fingerprint: u64, refs: Vec<Arc<RefHandle>> },
     /// An object passed by reference; `fingerprint` is the type it was written as.
+    /// (A large value passed directly is `put` first and passed this way.)
     Ref { handle: Arc<RefHandle>, fingerprint: u64 },
+    /// The argument could not be prepared; the task fails with this error.
+    Failed(Error),
 }
 
 impl Arg {
-    /// An argument that passes `value` itself.
+    /// An argument that passes `value` itself: inline in the task if small,
+    /// else through the store (one copy).
     pub fn from_value<P: Value>(value: &P) -> Arg {
-        Arg(ArgKind::Value(shoal_store::encode(value, fingerprint::<P>()).map_err(Error::from)))
+        let fingerprint = fingerprint::<P>();
+        let prepared = Runtime::current().and_then(|runtime| {
+            let Runtime::Driver(node) = &runtime else {
+                return Err(Error::Unsupported("passing arguments inside a task: nested tasks are not supported yet".into()));
+            };
+            let layout = shoal_store::measure(value, fingerprint)?;
+            if node.is_inline(&layout) {
+                let refs = layout.contained_refs().iter().map(|&id| runtime.acquire(id)).collect();
+                let bytes = layout.into_inline().expect("inline layouts hold no arrays");
+                return Ok(ArgKind::Inline { bytes, fingerprint, refs });
+            }
+            let id = node.put(layout, value)?;
+            Ok(ArgKind::Ref { handle: runtime.adopt(id), fingerprint })
+        });
+        Arg(prepared.unwrap_or_else(ArgKind::Failed))
     }
 
     /// An argument that passes the object behind `r`, written as `T`.

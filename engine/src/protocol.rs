@@ -52,6 +52,8 @@ pub(crate) enum ToNode {
         /// Bytes needed.
         size: u64,
     },
+    /// Allocations the worker could not fill: free them.
+    Abandon(Vec<u64>),
     /// A task finished (successfully or not).
     TaskDone {
         /// The task id from [`Execute`].

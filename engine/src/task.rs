@@ -1,6 +1,7 @@
 //! Task options and the small pieces generated code calls.
 
 use serde::{Deserialize, Serialize};
+use shoal_store::{EncodeError, Layout};
 
 use crate::error::Error;
 use crate::object_ref::{Arg, ObjectRef, Value, fingerprint};
@@ -37,12 +38,18 @@ impl TaskOptions {
     }
 }
 
-/// One encoded return value of a task, not yet placed in the store.
-pub struct Output(pub(crate) Result<shoal_store::Encoded, Error>);
+/// Writes a measured value into its place in the store.
+pub(crate) type WriteFn = Box<dyn FnOnce(&Layout, &mut [u8]) -> Result<(), EncodeError>>;
 
-/// Encode a return value (used by generated code).
+/// One return value of a task, measured but not yet placed in the store.
+pub struct Output(pub(crate) Result<(Layout, WriteFn), Error>);
+
+/// Measure a return value (used by generated code).
 pub fn output<T: Value>(value: T) -> Output {
-    Output(shoal_store::encode(&value, fingerprint::<T>()).map_err(Error::from))
+    Output(match shoal_store::measure(&value, fingerprint::<T>()) {
+        Ok(layout) => Ok((layout, Box::new(move |layout: &Layout, dst: &mut [u8]| layout.write_to(&value, dst)))),
+        Err(e) => Err(e.into()),
+    })
 }
 
 /// Submit a task (used by generated code). Returns one handle per output.

@@ -126,6 +126,7 @@ fn run(socket: std::path::PathBuf, parent: Option<i32>) -> Result<(), Error> {
         pending: VecDeque::new(),
         inline_max: welcome.inline_max as usize,
         stopping: false,
+        abandoned: Vec::new(),
     };
     worker.serve()
 }
@@ -138,6 +139,8 @@ struct TaskLoop {
     pending: VecDeque<Execute>,
     inline_max: usize,
     stopping: bool,
+    /// Allocations that a failed write left unsealed, to hand back.
+    abandoned: Vec<u64>,
 }
 
 impl TaskLoop {
@@ -166,7 +169,10 @@ impl TaskLoop {
             // contains is freed in between.
             let (acquires, releases): (Vec<RefOp>, Vec<RefOp>) =
                 self.client.take_ref_ops().into_iter().partition(|op| matches!(op, RefOp::Acquire(_)));
-            let mut msgs = Vec::with_capacity(3);
+            let mut msgs = Vec::with_capacity(4);
+            if !self.abandoned.is_empty() {
+                msgs.push(ToNode::Abandon(std::mem::take(&mut self.abandoned)));
+            }
             if !acquires.is_empty() {
                 msgs.push(ToNode::Refs(acquires));
             }
@@ -213,15 +219,16 @@ impl TaskLoop {
     /// Put one output where it belongs: inline, or into an arena allocation
     /// the node hands out.
     fn place(&mut self, output: Output) -> Placed {
-        let encoded = match output.0 {
-            Ok(encoded) => encoded,
+        let (layout, write) = match output.0 {
+            Ok(measured) => measured,
             Err(e) => return Placed::Failed(e),
         };
-        let refs = encoded.contained_refs().to_vec();
-        if !encoded.has_buffers() && encoded.total_len() <= self.inline_max {
-            return Placed::Inline { bytes: encoded.into_vec(), refs };
+        let refs = layout.contained_refs().to_vec();
+        if !layout.has_buffers() && layout.total_len() <= self.inline_max {
+            let bytes = layout.into_inline().expect("inline layouts hold no arrays");
+            return Placed::Inline { bytes, refs };
         }
-        let len = encoded.total_len() as u64;
+        let len = layout.total_len() as u64;
         let offset = match self.allocate(len) {
             Ok(offset) => offset,
             Err(e) => return Placed::Failed(e),
@@ -229,9 +236,13 @@ impl TaskLoop {
         // SAFETY: (1) the node allocated `offset..offset+len` to this worker
         // alone and publishes it to no one until our `TaskDone` seals it; (2)
         // this is the only reference to those bytes in this process.
-        match unsafe { self.client.arena.bytes_mut(offset, len) } {
-            Ok(dst) => encoded.write_to(dst),
-            Err(e) => return Placed::Failed(e.into()),
+        let written = match unsafe { self.client.arena.bytes_mut(offset, len) } {
+            Ok(dst) => write(&layout, dst).map_err(Error::from),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = written {
+            self.abandoned.push(offset);
+            return Placed::Failed(e);
         }
         Placed::Arena { offset, len, refs }
     }

@@ -32,7 +32,7 @@ use serde::de::DeserializeOwned;
 use crate::de::PayloadReader;
 use crate::element::DType;
 use crate::error::{DecodeError, EncodeError};
-use crate::ser::{CapturedArray, ObjectSerializer};
+use crate::ser::{ArraySink, CHANGED, ObjectSerializer, SerError};
 use crate::ALIGN;
 
 #[cfg(target_endian = "big")]
@@ -56,35 +56,30 @@ pub const fn align_up(n: usize) -> usize {
     n.div_ceil(ALIGN) * ALIGN
 }
 
-/// A value encoded in the object format, not yet placed anywhere.
-///
-/// `head` holds header, descriptors and payload; array buffers are kept apart
-/// so that [`Encoded::write_to`] copies each of them exactly once into its
-/// final place.
+/// The measured layout of a value in the object format: header, descriptors
+/// and payload, and where each array's elements go. Made by [`measure`];
+/// [`Layout::write_to`] then writes the object, copying every array element
+/// exactly once, straight to its final place.
 #[derive(Debug)]
-pub struct Encoded {
+pub struct Layout {
     head: Vec<u8>,
-    buffers: Vec<(usize, Vec<u8>)>,
+    payload_start: usize,
+    slots: Vec<(usize, usize, DType)>,
     total_len: usize,
     refs: Vec<u64>,
     type_fingerprint: u64,
 }
 
-impl Encoded {
-    /// The fingerprint the value was stamped with.
-    pub fn type_fingerprint(&self) -> u64 {
-        self.type_fingerprint
-    }
-
+impl Layout {
     /// Bytes the object occupies once written.
     pub fn total_len(&self) -> usize {
         self.total_len
     }
 
-    /// Whether the value held ndarray arrays (such objects must live in the
+    /// Whether the value holds ndarray arrays (such objects must live in the
     /// arena, where their buffers are 64-byte aligned and viewable in place).
     pub fn has_buffers(&self) -> bool {
-        !self.buffers.is_empty()
+        !self.slots.is_empty()
     }
 
     /// Ids of the object references serialized inside the value.
@@ -92,49 +87,72 @@ impl Encoded {
         &self.refs
     }
 
-    /// Write the object into `dst`, which must be exactly
-    /// [`total_len`](Self::total_len) bytes long. Padding is zeroed.
+    /// The fingerprint the value is stamped with.
+    pub fn type_fingerprint(&self) -> u64 {
+        self.type_fingerprint
+    }
+
+    /// The whole object, if it holds no arrays (header, descriptors and
+    /// payload are all there is); `None` otherwise.
+    pub fn into_inline(self) -> Option<Vec<u8>> {
+        self.slots.is_empty().then_some(self.head)
+    }
+
+    /// Write the object for `value` — the value this layout was measured from
+    /// — into `dst`, exactly [`total_len`](Self::total_len) bytes. Padding is
+    /// zeroed. Fails if `value` now serializes differently.
     ///
     /// # Panics
     /// If `dst` has the wrong length.
-    pub fn write_to(&self, dst: &mut [u8]) {
+    pub fn write_to<T: Serialize + ?Sized>(&self, value: &T, dst: &mut [u8]) -> Result<(), EncodeError> {
         assert_eq!(dst.len(), self.total_len, "destination must match the object size");
         dst[..self.head.len()].copy_from_slice(&self.head);
+        if self.slots.is_empty() {
+            return Ok(());
+        }
         let mut cursor = self.head.len();
-        for (offset, data) in &self.buffers {
-            dst[cursor..*offset].fill(0);
-            dst[*offset..*offset + data.len()].copy_from_slice(data);
-            cursor = offset + data.len();
+        for &(offset, len, _) in &self.slots {
+            dst[cursor..offset].fill(0);
+            cursor = offset + len;
         }
         dst[cursor..].fill(0);
-    }
-
-    /// The object as one byte vector (no copy when there are no buffers).
-    pub fn into_vec(self) -> Vec<u8> {
-        if self.buffers.is_empty() {
-            return self.head;
+        let mut ser = ObjectSerializer {
+            sink: Some(ArraySink { dst, slots: &self.slots, next: 0 }),
+            ..ObjectSerializer::default()
+        };
+        value.serialize(&mut ser).map_err(ser_error)?;
+        let written = ser.sink.as_ref().map_or(0, |s| s.next);
+        if written != self.slots.len() || ser.payload[..] != self.head[self.payload_start..] {
+            return Err(EncodeError::Unsupported(CHANGED.into()));
         }
-        let mut out = vec![0u8; self.total_len];
-        self.write_to(&mut out);
-        out
+        Ok(())
     }
 }
 
-/// Encode `value` in the object format, stamping it with `type_fingerprint`
-/// (the engine's fingerprint of the written type, checked again on every read).
-pub fn encode<T: Serialize + ?Sized>(value: &T, type_fingerprint: u64) -> Result<Encoded, EncodeError> {
+fn ser_error(e: SerError) -> EncodeError {
+    match e {
+        SerError::Fail(msg) => EncodeError::Unsupported(msg),
+        SerError::Stop => EncodeError::Unsupported("internal: array measure signal escaped".into()),
+    }
+}
+
+/// Measure `value` for the object format, stamping it with `type_fingerprint`
+/// (the engine's fingerprint of the written type, checked again on every
+/// read). Builds header and payload; array elements are not copied yet.
+pub fn measure<T: Serialize + ?Sized>(value: &T, type_fingerprint: u64) -> Result<Layout, EncodeError> {
     let mut ser = ObjectSerializer::default();
-    value.serialize(&mut ser)?;
-    let ObjectSerializer { payload, arrays, refs } = ser;
+    value.serialize(&mut ser).map_err(ser_error)?;
+    let ObjectSerializer { payload, arrays, refs, .. } = ser;
 
     let desc_len: usize = arrays.iter().map(|a| DESC_FIXED_LEN + 8 * a.shape.len()).sum();
-    let head_len = HEADER_LEN + desc_len + payload.len();
-    let mut offsets = Vec::with_capacity(arrays.len());
+    let payload_start = HEADER_LEN + desc_len;
+    let head_len = payload_start + payload.len();
+    let mut slots = Vec::with_capacity(arrays.len());
     let mut end = head_len;
     for array in &arrays {
-        let offset = if array.data.is_empty() { end } else { align_up(end) };
-        offsets.push(offset);
-        end = offset + array.data.len();
+        let offset = if array.len == 0 { end } else { align_up(end) };
+        slots.push((offset, array.len, array.dtype));
+        end = offset + array.len;
     }
     let total_len = if arrays.is_empty() { head_len } else { align_up(end) };
 
@@ -145,25 +163,79 @@ pub fn encode<T: Serialize + ?Sized>(value: &T, type_fingerprint: u64) -> Result
     head.extend_from_slice(&type_fingerprint.to_le_bytes());
     let count = u32::try_from(arrays.len()).map_err(|_| EncodeError::Unsupported("too many arrays".into()))?;
     head.extend_from_slice(&count.to_le_bytes());
-    let desc_len32 = u32::try_from(desc_len).map_err(|_| EncodeError::Unsupported("array descriptors too large".into()))?;
+    let desc_len32 =
+        u32::try_from(desc_len).map_err(|_| EncodeError::Unsupported("array descriptors too large".into()))?;
     head.extend_from_slice(&desc_len32.to_le_bytes());
     head.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     head.extend_from_slice(&(total_len as u64).to_le_bytes());
-    for (array, offset) in arrays.iter().zip(&offsets) {
+    for (array, &(offset, len, _)) in arrays.iter().zip(&slots) {
         head.push(array.dtype as u8);
         head.push(array.shape.len() as u8);
         head.extend_from_slice(&[0u8; 6]);
-        head.extend_from_slice(&(*offset as u64).to_le_bytes());
-        head.extend_from_slice(&(array.data.len() as u64).to_le_bytes());
+        head.extend_from_slice(&(offset as u64).to_le_bytes());
+        head.extend_from_slice(&(len as u64).to_le_bytes());
         for d in &array.shape {
             head.extend_from_slice(&d.to_le_bytes());
         }
     }
     head.extend_from_slice(&payload);
     debug_assert_eq!(head.len(), head_len);
+    Ok(Layout { head, payload_start, slots, total_len, refs, type_fingerprint })
+}
 
-    let buffers = arrays.into_iter().zip(offsets).map(|(CapturedArray { data, .. }, offset)| (offset, data)).collect();
-    Ok(Encoded { head, buffers, total_len, refs, type_fingerprint })
+/// A value encoded in the object format into bytes of its own: both passes
+/// of [`measure`] and [`Layout::write_to`], into a `Vec`.
+#[derive(Debug)]
+pub struct Encoded {
+    bytes: Vec<u8>,
+    has_buffers: bool,
+    refs: Vec<u64>,
+    type_fingerprint: u64,
+}
+
+impl Encoded {
+    /// Bytes of the object.
+    pub fn total_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether the value held ndarray arrays.
+    pub fn has_buffers(&self) -> bool {
+        self.has_buffers
+    }
+
+    /// Ids of the object references serialized inside the value.
+    pub fn contained_refs(&self) -> &[u64] {
+        &self.refs
+    }
+
+    /// The fingerprint the value was stamped with.
+    pub fn type_fingerprint(&self) -> u64 {
+        self.type_fingerprint
+    }
+
+    /// Copy the object into `dst`, which must be exactly
+    /// [`total_len`](Self::total_len) bytes long.
+    ///
+    /// # Panics
+    /// If `dst` has the wrong length.
+    pub fn write_to(&self, dst: &mut [u8]) {
+        dst.copy_from_slice(&self.bytes);
+    }
+
+    /// The object's bytes.
+    pub fn into_vec(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
+/// Encode `value` in the object format into a byte vector of its own.
+pub fn encode<T: Serialize + ?Sized>(value: &T, type_fingerprint: u64) -> Result<Encoded, EncodeError> {
+    let layout = measure(value, type_fingerprint)?;
+    let has_buffers = layout.has_buffers();
+    let mut bytes = vec![0u8; layout.total_len()];
+    layout.write_to(value, &mut bytes)?;
+    Ok(Encoded { bytes, has_buffers, refs: layout.refs, type_fingerprint })
 }
 
 /// A validated array buffer inside an object being decoded.

@@ -4,30 +4,72 @@
 //! For a value without arrays the payload is byte-for-byte what
 //! `postcard::to_stdvec` writes (a test checks it). ndarray serializes an array
 //! as `struct Array { v: u8, dim, data: seq }`; the encoder recognises that
-//! shape, collects the elements into a buffer of their own, and writes only the
-//! buffer's index into the payload.
+//! shape and writes only the buffer's index into the payload.
+//!
+//! Encoding takes two passes so that array elements are copied once, straight
+//! to their final place (the arena), with no intermediate buffer to fault in:
+//! the *measure* pass builds the payload and learns each array's shape and
+//! dtype, stopping each array's element loop after its first element; the
+//! *write* pass serializes the value again and streams each array's elements
+//! into its slot.
+
+use std::cell::Cell;
 
 use serde::ser::{self, Impossible, Serialize};
 
 use crate::element::DType;
-use crate::error::EncodeError;
 use crate::REF_MARKER;
 
-type Result<T, E = EncodeError> = std::result::Result<T, E>;
+/// The encoder's error: a real failure, or the measure pass's signal that it
+/// has seen an array's first element and needs no more.
+#[derive(Debug)]
+pub(crate) enum SerError {
+    Stop,
+    Fail(String),
+}
+
+impl std::fmt::Display for SerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SerError::Stop => f.write_str("array measured"),
+            SerError::Fail(msg) => f.write_str(msg),
+        }
+    }
+}
+
+impl std::error::Error for SerError {}
+
+impl ser::Error for SerError {
+    fn custom<T: std::fmt::Display>(msg: T) -> Self {
+        SerError::Fail(msg.to_string())
+    }
+}
+
+type Result<T, E = SerError> = std::result::Result<T, E>;
 
 /// One array taken out of the payload.
 pub(crate) struct CapturedArray {
     pub dtype: DType,
     pub shape: Vec<u64>,
-    pub data: Vec<u8>,
+    pub len: usize,
+}
+
+/// Where the write pass puts array elements: the whole object, and each
+/// array's byte range in it, in order.
+pub(crate) struct ArraySink<'d> {
+    pub dst: &'d mut [u8],
+    pub slots: &'d [(usize, usize, DType)],
+    pub next: usize,
 }
 
 /// Serializer state for one object.
 #[derive(Default)]
-pub(crate) struct ObjectSerializer {
+pub(crate) struct ObjectSerializer<'d> {
     pub payload: Vec<u8>,
     pub arrays: Vec<CapturedArray>,
     pub refs: Vec<u64>,
+    /// `None` in the measure pass.
+    pub sink: Option<ArraySink<'d>>,
 }
 
 pub(crate) fn write_varint(out: &mut Vec<u8>, mut v: u128) {
@@ -46,25 +88,25 @@ fn zigzag(v: i128) -> u128 {
     ((v << 1) ^ (v >> 127)) as u128
 }
 
-fn unsupported(what: &str) -> EncodeError {
-    EncodeError::Unsupported(what.to_string())
+fn unsupported(what: &str) -> SerError {
+    SerError::Fail(what.to_string())
 }
 
-impl ObjectSerializer {
+impl ObjectSerializer<'_> {
     fn varint(&mut self, v: u128) {
         write_varint(&mut self.payload, v);
     }
 }
 
-impl<'a> ser::Serializer for &'a mut ObjectSerializer {
+impl<'a, 'd> ser::Serializer for &'a mut ObjectSerializer<'d> {
     type Ok = ();
-    type Error = EncodeError;
+    type Error = SerError;
     type SerializeSeq = Self;
     type SerializeTuple = Self;
     type SerializeTupleStruct = Self;
     type SerializeTupleVariant = Self;
     type SerializeMap = Self;
-    type SerializeStruct = StructSerializer<'a>;
+    type SerializeStruct = StructSerializer<'a, 'd>;
     type SerializeStructVariant = Self;
 
     fn is_human_readable(&self) -> bool {
@@ -195,11 +237,9 @@ impl<'a> ser::Serializer for &'a mut ObjectSerializer {
     fn serialize_map(self, len: Option<usize>) -> Result<Self> {
         self.serialize_seq(len)
     }
-    fn serialize_struct(self, name: &'static str, len: usize) -> Result<StructSerializer<'a>> {
-        if name == "Array" && len == 3 {
-            return Ok(StructSerializer::Array(ArrayCapture { ser: self, step: 0, shape: Vec::new(), data: None }));
-        }
-        Ok(StructSerializer::Plain(self))
+    fn serialize_struct(self, name: &'static str, len: usize) -> Result<StructSerializer<'a, 'd>> {
+        let array = (name == "Array" && len == 3).then(|| ArrayCapture { step: 0, shape: Vec::new(), data: None });
+        Ok(StructSerializer { ser: self, array })
     }
     fn serialize_struct_variant(
         self,
@@ -218,9 +258,9 @@ impl<'a> ser::Serializer for &'a mut ObjectSerializer {
 
 macro_rules! compound {
     ($($trait:ident :: $method:ident),*) => {$(
-        impl ser::$trait for &mut ObjectSerializer {
+        impl ser::$trait for &mut ObjectSerializer<'_> {
             type Ok = ();
-            type Error = EncodeError;
+            type Error = SerError;
             fn $method<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<()> {
                 value.serialize(&mut **self)
             }
@@ -232,9 +272,9 @@ macro_rules! compound {
 }
 compound!(SerializeSeq::serialize_element, SerializeTuple::serialize_element, SerializeTupleStruct::serialize_field, SerializeTupleVariant::serialize_field);
 
-impl ser::SerializeMap for &mut ObjectSerializer {
+impl ser::SerializeMap for &mut ObjectSerializer<'_> {
     type Ok = ();
-    type Error = EncodeError;
+    type Error = SerError;
     fn serialize_key<T: ?Sized + Serialize>(&mut self, key: &T) -> Result<()> {
         key.serialize(&mut **self)
     }
@@ -246,9 +286,9 @@ impl ser::SerializeMap for &mut ObjectSerializer {
     }
 }
 
-impl ser::SerializeStructVariant for &mut ObjectSerializer {
+impl ser::SerializeStructVariant for &mut ObjectSerializer<'_> {
     type Ok = ();
-    type Error = EncodeError;
+    type Error = SerError;
     fn serialize_field<T: ?Sized + Serialize>(&mut self, _key: &'static str, value: &T) -> Result<()> {
         value.serialize(&mut **self)
     }
@@ -257,28 +297,30 @@ impl ser::SerializeStructVariant for &mut ObjectSerializer {
     }
 }
 
-/// A struct being serialized: an ordinary one, or an ndarray array being
-/// captured into a buffer.
-pub(crate) enum StructSerializer<'a> {
-    Plain(&'a mut ObjectSerializer),
-    Array(ArrayCapture<'a>),
+/// A struct being serialized: an ordinary one, or (with `array`) what looks
+/// like an ndarray array, captured into a buffer.
+pub(crate) struct StructSerializer<'a, 'd> {
+    ser: &'a mut ObjectSerializer<'d>,
+    array: Option<ArrayCapture>,
 }
 
-pub(crate) struct ArrayCapture<'a> {
-    ser: &'a mut ObjectSerializer,
+pub(crate) struct ArrayCapture {
     step: u8,
     shape: Vec<u64>,
-    data: Option<(DType, Vec<u8>)>,
+    data: Option<(DType, usize)>,
 }
 
-impl ser::SerializeStruct for StructSerializer<'_> {
+impl ser::SerializeStruct for StructSerializer<'_, '_> {
     type Ok = ();
-    type Error = EncodeError;
+    type Error = SerError;
 
     fn serialize_field<T: ?Sized + Serialize>(&mut self, key: &'static str, value: &T) -> Result<()> {
-        let capture = match self {
-            StructSerializer::Plain(ser) => return value.serialize(&mut **ser),
-            StructSerializer::Array(capture) => capture,
+        if self.array.as_ref().is_some_and(|c| c.step == 0 && key != "v") {
+            // A struct of the user's that happens to be named `Array`.
+            self.array = None;
+        }
+        let Some(capture) = self.array.as_mut() else {
+            return value.serialize(&mut *self.ser);
         };
         match (capture.step, key) {
             (0, "v") => {
@@ -288,11 +330,29 @@ impl ser::SerializeStruct for StructSerializer<'_> {
             (2, "data") => {
                 let elements = capture.shape.iter().try_fold(1u64, |n, &d| n.checked_mul(d));
                 let elements = elements.ok_or_else(|| unsupported("array element count overflows"))?;
-                let (dtype, data) = value.serialize(DataProbe { elements })?;
-                if dtype != DType::Empty && data.len() as u64 != elements * dtype.size() as u64 {
-                    return Err(unsupported("array data does not match its shape"));
-                }
-                capture.data = Some((dtype, data));
+                let elements = usize::try_from(elements).map_err(|_| unsupported("array too large"))?;
+                let dtype = Cell::new(DType::Empty);
+                capture.data = Some(match self.ser.sink.as_mut() {
+                    None => match value.serialize(DataProbe { elements, dtype: &dtype, out: None }) {
+                        Ok(_) => (DType::Empty, 0),
+                        Err(SerError::Stop) => {
+                            let len = elements.checked_mul(dtype.get().size()).ok_or_else(|| unsupported("array too large"))?;
+                            (dtype.get(), len)
+                        }
+                        Err(e) => return Err(e),
+                    },
+                    Some(sink) => {
+                        let &(offset, len, slot_dtype) = sink.slots.get(sink.next).ok_or_else(|| unsupported(CHANGED))?;
+                        sink.next += 1;
+                        dtype.set(slot_dtype);
+                        let out = &mut sink.dst[offset..offset + len];
+                        let left = value.serialize(DataProbe { elements, dtype: &dtype, out: Some(out) })?;
+                        if left != 0 || dtype.get() != slot_dtype {
+                            return Err(unsupported(CHANGED));
+                        }
+                        (slot_dtype, len)
+                    }
+                });
             }
             _ => return Err(unsupported("a struct named `Array` must have ndarray's fields v, dim, data")),
         }
@@ -301,11 +361,11 @@ impl ser::SerializeStruct for StructSerializer<'_> {
     }
 
     fn end(self) -> Result<()> {
-        let StructSerializer::Array(capture) = self else { return Ok(()) };
-        let (dtype, data) = capture.data.ok_or_else(|| unsupported("ndarray array without data"))?;
-        let index = capture.ser.arrays.len();
-        capture.ser.arrays.push(CapturedArray { dtype, shape: capture.shape, data });
-        capture.ser.varint(index as u128);
+        let Some(capture) = self.array else { return Ok(()) };
+        let (dtype, len) = capture.data.ok_or_else(|| unsupported("ndarray array without data"))?;
+        let index = self.ser.arrays.len();
+        self.ser.arrays.push(CapturedArray { dtype, shape: capture.shape, len });
+        self.ser.varint(index as u128);
         Ok(())
     }
 }
@@ -371,14 +431,14 @@ struct U64Probe;
 
 impl ser::Serializer for U64Probe {
     type Ok = u64;
-    type Error = EncodeError;
-    type SerializeSeq = Impossible<u64, EncodeError>;
-    type SerializeTuple = Impossible<u64, EncodeError>;
-    type SerializeTupleStruct = Impossible<u64, EncodeError>;
-    type SerializeTupleVariant = Impossible<u64, EncodeError>;
-    type SerializeMap = Impossible<u64, EncodeError>;
-    type SerializeStruct = Impossible<u64, EncodeError>;
-    type SerializeStructVariant = Impossible<u64, EncodeError>;
+    type Error = SerError;
+    type SerializeSeq = Impossible<u64, SerError>;
+    type SerializeTuple = Impossible<u64, SerError>;
+    type SerializeTupleStruct = Impossible<u64, SerError>;
+    type SerializeTupleVariant = Impossible<u64, SerError>;
+    type SerializeMap = Impossible<u64, SerError>;
+    type SerializeStruct = Impossible<u64, SerError>;
+    type SerializeStructVariant = Impossible<u64, SerError>;
 
     fn serialize_u8(self, v: u8) -> Result<u64> {
         Ok(v.into())
@@ -415,14 +475,14 @@ struct DimCollector(Vec<u64>);
 
 impl ser::Serializer for DimProbe {
     type Ok = Vec<u64>;
-    type Error = EncodeError;
+    type Error = SerError;
     type SerializeSeq = DimCollector;
     type SerializeTuple = DimCollector;
-    type SerializeTupleStruct = Impossible<Vec<u64>, EncodeError>;
-    type SerializeTupleVariant = Impossible<Vec<u64>, EncodeError>;
-    type SerializeMap = Impossible<Vec<u64>, EncodeError>;
-    type SerializeStruct = Impossible<Vec<u64>, EncodeError>;
-    type SerializeStructVariant = Impossible<Vec<u64>, EncodeError>;
+    type SerializeTupleStruct = Impossible<Vec<u64>, SerError>;
+    type SerializeTupleVariant = Impossible<Vec<u64>, SerError>;
+    type SerializeMap = Impossible<Vec<u64>, SerError>;
+    type SerializeStruct = Impossible<Vec<u64>, SerError>;
+    type SerializeStructVariant = Impossible<Vec<u64>, SerError>;
 
     fn serialize_seq(self, len: Option<usize>) -> Result<DimCollector> {
         Ok(DimCollector(Vec::with_capacity(len.unwrap_or(0))))
@@ -442,7 +502,7 @@ impl ser::Serializer for DimProbe {
 
 impl ser::SerializeSeq for DimCollector {
     type Ok = Vec<u64>;
-    type Error = EncodeError;
+    type Error = SerError;
     fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<()> {
         self.0.push(value.serialize(U64Probe)?);
         Ok(())
@@ -454,7 +514,7 @@ impl ser::SerializeSeq for DimCollector {
 
 impl ser::SerializeTuple for DimCollector {
     type Ok = Vec<u64>;
-    type Error = EncodeError;
+    type Error = SerError;
     fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<()> {
         ser::SerializeSeq::serialize_element(self, value)
     }
@@ -463,33 +523,40 @@ impl ser::SerializeTuple for DimCollector {
     }
 }
 
-/// Accepts ndarray's `data` sequence and copies its elements into a buffer.
-struct DataProbe {
-    elements: u64,
+/// The write pass met a value that serialized differently than in the
+/// measure pass.
+pub(crate) const CHANGED: &str = "the value serialized differently on the second pass (non-deterministic Serialize impl?)";
+
+/// Accepts ndarray's `data` sequence. Measuring, it records the first
+/// element's dtype and stops; writing, it copies every element into `out`.
+/// Returns the bytes of `out` left unwritten.
+struct DataProbe<'x, 'o> {
+    elements: usize,
+    dtype: &'x Cell<DType>,
+    out: Option<&'o mut [u8]>,
 }
 
-struct DataCollector {
-    elements: u64,
-    dtype: DType,
-    data: Vec<u8>,
+struct DataCollector<'x, 'o> {
+    dtype: &'x Cell<DType>,
+    out: Option<&'o mut [u8]>,
 }
 
-impl ser::Serializer for DataProbe {
-    type Ok = (DType, Vec<u8>);
-    type Error = EncodeError;
-    type SerializeSeq = DataCollector;
-    type SerializeTuple = Impossible<Self::Ok, EncodeError>;
-    type SerializeTupleStruct = Impossible<Self::Ok, EncodeError>;
-    type SerializeTupleVariant = Impossible<Self::Ok, EncodeError>;
-    type SerializeMap = Impossible<Self::Ok, EncodeError>;
-    type SerializeStruct = Impossible<Self::Ok, EncodeError>;
-    type SerializeStructVariant = Impossible<Self::Ok, EncodeError>;
+impl<'x, 'o> ser::Serializer for DataProbe<'x, 'o> {
+    type Ok = usize;
+    type Error = SerError;
+    type SerializeSeq = DataCollector<'x, 'o>;
+    type SerializeTuple = Impossible<usize, SerError>;
+    type SerializeTupleStruct = Impossible<usize, SerError>;
+    type SerializeTupleVariant = Impossible<usize, SerError>;
+    type SerializeMap = Impossible<usize, SerError>;
+    type SerializeStruct = Impossible<usize, SerError>;
+    type SerializeStructVariant = Impossible<usize, SerError>;
 
-    fn serialize_seq(self, len: Option<usize>) -> Result<DataCollector> {
-        if len.map(|l| l as u64) != Some(self.elements) {
+    fn serialize_seq(self, len: Option<usize>) -> Result<Self::SerializeSeq> {
+        if len != Some(self.elements) {
             return Err(unsupported("array data length does not match its shape"));
         }
-        Ok(DataCollector { elements: self.elements, dtype: DType::Empty, data: Vec::new() })
+        Ok(DataCollector { dtype: self.dtype, out: self.out })
     }
     fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple> {
         Err(unsupported("expected array data"))
@@ -504,49 +571,53 @@ impl ser::Serializer for DataProbe {
     reject_compound!();
 }
 
-impl ser::SerializeSeq for DataCollector {
-    type Ok = (DType, Vec<u8>);
-    type Error = EncodeError;
+impl ser::SerializeSeq for DataCollector<'_, '_> {
+    type Ok = usize;
+    type Error = SerError;
     #[inline]
     fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<()> {
         value.serialize(ElementSink(self))
     }
-    fn end(self) -> Result<Self::Ok> {
-        Ok((self.dtype, self.data))
+    fn end(self) -> Result<usize> {
+        Ok(self.out.map_or(0, |out| out.len()))
     }
 }
 
-/// Appends one element's little-endian bytes, checking every element has the
-/// same dtype.
-struct ElementSink<'a>(&'a mut DataCollector);
+/// Takes one element: records its dtype (measure pass) or appends its
+/// little-endian bytes (write pass), checking every element has one dtype.
+struct ElementSink<'c, 'x, 'o>(&'c mut DataCollector<'x, 'o>);
 
-impl ElementSink<'_> {
+impl ElementSink<'_, '_, '_> {
     #[inline]
     fn push<const N: usize>(self, dtype: DType, bytes: [u8; N]) -> Result<()> {
         let c = self.0;
-        if c.dtype != dtype {
-            if c.dtype != DType::Empty {
-                return Err(unsupported("array elements of mixed types"));
-            }
-            c.dtype = dtype;
-            let bytes_total = usize::try_from(c.elements * N as u64).map_err(|_| unsupported("array too large"))?;
-            c.data.reserve_exact(bytes_total);
+        let Some(out) = c.out.take() else {
+            c.dtype.set(dtype);
+            return Err(SerError::Stop);
+        };
+        if c.dtype.get() != dtype {
+            return Err(unsupported("array elements of mixed types"));
         }
-        c.data.extend_from_slice(&bytes);
+        if out.len() < N {
+            return Err(unsupported(CHANGED));
+        }
+        let (head, tail) = out.split_at_mut(N);
+        head.copy_from_slice(&bytes);
+        c.out = Some(tail);
         Ok(())
     }
 }
 
-impl ser::Serializer for ElementSink<'_> {
+impl ser::Serializer for ElementSink<'_, '_, '_> {
     type Ok = ();
-    type Error = EncodeError;
-    type SerializeSeq = Impossible<(), EncodeError>;
-    type SerializeTuple = Impossible<(), EncodeError>;
-    type SerializeTupleStruct = Impossible<(), EncodeError>;
-    type SerializeTupleVariant = Impossible<(), EncodeError>;
-    type SerializeMap = Impossible<(), EncodeError>;
-    type SerializeStruct = Impossible<(), EncodeError>;
-    type SerializeStructVariant = Impossible<(), EncodeError>;
+    type Error = SerError;
+    type SerializeSeq = Impossible<(), SerError>;
+    type SerializeTuple = Impossible<(), SerError>;
+    type SerializeTupleStruct = Impossible<(), SerError>;
+    type SerializeTupleVariant = Impossible<(), SerError>;
+    type SerializeMap = Impossible<(), SerError>;
+    type SerializeStruct = Impossible<(), SerError>;
+    type SerializeStructVariant = Impossible<(), SerError>;
 
     fn serialize_bool(self, v: bool) -> Result<()> {
         self.push(DType::Bool, [v as u8])

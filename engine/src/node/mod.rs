@@ -20,7 +20,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use shoal_store::{Arena, Encoded};
+use serde::Serialize;
+use shoal_store::{Arena, Layout};
 
 pub(crate) use pool::{ENV_PARENT, ENV_SOCKET};
 use pool::{SpawnPlan, SupervisorCmd, WorkerConn};
@@ -218,25 +219,32 @@ impl Node {
         self.lock().release(id);
     }
 
-    /// Store an encoded value; returns its id with one reference (the caller's).
-    pub(crate) fn put(&self, encoded: Encoded) -> Result<u64> {
-        let refs = encoded.contained_refs().to_vec();
-        if !encoded.has_buffers() && encoded.total_len() <= self.config.inline_max {
-            return Ok(self.lock().new_object(ObjectState::Inline(encoded.into_vec().into()), refs));
+    /// Whether a value of this layout travels inline rather than in the arena.
+    pub(crate) fn is_inline(&self, layout: &Layout) -> bool {
+        !layout.has_buffers() && layout.total_len() <= self.config.inline_max
+    }
+
+    /// Store `value`, measured as `layout`; returns its id with one reference
+    /// (the caller's).
+    pub(crate) fn put<T: Serialize + ?Sized>(&self, layout: Layout, value: &T) -> Result<u64> {
+        let refs = layout.contained_refs().to_vec();
+        if self.is_inline(&layout) {
+            let bytes = layout.into_inline().expect("inline layouts hold no arrays");
+            return Ok(self.lock().new_object(ObjectState::Inline(bytes.into()), refs));
         }
-        let len = encoded.total_len() as u64;
+        let len = layout.total_len() as u64;
         let offset = self.lock().allocator.allocate(len)?;
         // SAFETY: (1) `offset..offset+len` was just allocated to this thread by
         // the allocator, which only this node runs; (2) no object id refers to
         // it yet, so no other thread or process can reach those bytes until
         // `new_object` below publishes them.
-        let dst = unsafe { self.arena.bytes_mut(offset, len) };
-        match dst {
-            Ok(dst) => encoded.write_to(dst),
-            Err(e) => {
-                self.lock().allocator.free(offset);
-                return Err(e.into());
-            }
+        let written = match unsafe { self.arena.bytes_mut(offset, len) } {
+            Ok(dst) => layout.write_to(value, dst).map_err(Error::from),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = written {
+            self.lock().allocator.free(offset);
+            return Err(e);
         }
         Ok(self.lock().new_object(ObjectState::Arena { offset, len }, refs))
     }
@@ -252,22 +260,12 @@ impl Node {
                     specs.push(ArgSpec::Object { id: handle.id, fingerprint });
                     pinned.push(handle);
                 }
-                ArgKind::Value(Ok(encoded)) => {
-                    let fingerprint = encoded.type_fingerprint();
-                    if !encoded.has_buffers() && encoded.total_len() <= self.config.inline_max {
-                        let refs = encoded.contained_refs().to_vec();
-                        specs.push(ArgSpec::Inline { bytes: encoded.into_vec().into(), fingerprint, refs });
-                    } else {
-                        match self.put(encoded) {
-                            Ok(id) => {
-                                specs.push(ArgSpec::Object { id, fingerprint });
-                                pinned.push(Runtime::Driver(self.clone()).adopt(id));
-                            }
-                            Err(e) => failure = failure.or(Some(e)),
-                        }
-                    }
+                ArgKind::Inline { bytes, fingerprint, refs } => {
+                    let ids = refs.iter().map(|h| h.id).collect();
+                    specs.push(ArgSpec::Inline { bytes: bytes.into(), fingerprint, refs: ids });
+                    pinned.extend(refs);
                 }
-                ArgKind::Value(Err(e)) => failure = failure.or(Some(e)),
+                ArgKind::Failed(e) => failure = failure.or(Some(e)),
             }
         }
         let mut outbox = Outbox::new();

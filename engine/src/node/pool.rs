@@ -297,6 +297,12 @@ fn read_worker(node: &Node, conn: &Arc<WorkerConn>, stream: UnixStream) -> Frame
                     }
                 }
             }
+            ToNode::Abandon(offsets) => {
+                let mut state = node.lock();
+                for offset in offsets {
+                    state.abandon(conn.id, offset);
+                }
+            }
             ToNode::Allocate { size } => {
                 let result = node.lock().allocate_for(conn.id, size);
                 conn.send(&ToWorker::Allocated(result));

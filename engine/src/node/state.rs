@@ -339,6 +339,13 @@ impl NodeState {
         }
     }
 
+    /// Free an allocation a worker could not fill.
+    pub fn abandon(&mut self, worker: usize, offset: u64) {
+        if self.workers.get_mut(&worker).is_some_and(|slot| slot.unsealed.remove(&offset)) {
+            self.allocator.free(offset);
+        }
+    }
+
     /// Apply a worker's reference changes.
     pub fn worker_ref(&mut self, worker: usize, acquire: bool, id: u64) {
         let Some(slot) = self.workers.get_mut(&worker) else { return };
