@@ -115,9 +115,10 @@ use node::state::ObjectState;
 use object_ref::{fingerprint, read_in_place};
 use runtime::Runtime;
 
-/// A running embedded node. Dropping it stops every worker and frees the
-/// store; refs that outlive it report [`Error::NodeStopped`] or
-/// [`Error::NotInitialized`].
+/// A running embedded node. Dropping it stops every worker. Afterwards, new
+/// calls report [`Error::NotInitialized`]; a ref that outlives the node still
+/// reads an object that was ready (it keeps the store mapped), and one that
+/// was pending reports [`Error::NodeStopped`].
 #[must_use = "the node shuts down when this guard is dropped"]
 pub struct Shoal {
     node: Arc<Node>,

@@ -23,7 +23,7 @@ use shoal_ipc::{FrameError, FrameReader, HandshakeReply, Hello, encode_frame, ha
 use shoal_store::Arena;
 
 use crate::error::Error;
-use crate::node::{ENV_PARENT, ENV_SOCKET};
+use crate::node::{ENV_PARENT, ENV_SOCKET, ENV_TOKEN};
 use crate::object_ref::ArgReader;
 use crate::protocol::{Execute, Placed, RefOp, ToNode, ToWorker};
 use crate::registry;
@@ -60,6 +60,7 @@ static WORKER_ENTRY: extern "C" fn() = worker_entry;
 extern "C" fn worker_entry() {
     let Some(socket) = std::env::var_os(ENV_SOCKET) else { return };
     let parent = std::env::var(ENV_PARENT).ok().and_then(|p| p.parse::<i32>().ok());
+    let token = std::env::var(ENV_TOKEN).ok().and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
     // SAFETY: this runs from `.init_array` of a freshly exec'd process, before
     // `main` and before shoal starts any thread, so no other thread can be
     // reading the environment concurrently. Removing the variables keeps a
@@ -67,8 +68,9 @@ extern "C" fn worker_entry() {
     unsafe {
         std::env::remove_var(ENV_SOCKET);
         std::env::remove_var(ENV_PARENT);
+        std::env::remove_var(ENV_TOKEN);
     }
-    let code = match catch_unwind(|| run(socket.into(), parent)) {
+    let code = match catch_unwind(|| run(socket.into(), parent, token)) {
         Ok(Ok(())) => 0,
         Ok(Err(e)) => {
             eprintln!("shoal worker {}: {e}", std::process::id());
@@ -95,7 +97,7 @@ fn io_err(e: impl std::fmt::Display) -> Error {
 }
 
 /// Connect, handshake, then serve tasks until the node says stop or goes away.
-fn run(socket: std::path::PathBuf, parent: Option<i32>) -> Result<(), Error> {
+fn run(socket: std::path::PathBuf, parent: Option<i32>, token: u64) -> Result<(), Error> {
     die_with_parent(parent)?;
     let stream = UnixStream::connect(&socket).map_err(io_err)?;
     let table = registry::table();
@@ -104,6 +106,7 @@ fn run(socket: std::path::PathBuf, parent: Option<i32>) -> Result<(), Error> {
         protocol: shoal_ipc::PROTOCOL_VERSION,
         pid: std::process::id(),
         build: registry::build_hash(&table),
+        token,
         table,
     };
     let mut buf = Vec::new();

@@ -25,6 +25,9 @@ pub struct Hello {
     pub pid: u32,
     /// A hash of the sender's build and of `table`.
     pub build: u64,
+    /// The secret the node passed to the processes it started (0 for any
+    /// other client), so the node can tell its own workers from strangers.
+    pub token: u64,
     /// The names the sender's binary registered (sorted), so that a mismatch
     /// can be reported by name.
     pub table: Vec<String>,

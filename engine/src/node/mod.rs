@@ -23,7 +23,7 @@ use crossbeam_channel::Sender;
 use serde::Serialize;
 use shoal_store::{Arena, Layout};
 
-pub(crate) use pool::{ENV_PARENT, ENV_SOCKET};
+pub(crate) use pool::{ENV_PARENT, ENV_SOCKET, ENV_TOKEN};
 use pool::{SpawnPlan, SupervisorCmd, WorkerConn};
 use state::{ArgSpec, NodeState, ObjectState, Outbox, WorkerSlot};
 
@@ -44,6 +44,9 @@ pub(crate) struct Node {
     pub(crate) config: Config,
     pub(crate) table: Vec<String>,
     pub(crate) build_hash: u64,
+    /// A secret handed to our workers through their environment: it tells our
+    /// own workers apart from any other client of the socket.
+    pub(crate) worker_token: u64,
     pub(crate) next_worker: AtomicUsize,
     stopped: AtomicBool,
     socket_dir: PathBuf,
@@ -98,6 +101,12 @@ impl Node {
             changed: Condvar::new(),
             arena,
             build_hash: registry::build_hash(&table),
+            worker_token: {
+                use std::hash::{BuildHasher, Hasher};
+                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+                h.write_u32(std::process::id());
+                h.finish()
+            },
             table,
             next_worker: AtomicUsize::new(0),
             stopped: AtomicBool::new(false),
@@ -118,7 +127,12 @@ impl Node {
         *node.listener.lock().expect("fresh lock") = Some(listener);
 
         let (tx, rx) = crossbeam_channel::unbounded();
-        let plan = SpawnPlan { program: node.worker_program().to_path_buf(), socket: socket_path, workers: node.config.workers };
+        let plan = SpawnPlan {
+            program: node.worker_program().to_path_buf(),
+            socket: socket_path,
+            workers: node.config.workers,
+            token: node.worker_token,
+        };
         let sup_node = node.clone();
         let supervisor = std::thread::Builder::new()
             .name("shoal-supervisor".into())
@@ -179,8 +193,14 @@ impl Node {
         self.stopped.load(Ordering::SeqCst)
     }
 
+    /// Remember why one of our workers was refused (the first reason is
+    /// what `init` reports).
     pub(crate) fn record_refusal(&self, error: Error) {
-        self.refusals.lock().unwrap_or_else(|e| e.into_inner()).push(error);
+        let mut refusals = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
+        if refusals.is_empty() {
+            refusals.push(error);
+        }
+        drop(refusals);
         let _guard = self.lock();
         self.notify();
     }
@@ -337,16 +357,7 @@ impl Node {
         }
         let conns: Vec<Arc<WorkerConn>> = {
             let mut state = self.lock();
-            state.stopped = true;
-            let pending: Vec<u64> = state
-                .objects
-                .iter()
-                .filter(|(_, e)| matches!(e.state, ObjectState::Pending))
-                .map(|(&id, _)| id)
-                .collect();
-            for id in pending {
-                state.seal(id, ObjectState::Failed(Error::NodeStopped), Vec::new());
-            }
+            state.stop();
             state.workers.values().map(|w| w.conn.clone()).collect()
         };
         self.notify();

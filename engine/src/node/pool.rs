@@ -35,6 +35,8 @@ use crate::protocol::{RefOp, ToNode, ToWorker};
 pub(crate) const ENV_SOCKET: &str = "SHOAL_WORKER_SOCKET";
 /// Environment variable with the pid the worker must have as parent.
 pub(crate) const ENV_PARENT: &str = "SHOAL_WORKER_PARENT";
+/// Environment variable with the node's worker token (see `Hello::token`).
+pub(crate) const ENV_TOKEN: &str = "SHOAL_WORKER_TOKEN";
 
 /// The sending half of a worker connection.
 pub(crate) struct WorkerConn {
@@ -97,6 +99,7 @@ pub(crate) struct SpawnPlan {
     pub program: PathBuf,
     pub socket: PathBuf,
     pub workers: usize,
+    pub token: u64,
 }
 
 fn spawn_worker(plan: &SpawnPlan) -> std::io::Result<Child> {
@@ -108,6 +111,7 @@ fn spawn_worker(plan: &SpawnPlan) -> std::io::Result<Child> {
     }
     cmd.env(ENV_SOCKET, &plan.socket)
         .env(ENV_PARENT, std::process::id().to_string())
+        .env(ENV_TOKEN, plan.token.to_string())
         .stdin(Stdio::null())
         .spawn()
 }
@@ -237,9 +241,12 @@ fn serve_connection(node: Arc<Node>, stream: UnixStream) {
         }
     };
     if let Err(error) = check_hello(&node, &hello, peer_pid) {
-        tracing::warn!("refusing worker {peer_pid}: {error}");
+        tracing::warn!("refusing client {peer_pid}: {error}");
         refuse(&stream, error.to_string());
-        node.record_refusal(error);
+        if hello.token == node.worker_token {
+            // One of our own workers: `init` reports why.
+            node.record_refusal(error);
+        }
         return;
     }
     let id = node.next_worker.fetch_add(1, Ordering::Relaxed);

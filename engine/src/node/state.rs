@@ -215,19 +215,19 @@ impl NodeState {
     }
 
     fn seal_one(&mut self, id: u64, state: ObjectState, contained: Vec<u64>, failures: &mut Vec<(u64, Error)>) {
-        for &c in &contained {
-            self.add_ref(c);
-        }
-        let Some(entry) = self.objects.get_mut(&id) else {
-            // Unknown id: drop what it would have held.
+        let pending = self.objects.get(&id).is_some_and(|e| matches!(e.state, ObjectState::Pending));
+        if !pending {
+            // Unknown, or already sealed (a result arriving after shutdown
+            // failed it): a sealed object never changes. Drop the new state.
             if let ObjectState::Arena { offset, .. } = state {
                 self.allocator.free(offset);
             }
-            for c in contained {
-                self.release(c);
-            }
             return;
-        };
+        }
+        for &c in &contained {
+            self.add_ref(c);
+        }
+        let entry = self.objects.get_mut(&id).expect("checked above");
         let failed = if let ObjectState::Failed(e) = &state { Some(e.clone()) } else { None };
         entry.state = state;
         entry.contained = contained;
@@ -259,6 +259,19 @@ impl NodeState {
         self.ready.retain(|&t| t != task_id);
         for out in self.release_task(task) {
             self.seal(out, ObjectState::Failed(error.clone()), Vec::new());
+        }
+    }
+
+    /// The node is stopping: every task that has not finished fails with
+    /// `NodeStopped` (and late results are ignored).
+    pub fn stop(&mut self) {
+        self.stopped = true;
+        let tasks: Vec<u64> = self.tasks.keys().copied().collect();
+        for task_id in tasks {
+            self.fail_task(task_id, Error::NodeStopped);
+        }
+        for slot in self.workers.values_mut() {
+            slot.in_flight.clear();
         }
     }
 
