@@ -23,6 +23,8 @@
 //! any view is made.
 
 use std::any::Any;
+
+use ndarray::{Array, Ix0, Ix1, Ix2, Ix3, Ix4, Ix5, Ix6, IxDyn};
 use std::cell::RefCell;
 use std::sync::Arc;
 
@@ -30,7 +32,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::de::PayloadReader;
-use crate::element::DType;
+use crate::element::{DType, Element};
 use crate::error::{DecodeError, EncodeError};
 use crate::ser::{ArraySink, CHANGED, ObjectSerializer, SerError};
 use crate::ALIGN;
@@ -127,6 +129,54 @@ impl Layout {
         }
         Ok(())
     }
+}
+
+impl Layout {
+    /// [`write_to`](Self::write_to), with a fast path: when `value` is an
+    /// owned ndarray `Array` in standard layout, its elements are copied with
+    /// one `memcpy` instead of one serde call each.
+    pub fn write_value_to<T: Serialize + Any>(&self, value: &T, dst: &mut [u8]) -> Result<(), EncodeError> {
+        if let (Some((bytes, dtype)), [(offset, len, slot_dtype)]) = (contiguous_array_bytes(value), &self.slots[..]) {
+            if bytes.len() == *len && (dtype == *slot_dtype || *len == 0) && dst.len() == self.total_len {
+                dst[..self.head.len()].copy_from_slice(&self.head);
+                dst[self.head.len()..*offset].fill(0);
+                dst[*offset..offset + len].copy_from_slice(bytes);
+                dst[offset + len..].fill(0);
+                return Ok(());
+            }
+        }
+        self.write_to(value, dst)
+    }
+}
+
+/// The elements of `value` as bytes, if it is an owned `Array<A, D>` of an
+/// [`Element`] type in standard layout.
+fn contiguous_array_bytes(value: &dyn Any) -> Option<(&[u8], DType)> {
+    fn bytes_of<A: Element>(elements: &[A]) -> (&[u8], DType) {
+        // SAFETY: (1) `A: Element` is sealed to the primitive numbers and
+        // `bool`, which have no padding and no invalid byte patterns *as
+        // bytes to read*; (2) the byte slice covers exactly the memory of
+        // `elements` and borrows it for the same lifetime.
+        let bytes = unsafe { std::slice::from_raw_parts(elements.as_ptr().cast::<u8>(), std::mem::size_of_val(elements)) };
+        (bytes, A::DTYPE)
+    }
+    macro_rules! dims {
+        ($a:ty) => {
+            if let Some(s) = value.downcast_ref::<Array<$a, Ix1>>() { return s.as_slice().map(bytes_of); }
+            if let Some(s) = value.downcast_ref::<Array<$a, Ix2>>() { return s.as_slice().map(bytes_of); }
+            if let Some(s) = value.downcast_ref::<Array<$a, Ix3>>() { return s.as_slice().map(bytes_of); }
+            if let Some(s) = value.downcast_ref::<Array<$a, IxDyn>>() { return s.as_slice().map(bytes_of); }
+            if let Some(s) = value.downcast_ref::<Array<$a, Ix4>>() { return s.as_slice().map(bytes_of); }
+            if let Some(s) = value.downcast_ref::<Array<$a, Ix0>>() { return s.as_slice().map(bytes_of); }
+            if let Some(s) = value.downcast_ref::<Array<$a, Ix5>>() { return s.as_slice().map(bytes_of); }
+            if let Some(s) = value.downcast_ref::<Array<$a, Ix6>>() { return s.as_slice().map(bytes_of); }
+        };
+    }
+    macro_rules! types {
+        ($($a:ty),*) => { $( dims!($a); )* };
+    }
+    types!(f64, f32, i64, u8, i32, u64, u32, i16, u16, i8, bool, i128, u128, usize, isize);
+    None
 }
 
 fn ser_error(e: SerError) -> EncodeError {
@@ -451,4 +501,45 @@ fn decode_inner<T: DeserializeOwned>(
         return Err(DecodeError::Invalid { expected, message: format!("{} trailing payload bytes", reader.remaining()) });
     }
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{Array1, Array2, ArrayD, IxDyn};
+
+    fn both_ways<T: Serialize + Any>(value: &T) -> (Vec<u8>, Vec<u8>) {
+        let layout = measure(value, 7).unwrap();
+        let mut slow = vec![0xAA; layout.total_len()];
+        let mut fast = vec![0x55; layout.total_len()];
+        layout.write_to(value, &mut slow).unwrap();
+        layout.write_value_to(value, &mut fast).unwrap();
+        (slow, fast)
+    }
+
+    #[test]
+    fn memcpy_fast_path_writes_what_serde_writes() {
+        let a = Array2::from_shape_fn((5, 7), |(i, j)| (i * 7 + j) as f64 - 3.5);
+        let (slow, fast) = both_ways(&a);
+        assert_eq!(slow, fast);
+        let back: Array2<f64> = decode(&fast, 7).unwrap();
+        assert_eq!(back, a);
+
+        // Not in standard layout: the fast path declines, serde order is kept.
+        let transposed = a.clone().reversed_axes();
+        assert!(transposed.as_slice().is_none());
+        let (slow, fast) = both_ways(&transposed);
+        assert_eq!(slow, fast);
+        assert_eq!(decode::<Array2<f64>>(&fast, 7).unwrap(), transposed);
+
+        let flags = Array1::from_iter((0..130).map(|i| i % 3 == 0));
+        assert_eq!(both_ways(&flags).0, both_ways(&flags).1);
+        let dynamic = ArrayD::<i16>::from_shape_fn(IxDyn(&[2, 3, 4]), |d| (d[0] * 100 + d[1] * 10 + d[2]) as i16);
+        assert_eq!(both_ways(&dynamic).0, both_ways(&dynamic).1);
+        let empty = Array1::<u64>::zeros(0);
+        assert_eq!(both_ways(&empty).0, both_ways(&empty).1);
+        // Arrays inside another value take the serde path.
+        let nested = (1u8, a.clone());
+        assert_eq!(both_ways(&nested).0, both_ways(&nested).1);
+    }
 }

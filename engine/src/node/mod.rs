@@ -246,7 +246,7 @@ impl Node {
 
     /// Store `value`, measured as `layout`; returns its id with one reference
     /// (the caller's).
-    pub(crate) fn put<T: Serialize + ?Sized>(&self, layout: Layout, value: &T) -> Result<u64> {
+    pub(crate) fn put<T: Serialize + 'static>(&self, layout: Layout, value: &T) -> Result<u64> {
         let refs = layout.contained_refs().to_vec();
         if self.is_inline(&layout) {
             let bytes = layout.into_inline().expect("inline layouts hold no arrays");
@@ -259,7 +259,7 @@ impl Node {
         // it yet, so no other thread or process can reach those bytes until
         // `new_object` below publishes them.
         let written = match unsafe { self.arena.bytes_mut(offset, len) } {
-            Ok(dst) => layout.write_to(value, dst).map_err(Error::from),
+            Ok(dst) => layout.write_value_to(value, dst).map_err(Error::from),
             Err(e) => Err(e.into()),
         };
         if let Err(e) = written {
