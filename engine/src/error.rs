@@ -108,6 +108,14 @@ impl From<shoal_store::StoreError> for Error {
             shoal_store::StoreError::Full { requested, capacity, free, largest_free } => {
                 Error::ObjectStoreFull { requested, capacity, free, largest_free }
             }
+            // The host could not back the whole store: what is reserved is all
+            // there is.
+            shoal_store::StoreError::Unreserved { wanted, reserved, .. } => Error::ObjectStoreFull {
+                requested: wanted.saturating_sub(reserved),
+                capacity: reserved,
+                free: 0,
+                largest_free: 0,
+            },
             other => Error::Serialization(other.to_string()),
         }
     }

@@ -4,14 +4,20 @@
 //! break it, it has no name to leak, and the kernel frees it when the last
 //! process holding it exits (even after `kill -9`). The owner sizes it, seals
 //! it against growing and shrinking (so no client can make a mapping SIGBUS by
-//! truncating it), and pre-faults it with `fallocate` so that a host without
-//! the memory fails here, with a clear error, instead of with SIGBUS later.
+//! truncating it), and *reserves* it: every page is allocated and mapped
+//! (`MADV_POPULATE_WRITE`, which reports a lack of memory as an error where a
+//! plain write would raise SIGBUS). Reserving gigabytes takes seconds, so the
+//! owner does it on a background thread, low offsets first, and an allocation
+//! waits ([`Arena::wait_reserved`]) only if it lands beyond what is reserved
+//! so far. Nothing is ever written to memory that is not reserved.
 
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
 
 use memfd::{FileSeal, MemfdOptions};
-use memmap2::{MmapOptions, MmapRaw};
+use memmap2::{Advice, MmapOptions, MmapRaw};
 
 use crate::error::StoreError;
 
@@ -21,7 +27,25 @@ pub struct Arena {
     map: MmapRaw,
     file: File,
     len: u64,
+    reservation: Reservation,
 }
+
+/// How much of the arena is reserved (allocated and mapped) so far.
+#[derive(Debug, Default)]
+struct Reservation {
+    state: Mutex<Reserved>,
+    progress: Condvar,
+    cancel: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct Reserved {
+    upto: u64,
+    failed: Option<String>,
+}
+
+/// Bytes reserved per step of [`Arena::reserve`].
+const RESERVE_CHUNK: u64 = 32 << 20;
 
 fn arena_err(context: &'static str) -> impl FnOnce(std::io::Error) -> StoreError {
     move |source| StoreError::Arena { context, source }
@@ -34,26 +58,89 @@ fn memfd_err(context: &'static str) -> impl FnOnce(memfd::Error) -> StoreError {
 impl Arena {
     /// Create a new arena of `len` bytes (the store owner does this once).
     ///
-    /// With `prefault`, every page is allocated now (`fallocate`) and mapped
-    /// into this process (`MAP_POPULATE`): slower to start, but later writes
-    /// run at memcpy speed and a host without the memory fails here.
+    /// With `prefault`, all of it is reserved before this returns (see
+    /// [`reserve`](Self::reserve)); without, pages are allocated on first
+    /// touch ([`skip_reservation`](Self::skip_reservation)).
     pub fn create(len: u64, prefault: bool) -> Result<Arena, StoreError> {
+        let arena = Self::create_unreserved(len)?;
+        if prefault {
+            arena.reserve()?;
+        } else {
+            arena.skip_reservation();
+        }
+        Ok(arena)
+    }
+
+    /// Create a new arena of which nothing is reserved yet: run
+    /// [`reserve`](Self::reserve) (on a thread of its own) or
+    /// [`skip_reservation`](Self::skip_reservation) next.
+    pub fn create_unreserved(len: u64) -> Result<Arena, StoreError> {
         let memfd = MemfdOptions::default()
             .allow_sealing(true)
             .close_on_exec(true)
             .create("shoal-arena")
             .map_err(memfd_err("memfd_create"))?;
         memfd.as_file().set_len(len).map_err(arena_err("sizing the memfd"))?;
-        if prefault && len > 0 {
-            let len_i64 = i64::try_from(len).map_err(|_| arena_err("sizing")(std::io::Error::other("too large")))?;
-            nix::fcntl::fallocate(std::os::fd::AsRawFd::as_raw_fd(memfd.as_file()), nix::fcntl::FallocateFlags::empty(), 0, len_i64)
-                .map_err(|e| arena_err("reserving arena memory (fallocate)")(e.into()))?;
-        }
         memfd
             .add_seals(&[FileSeal::SealShrink, FileSeal::SealGrow, FileSeal::SealSeal])
             .map_err(memfd_err("sealing the memfd"))?;
         let file = memfd.into_file();
-        Self::map(file, len, prefault)
+        Self::map(file, len, false, 0)
+    }
+
+    /// Reserve the whole arena, low offsets first: allocate every page and map
+    /// it into this process, so writes run at memory speed and a host without
+    /// the memory reports an error instead of raising SIGBUS. Blocks until
+    /// done, failed, or [`cancel_reservation`](Self::cancel_reservation).
+    pub fn reserve(&self) -> Result<(), StoreError> {
+        let mut offset = self.reserved();
+        while offset < self.len && !self.reservation.cancel.load(Ordering::Relaxed) {
+            let step = RESERVE_CHUNK.min(self.len - offset);
+            if let Err(source) = self.map.advise_range(Advice::PopulateWrite, offset as usize, step as usize) {
+                let mut state = self.reservation.state.lock().unwrap_or_else(|e| e.into_inner());
+                state.failed = Some(format!("only {offset} of {} bytes could be reserved: {source}", self.len));
+                self.reservation.progress.notify_all();
+                return Err(StoreError::Arena { context: "reserving arena memory", source });
+            }
+            offset += step;
+            self.reservation.state.lock().unwrap_or_else(|e| e.into_inner()).upto = offset;
+            self.reservation.progress.notify_all();
+        }
+        Ok(())
+    }
+
+    /// Treat the whole arena as usable without reserving it (pages are then
+    /// allocated on first touch: a host out of memory raises SIGBUS).
+    pub fn skip_reservation(&self) {
+        self.reservation.state.lock().unwrap_or_else(|e| e.into_inner()).upto = self.len;
+        self.reservation.progress.notify_all();
+    }
+
+    /// Stop a [`reserve`](Self::reserve) in progress (the node is stopping).
+    pub fn cancel_reservation(&self) {
+        self.reservation.cancel.store(true, Ordering::Relaxed);
+        let mut state = self.reservation.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.failed.is_none() && state.upto < self.len {
+            state.failed = Some("the arena's owner is stopping".into());
+        }
+        self.reservation.progress.notify_all();
+    }
+
+    /// Bytes reserved so far (from offset 0).
+    pub fn reserved(&self) -> u64 {
+        self.reservation.state.lock().unwrap_or_else(|e| e.into_inner()).upto
+    }
+
+    /// Wait until the first `end` bytes are reserved.
+    pub fn wait_reserved(&self, end: u64) -> Result<(), StoreError> {
+        let mut state = self.reservation.state.lock().unwrap_or_else(|e| e.into_inner());
+        while state.upto < end && state.failed.is_none() {
+            state = self.reservation.progress.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        if state.upto >= end {
+            return Ok(());
+        }
+        Err(StoreError::Unreserved { wanted: end, reserved: state.upto, reason: state.failed.clone().unwrap_or_default() })
     }
 
     /// Map an arena received from the store owner. Checks that it is sealed
@@ -68,17 +155,20 @@ impl Arena {
         }
         let file = memfd.into_file();
         let len = file.metadata().map_err(arena_err("reading the arena size"))?.len();
-        Self::map(file, len, populate)
+        // The owner reserves; a client never allocates, so all of it is usable.
+        Self::map(file, len, populate, len)
     }
 
-    fn map(file: File, len: u64, populate: bool) -> Result<Arena, StoreError> {
+    fn map(file: File, len: u64, populate: bool, reserved: u64) -> Result<Arena, StoreError> {
         let mut options = MmapOptions::new();
         options.len(usize::try_from(len).map_err(|_| arena_err("mapping")(std::io::Error::other("too large")))?);
         if populate {
             options.populate();
         }
         let map = options.map_raw(&file).map_err(arena_err("mapping the arena"))?;
-        Ok(Arena { map, file, len })
+        let reservation = Reservation::default();
+        reservation.state.lock().unwrap_or_else(|e| e.into_inner()).upto = reserved;
+        Ok(Arena { map, file, len, reservation })
     }
 
     /// The memfd, to send to another process.

@@ -330,12 +330,22 @@ struct DimDeserializer<'a>(&'a [usize]);
 impl<'de> de::Deserializer<'de> for DimDeserializer<'_> {
     type Error = DeError;
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        let lengths = self.0.iter().map(|&d| d as u64);
-        visitor.visit_seq(de::value::SeqDeserializer::new(lengths))
+        let mut lengths = de::value::SeqDeserializer::new(self.0.iter().map(|&d| d as u64));
+        let dim = visitor.visit_seq(&mut lengths)?;
+        lengths.end()?;
+        Ok(dim)
+    }
+    /// A fixed-dimension array (`Ix1`…`Ix6`): the buffer must have exactly
+    /// that many axes.
+    fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value> {
+        if len != self.0.len() {
+            return Err(err(format!("array has {} dimensions, the type has {len}", self.0.len())));
+        }
+        self.deserialize_any(visitor)
     }
     forward_to_deserialize_any! {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
-        bytes byte_buf option unit unit_struct newtype_struct seq tuple
+        bytes byte_buf option unit unit_struct newtype_struct seq
         tuple_struct map struct enum identifier ignored_any
     }
 }

@@ -64,6 +64,16 @@ pub enum StoreError {
         /// Arena size.
         arena: u64,
     },
+    /// The range lies beyond what the host could reserve for the arena.
+    #[error("the host could not provide the store's memory: {wanted} bytes needed, {reserved} reserved ({reason})")]
+    Unreserved {
+        /// End of the range that was to be written.
+        wanted: u64,
+        /// Bytes reserved.
+        reserved: u64,
+        /// Why reservation stopped.
+        reason: String,
+    },
     /// Creating, sizing, sealing or mapping the arena failed.
     #[error("arena: {context}: {source}")]
     Arena {

@@ -270,6 +270,7 @@ impl Encoded {
     /// # Panics
     /// If `dst` has the wrong length.
     pub fn write_to(&self, dst: &mut [u8]) {
+        assert_eq!(dst.len(), self.bytes.len(), "destination must match the object size");
         dst.copy_from_slice(&self.bytes);
     }
 
@@ -400,12 +401,18 @@ fn parse(bytes: &[u8]) -> Result<Parsed<'_>, DecodeError> {
             return Err(corrupt(format!("descriptor {i} shape runs past the descriptor table")));
         }
         let mut shape = Vec::with_capacity(ndim);
-        let mut elements: usize = 1;
+        // ndarray requires the product of the non-zero axis lengths to fit in
+        // an isize, even when another axis is zero.
+        let mut nonzero: usize = 1;
         for d in 0..ndim {
             let dim = usize::try_from(read_u64(bytes, at + 8 * d)).map_err(|_| corrupt("dimension overflows"))?;
-            elements = elements.checked_mul(dim).ok_or_else(|| corrupt(format!("buffer {i}: element count overflows")))?;
+            nonzero = nonzero
+                .checked_mul(dim.max(1))
+                .filter(|&n| n <= isize::MAX as usize)
+                .ok_or_else(|| corrupt(format!("buffer {i}: element count overflows")))?;
             shape.push(dim);
         }
+        let elements = if shape.contains(&0) { 0 } else { nonzero };
         at += 8 * ndim;
         let expected_len = elements.checked_mul(dtype.size()).ok_or_else(|| corrupt("buffer size overflows"))?;
         if (dtype == DType::Empty && elements != 0) || expected_len != len {

@@ -7,17 +7,15 @@ mod common;
 use std::collections::HashMap;
 
 use common::{
-    AlignedBytes, Descriptor, FP, TestResult, descriptors, field, header, keepalive,
-    object_without_arrays, payload, put_u16, put_u32, put_u64, varint,
+    AlignedBytes, Descriptor, FP, TestResult, descriptors, field, header, keepalive, object_without_arrays, payload,
+    put_u16, put_u32, put_u64, varint,
 };
 use ndarray::{Array, Array1, Array2, Ix1, Ix2, arr1};
 use proptest::prelude::*;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use shoal_store::format::HEADER_LEN;
-use shoal_store::{
-    DecodeError, SharedArray, decode, decode_in_place, encode, read_type_fingerprint,
-};
+use shoal_store::{DecodeError, SharedArray, decode, decode_in_place, encode, read_type_fingerprint};
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
 struct Sample {
@@ -61,27 +59,20 @@ fn decode_all_ways(bytes: &[u8]) -> [Result<(), DecodeError>; 4] {
     let aligned = AlignedBytes::new(bytes);
     // SAFETY: `aligned` is not written and outlives the view, which is
     // dropped at the end of this function.
-    let view =
-        unsafe { decode_in_place::<SampleView>(aligned.as_slice(), FP, keepalive()) }.map(|v| {
-            std::hint::black_box(v.values.as_slice().iter().sum::<f64>());
-            std::hint::black_box(v.mask.as_slice().iter().filter(|&&b| b).count());
-            std::hint::black_box(
-                v.counts
-                    .as_slice()
-                    .iter()
-                    .map(|&x| i64::from(x))
-                    .sum::<i64>(),
-            );
-            // `view()` is left out when an axis exceeds isize::MAX: see
-            // `empty_array_with_a_huge_axis_is_refused`.
-            let fits = |shape: &[usize]| shape.iter().all(|&d| d <= isize::MAX as usize);
-            if fits(v.values.shape()) {
-                std::hint::black_box(v.values.view().sum());
-            }
-            std::hint::black_box(v.mask.view().iter().filter(|&&b| b).count());
-            std::hint::black_box(v.counts.view().sum());
-            std::hint::black_box((v.label.len(), v.n));
-        });
+    let view = unsafe { decode_in_place::<SampleView>(aligned.as_slice(), FP, keepalive()) }.map(|v| {
+        std::hint::black_box(v.values.as_slice().iter().sum::<f64>());
+        std::hint::black_box(v.mask.as_slice().iter().filter(|&&b| b).count());
+        std::hint::black_box(v.counts.as_slice().iter().map(|&x| i64::from(x)).sum::<i64>());
+        // `view()` is left out when an axis exceeds isize::MAX: see
+        // `empty_array_with_a_huge_axis_is_refused`.
+        let fits = |shape: &[usize]| shape.iter().all(|&d| d <= isize::MAX as usize);
+        if fits(v.values.shape()) {
+            std::hint::black_box(v.values.view().sum());
+        }
+        std::hint::black_box(v.mask.view().iter().filter(|&&b| b).count());
+        std::hint::black_box(v.counts.view().sum());
+        std::hint::black_box((v.label.len(), v.n));
+    });
     [owned, other, fp, view]
 }
 
@@ -89,10 +80,7 @@ fn decode_all_ways(bytes: &[u8]) -> [Result<(), DecodeError>; 4] {
 fn assert_corrupt(bytes: &[u8], what: &str) {
     let results = decode_all_ways(bytes);
     for (i, r) in results.iter().enumerate() {
-        assert!(
-            matches!(r, Err(DecodeError::Corrupt(_))),
-            "{what}: reader {i} gave {r:?}, expected Corrupt"
-        );
+        assert!(matches!(r, Err(DecodeError::Corrupt(_))), "{what}: reader {i} gave {r:?}, expected Corrupt");
     }
 }
 
@@ -106,13 +94,10 @@ fn with(f: impl FnOnce(&mut Vec<u8>, &[Descriptor])) -> Vec<u8> {
 #[test]
 fn the_sample_is_valid() {
     let bytes = sample_bytes();
-    for r in decode_all_ways(&bytes) {
-        // `other` reads the label then fails on the rest; all others succeed.
-        assert!(
-            matches!(r, Ok(()) | Err(DecodeError::Invalid { .. })),
-            "{r:?}"
-        );
-    }
+    let [owned, other, fp, view] = decode_all_ways(&bytes);
+    assert_eq!((owned, fp, view), (Ok(()), Ok(()), Ok(())));
+    // The wrong type reads the label, then fails on what follows.
+    assert!(matches!(other, Err(DecodeError::Invalid { .. })), "{other:?}");
     assert_eq!(decode::<Sample>(&bytes, FP).unwrap(), sample());
     let descs = descriptors(&bytes);
     assert_eq!(descs.len(), 3);
@@ -136,11 +121,7 @@ fn truncated_objects_are_corrupt() {
         if n < end {
             assert_corrupt(&t, &format!("truncated to {n} with a matching total"));
         } else {
-            assert_eq!(
-                decode::<Sample>(&t, FP).unwrap(),
-                sample(),
-                "only padding cut at {n}"
-            );
+            assert_eq!(decode::<Sample>(&t, FP).unwrap(), sample(), "only padding cut at {n}");
         }
     }
 }
@@ -159,15 +140,9 @@ fn bad_magic_and_version() {
     for i in 0..4 {
         assert_corrupt(&with(|b, _| b[i] ^= 0x20), &format!("magic byte {i}"));
     }
-    assert_corrupt(
-        &with(|b, _| b[..4].copy_from_slice(b"\0\0\0\0")),
-        "zero magic",
-    );
+    assert_corrupt(&with(|b, _| b[..4].copy_from_slice(b"\0\0\0\0")), "zero magic");
     for v in [0u16, 2, 0x100, u16::MAX] {
-        assert_corrupt(
-            &with(|b, _| put_u16(b, field::VERSION, v)),
-            &format!("version {v}"),
-        );
+        assert_corrupt(&with(|b, _| put_u16(b, field::VERSION, v)), &format!("version {v}"));
     }
 }
 
@@ -175,45 +150,17 @@ fn bad_magic_and_version() {
 fn header_lengths() {
     let len = sample_bytes().len() as u64;
     for total in [0, len - 1, len + 1, len + 64, u64::MAX, 1 << 63] {
-        assert_corrupt(
-            &with(|b, _| put_u64(b, field::TOTAL_LEN, total)),
-            &format!("total {total}"),
-        );
+        assert_corrupt(&with(|b, _| put_u64(b, field::TOTAL_LEN, total)), &format!("total {total}"));
     }
-    for p in [
-        len,
-        len - HEADER_LEN as u64 + 1,
-        u64::MAX,
-        u64::MAX - 39,
-        1 << 63,
-    ] {
-        assert_corrupt(
-            &with(|b, _| put_u64(b, field::PAYLOAD_LEN, p)),
-            &format!("payload length {p}"),
-        );
+    for p in [len, len - HEADER_LEN as u64 + 1, u64::MAX, u64::MAX - 39, 1 << 63] {
+        assert_corrupt(&with(|b, _| put_u64(b, field::PAYLOAD_LEN, p)), &format!("payload length {p}"));
     }
     let desc_len = header(&sample_bytes()).desc_len;
-    for d in [
-        0,
-        1,
-        desc_len - 1,
-        desc_len + 1,
-        desc_len - 8,
-        desc_len + 8,
-        desc_len + 24,
-        u32::MAX,
-        len as u32,
-    ] {
-        assert_corrupt(
-            &with(|b, _| put_u32(b, field::DESC_LEN, d)),
-            &format!("descriptor length {d}"),
-        );
+    for d in [0, 1, desc_len - 1, desc_len + 1, desc_len - 8, desc_len + 8, desc_len + 24, u32::MAX, len as u32] {
+        assert_corrupt(&with(|b, _| put_u32(b, field::DESC_LEN, d)), &format!("descriptor length {d}"));
     }
     for c in [0u32, 1, 2, 4, 5, 1000, u32::MAX] {
-        assert_corrupt(
-            &with(|b, _| put_u32(b, field::COUNT, c)),
-            &format!("count {c}"),
-        );
+        assert_corrupt(&with(|b, _| put_u32(b, field::COUNT, c)), &format!("count {c}"));
     }
 }
 
@@ -234,52 +181,25 @@ fn descriptor_dtype_and_ndim() {
         assert_corrupt(&with(|b, d| b[d[0].at] = dtype), &format!("dtype {dtype}"));
     }
     assert_corrupt(&with(|b, d| b[d[0].at] = 0), "f64 buffer marked empty");
-    assert_corrupt(
-        &with(|b, d| b[d[0].at] = shoal_store::DType::Bool as u8),
-        "f64 buffer marked bool",
-    );
-    assert_corrupt(
-        &with(|b, d| b[d[2].at] = shoal_store::DType::I16 as u8),
-        "i32 buffer marked i16",
-    );
-    assert_corrupt(
-        &with(|b, d| b[d[2].at] = shoal_store::DType::I128 as u8),
-        "i32 buffer marked i128",
-    );
+    assert_corrupt(&with(|b, d| b[d[0].at] = shoal_store::DType::Bool as u8), "f64 buffer marked bool");
+    assert_corrupt(&with(|b, d| b[d[2].at] = shoal_store::DType::I16 as u8), "i32 buffer marked i16");
+    assert_corrupt(&with(|b, d| b[d[2].at] = shoal_store::DType::I128 as u8), "i32 buffer marked i128");
     for ndim in [0u8, 1, 3, 7, 33, 255] {
-        assert_corrupt(
-            &with(|b, d| b[d[0].at + 1] = ndim),
-            &format!("ndim {ndim} for a 2-d buffer"),
-        );
+        assert_corrupt(&with(|b, d| b[d[0].at + 1] = ndim), &format!("ndim {ndim} for a 2-d buffer"));
     }
-    assert_corrupt(
-        &with(|b, d| b[d[2].at + 1] = 2),
-        "ndim 2 for the last 1-d buffer",
-    );
+    assert_corrupt(&with(|b, d| b[d[2].at + 1] = 2), "ndim 2 for the last 1-d buffer");
 }
 
 #[test]
 fn descriptor_offsets() {
     let off = |b: &mut Vec<u8>, d: &Descriptor, v: u64| put_u64(b, d.at + Descriptor::OFFSET, v);
     for delta in [1u64, 8, 32, 63] {
-        assert_corrupt(
-            &with(|b, d| off(b, &d[0], d[0].offset + delta)),
-            &format!("offset +{delta}"),
-        );
-        assert_corrupt(
-            &with(|b, d| off(b, &d[0], d[0].offset - delta)),
-            &format!("offset -{delta}"),
-        );
+        assert_corrupt(&with(|b, d| off(b, &d[0], d[0].offset + delta)), &format!("offset +{delta}"));
+        assert_corrupt(&with(|b, d| off(b, &d[0], d[0].offset - delta)), &format!("offset -{delta}"));
     }
     assert_corrupt(&with(|b, d| off(b, &d[0], 0)), "buffer over the header");
-    assert_corrupt(
-        &with(|b, d| off(b, &d[1], d[0].offset)),
-        "two buffers at one offset",
-    );
-    assert_corrupt(
-        &with(|b, d| off(b, &d[1], d[0].offset + 64)),
-        "buffer inside the previous one",
-    );
+    assert_corrupt(&with(|b, d| off(b, &d[1], d[0].offset)), "two buffers at one offset");
+    assert_corrupt(&with(|b, d| off(b, &d[1], d[0].offset + 64)), "buffer inside the previous one");
     assert_corrupt(
         &with(|b, d| {
             off(b, &d[1], d[2].offset);
@@ -288,18 +208,9 @@ fn descriptor_offsets() {
         "buffers out of order",
     );
     let total = sample_bytes().len() as u64;
-    assert_corrupt(
-        &with(|b, d| off(b, &d[2], total)),
-        "buffer at the end of the object",
-    );
-    assert_corrupt(
-        &with(|b, d| off(b, &d[2], total + 64)),
-        "buffer past the end",
-    );
-    assert_corrupt(
-        &with(|b, d| off(b, &d[2], u64::MAX & !63)),
-        "offset near u64::MAX",
-    );
+    assert_corrupt(&with(|b, d| off(b, &d[2], total)), "buffer at the end of the object");
+    assert_corrupt(&with(|b, d| off(b, &d[2], total + 64)), "buffer past the end");
+    assert_corrupt(&with(|b, d| off(b, &d[2], u64::MAX - 63)), "offset near u64::MAX");
     assert_corrupt(&with(|b, d| off(b, &d[2], 1 << 63)), "offset 2^63");
     assert_corrupt(&with(|b, d| off(b, &d[2], u64::MAX)), "offset u64::MAX");
 }
@@ -308,15 +219,9 @@ fn descriptor_offsets() {
 fn descriptor_lengths_and_shapes() {
     let len = |b: &mut Vec<u8>, d: &Descriptor, v: u64| put_u64(b, d.at + Descriptor::LEN, v);
     for v in [0, 120, 127, 129, 136, 256, u64::MAX, u64::MAX - 63, 1 << 63] {
-        assert_corrupt(
-            &with(|b, d| len(b, &d[0], v)),
-            &format!("length {v} for 128 bytes of data"),
-        );
+        assert_corrupt(&with(|b, d| len(b, &d[0], v)), &format!("length {v} for 128 bytes of data"));
     }
-    assert_corrupt(
-        &with(|b, d| len(b, &d[1], 6)),
-        "bool length 6 for shape [5]",
-    );
+    assert_corrupt(&with(|b, d| len(b, &d[1], 6)), "bool length 6 for shape [5]");
     let dim = |b: &mut Vec<u8>, d: &Descriptor, i: usize, v: u64| put_u64(b, d.shape_at(i), v);
     for v in [0, 3, 5, 8, u64::MAX, 1 << 61, 1 << 32] {
         assert_corrupt(&with(|b, d| dim(b, &d[0], 0, v)), &format!("dimension {v}"));
@@ -355,10 +260,7 @@ fn descriptor_lengths_and_shapes() {
 #[test]
 fn bool_buffers_hold_only_zero_and_one() {
     for (i, v) in [(0usize, 2u8), (4, 2), (2, 255), (1, 0x10)] {
-        assert_corrupt(
-            &with(|b, d| b[d[1].offset as usize + i] = v),
-            &format!("bool byte {i} = {v}"),
-        );
+        assert_corrupt(&with(|b, d| b[d[1].offset as usize + i] = v), &format!("bool byte {i} = {v}"));
     }
     // Bytes past the bool buffer (padding) are not elements.
     let bytes = with(|b, d| b[d[1].offset as usize + 5] = 2);
@@ -370,42 +272,30 @@ fn bool_check_also_for_a_lone_bool_array() {
     let mut bytes = encode(&arr1(&[false; 70]), FP).unwrap().into_vec();
     let d = descriptors(&bytes)[0].clone();
     bytes[d.offset as usize + 69] = 3;
-    assert!(matches!(
-        decode::<Array1<bool>>(&bytes, FP),
-        Err(DecodeError::Corrupt(_))
-    ));
+    assert!(matches!(decode::<Array1<bool>>(&bytes, FP), Err(DecodeError::Corrupt(_))));
 }
 
 #[test]
 fn empty_dtype_with_elements_is_corrupt() {
     // An empty array's buffer has the "empty" dtype; giving it elements (with
     // the matching zero length) must not pass.
-    let mut bytes = encode(&Array2::<f64>::zeros((0, 3)), FP)
-        .unwrap()
-        .into_vec();
+    let mut bytes = encode(&Array2::<f64>::zeros((0, 3)), FP).unwrap().into_vec();
     let d = descriptors(&bytes)[0].clone();
     assert_eq!(d.dtype, 0);
     put_u64(&mut bytes, d.shape_at(0), 2);
-    assert!(matches!(
-        decode::<Array2<f64>>(&bytes, FP),
-        Err(DecodeError::Corrupt(_))
-    ));
+    assert!(matches!(decode::<Array2<f64>>(&bytes, FP), Err(DecodeError::Corrupt(_))));
 }
 
 #[test]
-#[ignore = "bug: a zero-length axis lets another axis exceed isize::MAX; SharedArray::view() then breaks ndarray's from_shape_ptr contract (panics in debug, UB in release)"]
 fn empty_array_with_a_huge_axis_is_refused() {
-    let mut bytes = encode(&Array2::<f64>::zeros((0, 3)), FP)
-        .unwrap()
-        .into_vec();
+    let mut bytes = encode(&Array2::<f64>::zeros((0, 3)), FP).unwrap().into_vec();
     let d = descriptors(&bytes)[0].clone();
     put_u64(&mut bytes, d.shape_at(1), u64::MAX);
     // The owned path already refuses it (ndarray checks the shape).
     assert!(decode::<Array2<f64>>(&bytes, FP).is_err());
     let aligned = AlignedBytes::new(&bytes);
     // SAFETY: `aligned` is not written and outlives the view.
-    let r =
-        unsafe { decode_in_place::<SharedArray<f64, Ix2>>(aligned.as_slice(), FP, keepalive()) };
+    let r = unsafe { decode_in_place::<SharedArray<f64, Ix2>>(aligned.as_slice(), FP, keepalive()) };
     match r {
         Err(_) => {}
         Ok(v) => {
@@ -424,15 +314,10 @@ fn buffer_index_past_the_table_is_invalid() -> TestResult {
     assert_eq!(payload(&bytes), &[0]);
     for index in [1u8, 2, 127] {
         bytes[at] = index;
-        assert!(matches!(
-            decode::<Array1<f64>>(&bytes, FP),
-            Err(DecodeError::Invalid { .. })
-        ));
+        assert!(matches!(decode::<Array1<f64>>(&bytes, FP), Err(DecodeError::Invalid { .. })));
         let aligned = AlignedBytes::new(&bytes);
         // SAFETY: `aligned` is not written and outlives the view.
-        let r = unsafe {
-            decode_in_place::<SharedArray<f64, Ix1>>(aligned.as_slice(), FP, keepalive())
-        };
+        let r = unsafe { decode_in_place::<SharedArray<f64, Ix1>>(aligned.as_slice(), FP, keepalive()) };
         assert!(matches!(r, Err(DecodeError::Invalid { .. })), "{r:?}");
     }
     Ok(())
@@ -442,19 +327,13 @@ fn buffer_index_past_the_table_is_invalid() -> TestResult {
 fn assert_invalid<T: DeserializeOwned + std::fmt::Debug>(payload: &[u8]) {
     let bytes = object_without_arrays(FP, payload);
     let r = decode::<T>(&bytes, FP);
-    assert!(
-        matches!(r, Err(DecodeError::Invalid { .. })),
-        "payload {payload:02x?}: {r:?}"
-    );
+    assert!(matches!(r, Err(DecodeError::Invalid { .. })), "payload {payload:02x?}: {r:?}");
 }
 
 #[test]
 fn hand_built_objects_match_the_encoder() {
     let v = (String::from("abc"), 7u64);
-    assert_eq!(
-        object_without_arrays(FP, &postcard::to_stdvec(&v).unwrap()),
-        encode(&v, FP).unwrap().into_vec()
-    );
+    assert_eq!(object_without_arrays(FP, &postcard::to_stdvec(&v).unwrap()), encode(&v, FP).unwrap().into_vec());
 }
 
 #[test]

@@ -85,7 +85,20 @@ impl Node {
     /// Create the arena, start the threads and the workers, and wait until
     /// every worker has completed its handshake.
     pub(crate) fn start(config: Config) -> Result<Arc<Node>> {
-        let arena = Arc::new(Arena::create(config.store_bytes, config.prefault)?);
+        let arena = Arc::new(Arena::create_unreserved(config.store_bytes)?);
+        if config.prefault {
+            let reserving = arena.clone();
+            std::thread::Builder::new()
+                .name("shoal-reserve".into())
+                .spawn(move || {
+                    if let Err(e) = reserving.reserve() {
+                        tracing::error!("object store: {e}");
+                    }
+                })
+                .map_err(|e| Error::WorkerStartup(e.to_string()))?;
+        } else {
+            arena.skip_reservation();
+        }
         let base = config
             .socket_dir
             .clone()
@@ -211,8 +224,9 @@ impl Node {
             let mut state = self.lock();
             state.workers.insert(slot.conn.id, slot);
             state.dispatch(&mut outbox);
+            // Under the lock, so `wait_for_workers` cannot miss the wake-up.
+            self.accepted.fetch_add(1, Ordering::SeqCst);
         }
-        self.accepted.fetch_add(1, Ordering::SeqCst);
         self.notify();
         pool::flush(outbox);
     }
@@ -254,6 +268,10 @@ impl Node {
         }
         let len = layout.total_len() as u64;
         let offset = self.lock().allocator.allocate(len)?;
+        if let Err(e) = self.arena.wait_reserved(offset + len) {
+            self.lock().allocator.free(offset);
+            return Err(e.into());
+        }
         // SAFETY: (1) `offset..offset+len` was just allocated to this thread by
         // the allocator, which only this node runs; (2) no object id refers to
         // it yet, so no other thread or process can reach those bytes until
@@ -377,6 +395,7 @@ impl Node {
             let _ = handle.join();
         }
         let _ = std::fs::remove_dir_all(&self.socket_dir);
+        self.arena.cancel_reservation();
     }
 }
 

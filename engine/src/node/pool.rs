@@ -311,7 +311,13 @@ fn read_worker(node: &Node, conn: &Arc<WorkerConn>, stream: UnixStream) -> Frame
                 }
             }
             ToNode::Allocate { size } => {
-                let result = node.lock().allocate_for(conn.id, size);
+                let mut result = node.lock().allocate_for(conn.id, size);
+                if let Ok(offset) = result {
+                    if let Err(e) = node.arena().wait_reserved(offset + size) {
+                        node.lock().abandon(conn.id, offset);
+                        result = Err(e.into());
+                    }
+                }
                 conn.send(&ToWorker::Allocated(result));
             }
             ToNode::TaskDone { task, outputs } => {

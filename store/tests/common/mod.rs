@@ -111,9 +111,7 @@ pub fn descriptors(bytes: &[u8]) -> Vec<Descriptor> {
     let mut out = Vec::new();
     for _ in 0..h.count {
         let ndim = bytes[at + 1];
-        let shape = (0..ndim as usize)
-            .map(|d| get_u64(bytes, at + 24 + 8 * d))
-            .collect();
+        let shape = (0..ndim as usize).map(|d| get_u64(bytes, at + 24 + 8 * d)).collect();
         out.push(Descriptor {
             at,
             dtype: bytes[at],
@@ -125,11 +123,7 @@ pub fn descriptors(bytes: &[u8]) -> Vec<Descriptor> {
         });
         at += 24 + 8 * ndim as usize;
     }
-    assert_eq!(
-        at,
-        HEADER_LEN + h.desc_len as usize,
-        "descriptor table length"
-    );
+    assert_eq!(at, HEADER_LEN + h.desc_len as usize, "descriptor table length");
     out
 }
 
@@ -182,10 +176,7 @@ pub struct AlignedBytes {
 
 impl AlignedBytes {
     pub fn new(bytes: &[u8]) -> Self {
-        let mut out = AlignedBytes {
-            blocks: vec![Block([0; 64]); bytes.len().div_ceil(64)],
-            len: bytes.len(),
-        };
+        let mut out = AlignedBytes { blocks: vec![Block([0; 64]); bytes.len().div_ceil(64)], len: bytes.len() };
         out.as_mut_slice().copy_from_slice(bytes);
         out
     }
@@ -213,8 +204,7 @@ pub fn keepalive() -> Keepalive {
 /// the store owner would place it.
 pub fn place(encoded: &Encoded, offset: u64) -> Arc<Arena> {
     let len = encoded.total_len() as u64;
-    let arena =
-        Arena::create((offset + len).max(1).next_multiple_of(4096), true).expect("create arena");
+    let arena = Arena::create((offset + len).max(1).next_multiple_of(4096), true).expect("create arena");
     // SAFETY: the arena was just created by this function and nothing else
     // references it; the range is written here and never again.
     let dst = unsafe { arena.bytes_mut(offset, len) }.expect("range inside the arena");
