@@ -2,6 +2,9 @@
 
 use std::path::PathBuf;
 
+/// The largest `inline_max` accepted: messages stay far below the frame cap.
+const MAX_INLINE: usize = 1 << 20;
+
 /// How to start a node. A builder: `Config::default().workers(4).store_bytes(1 << 30)`.
 ///
 /// The defaults serve a laptop and a many-core box alike: one worker per
@@ -48,9 +51,10 @@ impl Config {
     }
 
     /// Values whose encoding is at most this many bytes (and holds no arrays)
-    /// travel inline in messages instead of through the arena. Default 100 KiB.
+    /// travel inline in messages instead of through the arena. Default 100 KiB,
+    /// at most 1 MiB.
     pub fn inline_max(mut self, bytes: usize) -> Self {
-        self.inline_max = bytes;
+        self.inline_max = bytes.min(MAX_INLINE);
         self
     }
 

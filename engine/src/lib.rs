@@ -39,6 +39,25 @@
 //! refs. Arguments must be owned types, and every argument and return type a
 //! [`Value`]: `Serialize + DeserializeOwned + Send + 'static`.
 //!
+//! Values that cannot cross threads are compile errors, not runtime surprises:
+//!
+//! ```compile_fail
+//! use serde::{Deserialize, Serialize};
+//! #[derive(Serialize, Deserialize)]
+//! struct NotSend(#[serde(skip)] std::marker::PhantomData<*const ()>);
+//!
+//! #[shoal::remote]
+//! fn consume(v: NotSend) -> u8 { 0 }
+//! ```
+//!
+//! and so are borrowed arguments (a task gets its own copy, or a
+//! [`SharedArray`] view):
+//!
+//! ```compile_fail
+//! #[shoal::remote]
+//! fn length(s: &str) -> usize { s.len() }
+//! ```
+//!
 //! ## Zero-copy arrays and view twins
 //! [`SharedArray<A, D>`] is a read-only ndarray view straight into the store.
 //! An object written from an `Array<A, D>` can be read either way: a task

@@ -53,18 +53,24 @@ impl Runtime {
         }
     }
 
-    /// A new counted handle to object `id` (the count rises by one).
+    /// A new counted handle to object `id` (the count rises by one). A
+    /// handle to an id the node does not know counts nothing and releases
+    /// nothing; reading through it gives `ObjectNotFound`.
     pub(crate) fn acquire(&self, id: u64) -> Arc<RefHandle> {
-        match self {
+        let counted = match self {
             Runtime::Driver(node) => node.acquire(id),
-            Runtime::Worker(worker) => worker.push_ref_op(RefOp::Acquire(id)),
-        }
-        Arc::new(RefHandle { id, runtime: self.clone() })
+            // The node ignores (and will not release) an unknown id.
+            Runtime::Worker(worker) => {
+                worker.push_ref_op(RefOp::Acquire(id));
+                true
+            }
+        };
+        Arc::new(RefHandle { id, runtime: self.clone(), counted })
     }
 
     /// Wrap a reference the node already counted for us (a new object).
     pub(crate) fn adopt(&self, id: u64) -> Arc<RefHandle> {
-        Arc::new(RefHandle { id, runtime: self.clone() })
+        Arc::new(RefHandle { id, runtime: self.clone(), counted: true })
     }
 }
 
@@ -75,10 +81,14 @@ impl Runtime {
 pub struct RefHandle {
     pub(crate) id: u64,
     pub(crate) runtime: Runtime,
+    counted: bool,
 }
 
 impl Drop for RefHandle {
     fn drop(&mut self) {
+        if !self.counted {
+            return;
+        }
         match &self.runtime {
             Runtime::Driver(node) => node.release(self.id),
             Runtime::Worker(worker) => worker.push_ref_op(RefOp::Release(self.id)),

@@ -70,6 +70,10 @@ extern "C" fn worker_entry() {
         std::env::remove_var(ENV_PARENT);
         std::env::remove_var(ENV_TOKEN);
     }
+    // SAFETY: installing SIG_IGN runs no handler code; it only makes a write
+    // to a closed pipe or socket return EPIPE instead of killing the process,
+    // as std arranges for every Rust `main` (which a worker never reaches).
+    let _ = unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigIgn) };
     let code = match catch_unwind(|| run(socket.into(), parent, token)) {
         Ok(Ok(())) => 0,
         Ok(Err(e)) => {

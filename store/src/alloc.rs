@@ -10,7 +10,6 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::error::StoreError;
-use crate::format::align_up;
 
 /// Offset allocator over `capacity` bytes.
 #[derive(Debug)]
@@ -35,7 +34,10 @@ impl Allocator {
     /// Reserve `size` bytes (at least one 64-byte block); returns the offset,
     /// which is 64-byte aligned.
     pub fn allocate(&mut self, size: u64) -> Result<u64, StoreError> {
-        let size = (align_up(size.max(1) as usize)) as u64;
+        let align = crate::ALIGN as u64;
+        // Rounding a size near u64::MAX would wrap to 0: such a request is
+        // simply larger than any arena.
+        let size = size.max(1).checked_next_multiple_of(align).unwrap_or(u64::MAX);
         let found = self.free.iter().find(|&(_, &len)| len >= size).map(|(&off, &len)| (off, len));
         let Some((offset, len)) = found else {
             return Err(StoreError::Full {
@@ -102,6 +104,16 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn absurd_sizes_are_full_not_wrapped() {
+        let mut a = Allocator::new(1024);
+        for size in [u64::MAX, u64::MAX - 63, u64::MAX - 64, 1 << 63] {
+            assert!(matches!(a.allocate(size), Err(StoreError::Full { .. })), "{size}");
+        }
+        assert_eq!(a.allocations(), 0);
+        assert_eq!(a.allocate(1024).unwrap(), 0);
+    }
+
+    #[test]
     fn full_names_sizes() {
         let mut a = Allocator::new(1024);
         let x = a.allocate(600).unwrap();
@@ -121,7 +133,7 @@ mod tests {
                 if alloc || live.is_empty() {
                     if let Ok(off) = a.allocate(size) {
                         prop_assert_eq!(off % 64, 0);
-                        let len = align_up(size as usize) as u64;
+                        let len = crate::format::align_up(size as usize) as u64;
                         for &(o, l) in &live {
                             prop_assert!(off + len <= o || o + l <= off, "overlap");
                         }

@@ -222,3 +222,37 @@ impl Arena {
         Ok(unsafe { std::slice::from_raw_parts_mut(ptr, len as usize) })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn writers_wait_for_the_reservation_to_pass_them() {
+        let arena = Arc::new(Arena::create_unreserved(4 * RESERVE_CHUNK).unwrap());
+        assert_eq!(arena.reserved(), 0);
+        let reserving = arena.clone();
+        let thread = std::thread::spawn(move || reserving.reserve());
+        arena.wait_reserved(3 * RESERVE_CHUNK + 1).unwrap();
+        assert!(arena.reserved() > 3 * RESERVE_CHUNK);
+        thread.join().unwrap().unwrap();
+        assert_eq!(arena.reserved(), arena.len());
+    }
+
+    #[test]
+    fn a_cancelled_reservation_is_an_error_not_a_hang() {
+        let arena = Arena::create_unreserved(2 * RESERVE_CHUNK).unwrap();
+        arena.cancel_reservation();
+        arena.reserve().unwrap(); // returns at once: cancelled
+        assert!(matches!(arena.wait_reserved(RESERVE_CHUNK), Err(StoreError::Unreserved { reserved: 0, .. })));
+        arena.wait_reserved(0).unwrap();
+    }
+
+    #[test]
+    fn skipping_makes_everything_usable() {
+        let arena = Arena::create(RESERVE_CHUNK, false).unwrap();
+        assert_eq!(arena.reserved(), RESERVE_CHUNK);
+        arena.wait_reserved(RESERVE_CHUNK).unwrap();
+    }
+}

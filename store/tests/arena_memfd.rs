@@ -18,16 +18,12 @@ fn dup(arena: &Arena) -> OwnedFd {
 
 fn write(arena: &Arena, offset: u64, data: &[u8]) {
     // SAFETY: the tests write ranges no reference points into at that moment.
-    unsafe { arena.bytes_mut(offset, data.len() as u64) }
-        .expect("in range")
-        .copy_from_slice(data);
+    unsafe { arena.bytes_mut(offset, data.len() as u64) }.expect("in range").copy_from_slice(data);
 }
 
 fn read(arena: &Arena, offset: u64, len: u64) -> Vec<u8> {
     // SAFETY: the bytes are copied out at once; no write happens meanwhile.
-    unsafe { arena.bytes(offset, len) }
-        .expect("in range")
-        .to_vec()
+    unsafe { arena.bytes(offset, len) }.expect("in range").to_vec()
 }
 
 #[test]
@@ -87,11 +83,7 @@ fn an_object_travels_through_the_arena() -> TestResult {
     let owner = Arena::create(LEN, true)?;
     let client = Arena::open(dup(&owner), false)?;
     let mut alloc = Allocator::new(owner.len());
-    let value = (
-        String::from("shared"),
-        vec![1u64, 2, 3],
-        ndarray::arr1(&[0.5f32, 1.5]),
-    );
+    let value = (String::from("shared"), vec![1u64, 2, 3], ndarray::arr1(&[0.5f32, 1.5]));
     let encoded = encode(&value, FP)?;
     let len = encoded.total_len() as u64;
     let _skip = alloc.allocate(100)?;
@@ -108,34 +100,20 @@ fn an_object_travels_through_the_arena() -> TestResult {
 #[test]
 fn out_of_range_is_refused() -> TestResult {
     let arena = Arena::create(LEN, false)?;
-    let cases = [
-        (LEN, 1),
-        (0, LEN + 1),
-        (LEN - 1, 2),
-        (LEN + 1, 0),
-        (u64::MAX, 1),
-        (1, u64::MAX),
-        (u64::MAX, u64::MAX),
-    ];
+    let cases =
+        [(LEN, 1), (0, LEN + 1), (LEN - 1, 2), (LEN + 1, 0), (u64::MAX, 1), (1, u64::MAX), (u64::MAX, u64::MAX)];
     for (offset, len) in cases {
         // SAFETY: nothing is written; on success nothing would be read.
         let r = unsafe { arena.bytes(offset, len) };
         match r {
-            Err(StoreError::OutOfRange {
-                offset: o,
-                len: l,
-                arena: a,
-            }) => {
+            Err(StoreError::OutOfRange { offset: o, len: l, arena: a }) => {
                 assert_eq!((o, l, a), (offset, len, LEN));
             }
             other => panic!("bytes({offset}, {len}) gave {other:?}"),
         }
         // SAFETY: as above.
         let r = unsafe { arena.bytes_mut(offset, len) };
-        assert!(
-            matches!(r, Err(StoreError::OutOfRange { .. })),
-            "bytes_mut({offset}, {len})"
-        );
+        assert!(matches!(r, Err(StoreError::OutOfRange { .. })), "bytes_mut({offset}, {len})");
     }
     // The edges themselves are fine.
     // SAFETY: nothing writes the arena while these references live.
@@ -144,12 +122,7 @@ fn out_of_range_is_refused() -> TestResult {
         assert_eq!(arena.bytes(LEN, 0)?.len(), 0);
         assert_eq!(arena.bytes(LEN - 1, 1)?.len(), 1);
     }
-    let msg = StoreError::OutOfRange {
-        offset: 5,
-        len: 6,
-        arena: 7,
-    }
-    .to_string();
+    let msg = StoreError::OutOfRange { offset: 5, len: 6, arena: 7 }.to_string();
     assert!(msg.contains("5+6") && msg.contains("7-byte"), "{msg}");
     Ok(())
 }
@@ -161,14 +134,8 @@ fn the_arena_is_sealed_against_resizing() -> TestResult {
     let seals = memfd.seals()?;
     assert!(seals.contains(&FileSeal::SealShrink), "{seals:?}");
     assert!(seals.contains(&FileSeal::SealGrow), "{seals:?}");
-    assert!(
-        seals.contains(&FileSeal::SealSeal),
-        "no one may add or remove seals later: {seals:?}"
-    );
-    assert!(
-        !seals.contains(&FileSeal::SealWrite),
-        "the arena must stay writable"
-    );
+    assert!(seals.contains(&FileSeal::SealSeal), "no one may add or remove seals later: {seals:?}");
+    assert!(!seals.contains(&FileSeal::SealWrite), "the arena must stay writable");
     let file = memfd.into_file();
     assert!(file.set_len(0).is_err(), "shrinking must be refused");
     assert!(file.set_len(LEN * 2).is_err(), "growing must be refused");
@@ -186,33 +153,25 @@ fn refused(fd: OwnedFd) {
 #[test]
 fn unsealed_memfds_are_refused() -> TestResult {
     // Sealable but never sealed.
-    let m = MemfdOptions::default()
-        .allow_sealing(true)
-        .create("test-unsealed")?;
+    let m = MemfdOptions::default().allow_sealing(true).create("test-unsealed")?;
     m.as_file().set_len(LEN)?;
     refused(m.into_file().into());
 
     // Not sealable at all (the kernel marks it F_SEAL_SEAL only).
-    let m = MemfdOptions::default()
-        .allow_sealing(false)
-        .create("test-unsealable")?;
+    let m = MemfdOptions::default().allow_sealing(false).create("test-unsealable")?;
     m.as_file().set_len(LEN)?;
     refused(m.into_file().into());
 
     // Sealed against one of shrinking and growing only.
     for seal in [FileSeal::SealShrink, FileSeal::SealGrow] {
-        let m = MemfdOptions::default()
-            .allow_sealing(true)
-            .create("test-half-sealed")?;
+        let m = MemfdOptions::default().allow_sealing(true).create("test-half-sealed")?;
         m.as_file().set_len(LEN)?;
         m.add_seals(&[seal, FileSeal::SealSeal])?;
         refused(m.into_file().into());
     }
 
     // Both seals, added by someone else: accepted.
-    let m = MemfdOptions::default()
-        .allow_sealing(true)
-        .create("test-sealed")?;
+    let m = MemfdOptions::default().allow_sealing(true).create("test-sealed")?;
     m.as_file().set_len(8192)?;
     m.add_seals(&[FileSeal::SealShrink, FileSeal::SealGrow])?;
     let arena = Arena::open(m.into_file().into(), false)?;

@@ -36,11 +36,7 @@ where
     let bytes = encoded.into_vec();
     assert_eq!(bytes.len(), total);
     let expected_payload = postcard::to_stdvec(value).expect("postcard");
-    assert_eq!(
-        &bytes[HEADER_LEN..],
-        &expected_payload[..],
-        "payload of {value:?} differs from postcard"
-    );
+    assert_eq!(&bytes[HEADER_LEN..], &expected_payload[..], "payload of {value:?} differs from postcard");
     let h = header(&bytes);
     assert_eq!(h.magic, MAGIC);
     assert_eq!(h.version, VERSION);
@@ -66,15 +62,7 @@ fn integers_of_every_width() {
     roundtrip(&[i64::MIN, i64::MIN + 1, -1, 0, 1, i64::MAX - 1, i64::MAX]);
     roundtrip(&[u64::MIN, 1 << 35, 1 << 63, u64::MAX - 1, u64::MAX]);
     roundtrip(&[i128::MIN, i128::MIN + 1, -1, 0, 1, i128::MAX - 1, i128::MAX]);
-    roundtrip(&[
-        u128::MIN,
-        1,
-        1 << 64,
-        1 << 126,
-        1 << 127,
-        u128::MAX - 1,
-        u128::MAX,
-    ]);
+    roundtrip(&[u128::MIN, 1, 1 << 64, 1 << 126, 1 << 127, u128::MAX - 1, u128::MAX]);
     roundtrip(&[usize::MIN, 300, usize::MAX]);
     roundtrip(&[isize::MIN, -300, 0, isize::MAX]);
     // Single values, not only inside tuples.
@@ -127,11 +115,7 @@ fn floats_keep_their_bits() {
     }
     let v = vec![(f32::NAN, f64::NAN), (-0.0, -0.0)];
     let back = roundtrip_unchecked(&v);
-    let bits = |v: &[(f32, f64)]| {
-        v.iter()
-            .map(|(a, b)| (a.to_bits(), b.to_bits()))
-            .collect::<Vec<_>>()
-    };
+    let bits = |v: &[(f32, f64)]| v.iter().map(|(a, b)| (a.to_bits(), b.to_bits())).collect::<Vec<_>>();
     assert_eq!(bits(&back), bits(&v));
 }
 
@@ -140,17 +124,7 @@ fn bool_char_and_strings() {
     roundtrip(&true);
     roundtrip(&false);
     roundtrip(&[true, false, true]);
-    for c in [
-        '\0',
-        'a',
-        '\u{7f}',
-        '\u{80}',
-        'é',
-        '€',
-        '\u{ffff}',
-        '𝄞',
-        char::MAX,
-    ] {
+    for c in ['\0', 'a', '\u{7f}', '\u{80}', 'é', '€', '\u{ffff}', '𝄞', char::MAX] {
         roundtrip(&c);
     }
     roundtrip(&String::new());
@@ -166,29 +140,12 @@ fn bool_char_and_strings() {
 fn sequences_tuples_and_maps() {
     roundtrip(&Vec::<u32>::new());
     roundtrip(&vec![1u32, 2, 3]);
-    roundtrip(
-        &(0..1000)
-            .map(|i| i * 7919 - 3_000_000)
-            .collect::<Vec<i64>>(),
-    );
+    roundtrip(&(0..1000).map(|i| i * 7919 - 3_000_000).collect::<Vec<i64>>());
     roundtrip(&vec![0u8; 300]);
-    roundtrip(&vec![
-        vec![String::from("a")],
-        vec![],
-        vec![String::from("b"), String::from("c")],
-    ]);
+    roundtrip(&vec![vec![String::from("a")], vec![], vec![String::from("b"), String::from("c")]]);
     roundtrip(&());
     roundtrip(&(1u8,));
-    roundtrip(&(
-        1u8,
-        -2i16,
-        3u32,
-        -4i64,
-        5u128,
-        'c',
-        String::from("six"),
-        true,
-    ));
+    roundtrip(&(1u8, -2i16, 3u32, -4i64, 5u128, 'c', String::from("six"), true));
     roundtrip(&((1u8, 2u8), ((3u8,), ()), [4u16, 5, 6]));
     roundtrip(&[0u64; 0]);
     roundtrip(&[[1i32, 2], [3, 4], [5, 6]]);
@@ -199,27 +156,14 @@ fn sequences_tuples_and_maps() {
     hm.insert("many".into(), (0..50).collect());
     roundtrip(&hm);
     roundtrip(&HashMap::<u8, u8>::new());
-    let hm2: HashMap<(i8, bool), Option<char>> = [((1, true), Some('x')), ((-1, false), None)]
-        .into_iter()
-        .collect();
+    let hm2: HashMap<(i8, bool), Option<char>> = [((1, true), Some('x')), ((-1, false), None)].into_iter().collect();
     roundtrip(&hm2);
 
-    let bm: BTreeMap<i64, BTreeMap<String, f64>> = (0..10)
-        .map(|i| {
-            (
-                i - 5,
-                (0..i).map(|j| (format!("k{j}"), j as f64 / 3.0)).collect(),
-            )
-        })
-        .collect();
+    let bm: BTreeMap<i64, BTreeMap<String, f64>> =
+        (0..10).map(|i| (i - 5, (0..i).map(|j| (format!("k{j}"), j as f64 / 3.0)).collect())).collect();
     roundtrip(&bm);
     roundtrip(&(0..20u16).collect::<BTreeSet<_>>());
-    roundtrip(
-        &["a", "b", "c"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<HashSet<_>>(),
-    );
+    roundtrip(&["a", "b", "c"].iter().map(|s| s.to_string()).collect::<HashSet<_>>());
     roundtrip(&std::collections::VecDeque::from(vec![3u8, 2, 1]));
 }
 
@@ -231,10 +175,7 @@ fn options_and_nesting() {
     roundtrip(&Some(Some(0u8)));
     roundtrip(&None::<Option<u8>>);
     roundtrip(&vec![Some(1i16), None, Some(-1)]);
-    roundtrip(&Some((
-        String::from("x"),
-        vec![Some(vec![None, Some(true)])],
-    )));
+    roundtrip(&Some((String::from("x"), vec![Some(vec![None, Some(true)])])));
     roundtrip(&Ok::<u8, String>(3));
     roundtrip(&Err::<u8, String>("bad".into()));
     roundtrip(&Box::new(Some(Box::new(5u64))));
@@ -242,15 +183,9 @@ fn options_and_nesting() {
     type Nested = Vec<HashMap<String, Vec<(u8, Option<BTreeMap<u32, String>>)>>>;
     let nested: Nested = vec![
         HashMap::new(),
-        [(
-            "k".to_string(),
-            vec![
-                (1, None),
-                (2, Some([(9, "nine".to_string())].into_iter().collect())),
-            ],
-        )]
-        .into_iter()
-        .collect(),
+        [("k".to_string(), vec![(1, None), (2, Some([(9, "nine".to_string())].into_iter().collect()))])]
+            .into_iter()
+            .collect(),
     ];
     roundtrip(&nested);
 }
@@ -260,10 +195,7 @@ enum Shape {
     Empty,
     Circle(f64),
     Rect(u32, u32),
-    Poly {
-        points: Vec<(i32, i32)>,
-        closed: bool,
-    },
+    Poly { points: Vec<(i32, i32)>, closed: bool },
     Nested(Box<Shape>),
     Tagged(String, Option<Box<Shape>>),
 }
@@ -329,27 +261,15 @@ fn record(depth: u32) -> Record {
             0 => Shape::Empty,
             1 => Shape::Circle(-1.25),
             2 => Shape::Rect(3, u32::MAX),
-            _ => Shape::Poly {
-                points: vec![(0, 0), (i32::MIN, i32::MAX)],
-                closed: true,
-            },
+            _ => Shape::Poly { points: vec![(0, 0), (i32::MIN, i32::MAX)], closed: true },
         },
         unit: Unit,
         meters: Meters(depth as f64 * 0.5),
         pair: Pair(-(depth as i8), u128::MAX - u128::from(depth)),
         empty: NoFields {},
         cache: None,
-        children: if depth == 0 {
-            vec![]
-        } else {
-            vec![record(depth - 1), record(depth / 2)]
-        },
-        attrs: [(
-            "s".to_string(),
-            Shape::Nested(Box::new(Shape::Tagged("t".into(), None))),
-        )]
-        .into_iter()
-        .collect(),
+        children: if depth == 0 { vec![] } else { vec![record(depth - 1), record(depth / 2)] },
+        attrs: [("s".to_string(), Shape::Nested(Box::new(Shape::Tagged("t".into(), None))))].into_iter().collect(),
         flag: (depth % 2 == 0).then_some(depth % 3 == 0),
     }
 }
@@ -360,14 +280,8 @@ fn enums_of_every_variant_kind() {
         Shape::Empty,
         Shape::Circle(2.5),
         Shape::Rect(0, u32::MAX),
-        Shape::Poly {
-            points: vec![],
-            closed: false,
-        },
-        Shape::Poly {
-            points: vec![(1, -1), (i32::MAX, i32::MIN)],
-            closed: true,
-        },
+        Shape::Poly { points: vec![], closed: false },
+        Shape::Poly { points: vec![(1, -1), (i32::MAX, i32::MIN)], closed: true },
         Shape::Nested(Box::new(Shape::Nested(Box::new(Shape::Circle(-0.5))))),
         Shape::Tagged("x".into(), Some(Box::new(Shape::Rect(1, 2)))),
     ] {
@@ -386,17 +300,8 @@ fn user_structs() {
     roundtrip(&Meters(-3.5));
     roundtrip(&Pair(i8::MIN, u128::MAX));
     roundtrip(&NoFields {});
-    roundtrip(&Generic {
-        a: 'q',
-        b: vec![Some(Unit), None],
-    });
-    roundtrip(&Generic {
-        a: Generic {
-            a: 1u8,
-            b: vec![2u8],
-        },
-        b: vec![(); 5],
-    });
+    roundtrip(&Generic { a: 'q', b: vec![Some(Unit), None] });
+    roundtrip(&Generic { a: Generic { a: 1u8, b: vec![2u8] }, b: vec![(); 5] });
     roundtrip(&record(0));
     roundtrip(&record(6));
 }
@@ -418,27 +323,17 @@ fn fingerprint_mismatch_is_type_mismatch() -> TestResult {
     assert_eq!(read_type_fingerprint(&bytes)?, 1);
     assert_eq!(
         decode::<String>(&bytes, 2),
-        Err(DecodeError::TypeMismatch {
-            expected: std::any::type_name::<String>()
-        })
+        Err(DecodeError::TypeMismatch { expected: std::any::type_name::<String>() })
     );
-    assert_eq!(
-        decode::<u64>(&bytes, 0),
-        Err(DecodeError::TypeMismatch { expected: "u64" })
-    );
+    assert_eq!(decode::<u64>(&bytes, 0), Err(DecodeError::TypeMismatch { expected: "u64" }));
     assert_eq!(
         decode::<String>(&bytes, u64::MAX),
-        Err(DecodeError::TypeMismatch {
-            expected: "alloc::string::String"
-        })
+        Err(DecodeError::TypeMismatch { expected: "alloc::string::String" })
     );
     assert_eq!(decode::<String>(&bytes, 1)?, "hello");
 
     let bytes = encode(&record(2), 0)?.into_vec();
-    assert!(matches!(
-        decode::<Record>(&bytes, 1),
-        Err(DecodeError::TypeMismatch { .. })
-    ));
+    assert!(matches!(decode::<Record>(&bytes, 1), Err(DecodeError::TypeMismatch { .. })));
     assert_eq!(decode::<Record>(&bytes, 0)?, record(2));
     Ok(())
 }
@@ -449,10 +344,7 @@ fn invalid<T: DeserializeOwned + Debug>(bytes: &[u8]) -> String {
             assert_eq!(expected, std::any::type_name::<T>());
             message
         }
-        other => panic!(
-            "expected Invalid decoding as {}, got {other:?}",
-            std::any::type_name::<T>()
-        ),
+        other => panic!("expected Invalid decoding as {}, got {other:?}", std::any::type_name::<T>()),
     }
 }
 
@@ -509,12 +401,8 @@ fn object_references_are_recorded() {
         maybe: Option<FakeRef>,
         other: u64,
     }
-    let value = Holder {
-        first: FakeRef(7),
-        many: vec![FakeRef(u64::MAX), FakeRef(0)],
-        maybe: Some(FakeRef(300)),
-        other: 9,
-    };
+    let value =
+        Holder { first: FakeRef(7), many: vec![FakeRef(u64::MAX), FakeRef(0)], maybe: Some(FakeRef(300)), other: 9 };
     let encoded = encode(&value, FP).unwrap();
     assert_eq!(encoded.contained_refs(), &[7, u64::MAX, 0, 300]);
     assert!(!encoded.has_buffers());
@@ -523,12 +411,7 @@ fn object_references_are_recorded() {
     assert_eq!(decode::<Holder>(&bytes, FP).unwrap(), value);
 
     // A plain newtype with another name is not a reference.
-    assert!(
-        encode(&Meters(1.0), FP)
-            .unwrap()
-            .contained_refs()
-            .is_empty()
-    );
+    assert!(encode(&Meters(1.0), FP).unwrap().contained_refs().is_empty());
 }
 
 #[test]
@@ -559,14 +442,8 @@ fn sequence_of_unknown_length_is_an_encode_error() {
             seq.end()
         }
     }
-    assert!(matches!(
-        encode(&Unknown, FP),
-        Err(EncodeError::Unsupported(_))
-    ));
-    assert!(matches!(
-        encode(&(1u8, Unknown), FP),
-        Err(EncodeError::Unsupported(_))
-    ));
+    assert!(matches!(encode(&Unknown, FP), Err(EncodeError::Unsupported(_))));
+    assert!(matches!(encode(&(1u8, Unknown), FP), Err(EncodeError::Unsupported(_))));
 
     struct Failing;
     impl Serialize for Failing {
@@ -574,10 +451,7 @@ fn sequence_of_unknown_length_is_an_encode_error() {
             Err(serde::ser::Error::custom("nope"))
         }
     }
-    assert_eq!(
-        encode(&Failing, FP).unwrap_err(),
-        EncodeError::Unsupported("nope".into())
-    );
+    assert_eq!(encode(&Failing, FP).unwrap_err(), EncodeError::Unsupported("nope".into()));
 }
 
 /// A user struct that happens to be called `Array` and to have three fields
@@ -590,11 +464,7 @@ fn user_struct_named_array_with_three_fields() {
         y: f32,
         z: f32,
     }
-    roundtrip(&Array {
-        x: 1.0,
-        y: 2.0,
-        z: 3.0,
-    });
+    roundtrip(&Array { x: 1.0, y: 2.0, z: 3.0 });
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -618,19 +488,11 @@ fn check_postcard<T>(value: &T) -> Result<(), TestCaseError>
 where
     T: Serialize + DeserializeOwned + PartialEq + Debug,
 {
-    let bytes = encode(value, FP)
-        .map_err(|e| TestCaseError::fail(e.to_string()))?
-        .into_vec();
+    let bytes = encode(value, FP).map_err(|e| TestCaseError::fail(e.to_string()))?.into_vec();
     let pc = postcard::to_stdvec(value).map_err(|e| TestCaseError::fail(e.to_string()))?;
-    prop_assert_eq!(
-        &bytes[..HEADER_LEN],
-        &object_without_arrays(FP, &pc)[..HEADER_LEN]
-    );
+    prop_assert_eq!(&bytes[..HEADER_LEN], &object_without_arrays(FP, &pc)[..HEADER_LEN]);
     prop_assert_eq!(&bytes[HEADER_LEN..], &pc[..]);
-    prop_assert_eq!(
-        &postcard::from_bytes::<T>(&bytes[HEADER_LEN..]).unwrap(),
-        value
-    );
+    prop_assert_eq!(&postcard::from_bytes::<T>(&bytes[HEADER_LEN..]).unwrap(), value);
     prop_assert_eq!(&decode::<T>(&bytes, FP).unwrap(), value);
     Ok(())
 }

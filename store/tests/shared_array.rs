@@ -6,14 +6,11 @@ mod common;
 use std::sync::{Arc, Weak};
 
 use common::{AlignedBytes, FP, TestResult, descriptors, keepalive, place};
-use ndarray::{
-    Array, Array1, Array2, Array3, ArrayD, Dimension, Ix0, Ix1, Ix2, Ix3, IxDyn, arr1, arr2, s,
-};
+use ndarray::{Array, Array1, Array2, Array3, ArrayD, Dimension, Ix0, Ix1, Ix2, Ix3, IxDyn, arr1, arr2, s};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use shoal_store::{
-    ALIGN, Allocator, Arena, DecodeError, Element, Encoded, Keepalive, SharedArray, decode,
-    decode_in_place, encode,
+    ALIGN, Allocator, Arena, DecodeError, Element, Encoded, Keepalive, SharedArray, decode, decode_in_place, encode,
 };
 
 /// Decodes the object that `place` put at offset 0 of `arena`, in place, with
@@ -74,23 +71,12 @@ fn view_is_zero_copy_aligned_and_stable() -> TestResult {
 
     let ptr = shared.as_ptr() as *const u8;
     assert_eq!(ptr as usize % ALIGN, 0, "64-byte aligned");
-    assert!(
-        bytes.as_ptr_range().contains(&ptr),
-        "points into the arena bytes"
-    );
-    assert_eq!(
-        ptr as usize - bytes.as_ptr() as usize,
-        desc.offset as usize,
-        "at the buffer's offset"
-    );
+    assert!(bytes.as_ptr_range().contains(&ptr), "points into the arena bytes");
+    assert_eq!(ptr as usize - bytes.as_ptr() as usize, desc.offset as usize, "at the buffer's offset");
     assert_eq!(shared.view().as_ptr(), shared.as_ptr());
 
     let (_, again): (String, SharedArray<f64, Ix2>) = read(&arena, len)?;
-    assert_eq!(
-        again.as_ptr(),
-        shared.as_ptr(),
-        "two reads view the same address"
-    );
+    assert_eq!(again.as_ptr(), shared.as_ptr(), "two reads view the same address");
     assert_eq!(again, shared);
     let clone = shared.clone();
     assert_eq!(clone.as_ptr(), shared.as_ptr());
@@ -123,11 +109,7 @@ fn placed_with_the_allocator_at_a_nonzero_offset() -> TestResult {
     let mut alloc = Allocator::new(arena.len());
     let filler = alloc.allocate(1000)?;
     assert_eq!(filler, 0);
-    let value = (
-        arr2(&[[1i16, 2], [3, 4]]),
-        vec![arr1(&[true, false]), arr1(&[])],
-        7u8,
-    );
+    let value = (arr2(&[[1i16, 2], [3, 4]]), vec![arr1(&[true, false]), arr1(&[])], 7u8);
     let encoded: Encoded = encode(&value, FP)?;
     let offset = alloc.allocate(encoded.total_len() as u64)?;
     assert_ne!(offset, 0);
@@ -152,73 +134,38 @@ fn placed_with_the_allocator_at_a_nonzero_offset() -> TestResult {
 
 #[test]
 fn a_second_mapping_sees_the_same_object() -> TestResult {
-    let a: Array3<i64> =
-        Array::from_shape_fn((2, 3, 4), |(i, j, k)| (i * 12 + j * 4 + k) as i64 - 5);
+    let a: Array3<i64> = Array::from_shape_fn((2, 3, 4), |(i, j, k)| (i * 12 + j * 4 + k) as i64 - 5);
     let (arena, len) = placed(&a);
     let second = Arc::new(Arena::open(arena.fd().try_clone_to_owned()?, true)?);
     let from_first: SharedArray<i64, Ix3> = read(&arena, len)?;
     let from_second: SharedArray<i64, Ix3> = read(&second, len)?;
     assert_eq!(from_first.view(), a.view());
     assert_eq!(from_second.view(), a.view());
-    assert_ne!(
-        from_first.as_ptr(),
-        from_second.as_ptr(),
-        "two mappings, two addresses"
-    );
+    assert_ne!(from_first.as_ptr(), from_second.as_ptr(), "two mappings, two addresses");
     Ok(())
 }
 
 #[test]
 fn dtype_mismatch_is_an_error() -> TestResult {
     let (arena, len) = placed(&arr2(&[[1.0f32, 2.0], [3.0, 4.0]]));
-    assert!(matches!(
-        read::<SharedArray<f64, Ix2>>(&arena, len),
-        Err(DecodeError::Invalid { .. })
-    ));
-    assert!(matches!(
-        read::<SharedArray<i32, Ix2>>(&arena, len),
-        Err(DecodeError::Invalid { .. })
-    ));
-    assert!(matches!(
-        read::<SharedArray<u32, Ix2>>(&arena, len),
-        Err(DecodeError::Invalid { .. })
-    ));
+    assert!(matches!(read::<SharedArray<f64, Ix2>>(&arena, len), Err(DecodeError::Invalid { .. })));
+    assert!(matches!(read::<SharedArray<i32, Ix2>>(&arena, len), Err(DecodeError::Invalid { .. })));
+    assert!(matches!(read::<SharedArray<u32, Ix2>>(&arena, len), Err(DecodeError::Invalid { .. })));
     assert!(read::<SharedArray<f32, Ix2>>(&arena, len).is_ok());
 
     let (arena, len) = placed(&arr1(&[-1i64, 2]));
-    assert!(matches!(
-        read::<SharedArray<u64, Ix1>>(&arena, len),
-        Err(DecodeError::Invalid { .. })
-    ));
-    assert!(matches!(
-        read::<SharedArray<f64, Ix1>>(&arena, len),
-        Err(DecodeError::Invalid { .. })
-    ));
-    assert_eq!(
-        read::<SharedArray<isize, Ix1>>(&arena, len)?.as_slice(),
-        &[-1, 2]
-    );
+    assert!(matches!(read::<SharedArray<u64, Ix1>>(&arena, len), Err(DecodeError::Invalid { .. })));
+    assert!(matches!(read::<SharedArray<f64, Ix1>>(&arena, len), Err(DecodeError::Invalid { .. })));
+    assert_eq!(read::<SharedArray<isize, Ix1>>(&arena, len)?.as_slice(), &[-1, 2]);
 
     let (arena, len) = placed(&arr1(&[0u8, 1]));
-    assert!(matches!(
-        read::<SharedArray<bool, Ix1>>(&arena, len),
-        Err(DecodeError::Invalid { .. })
-    ));
-    assert!(matches!(
-        read::<SharedArray<i8, Ix1>>(&arena, len),
-        Err(DecodeError::Invalid { .. })
-    ));
+    assert!(matches!(read::<SharedArray<bool, Ix1>>(&arena, len), Err(DecodeError::Invalid { .. })));
+    assert!(matches!(read::<SharedArray<i8, Ix1>>(&arena, len), Err(DecodeError::Invalid { .. })));
 
     // usize and isize are stored as u64 and i64.
     let (arena, len) = placed(&arr1(&[usize::MAX, 3]));
-    assert_eq!(
-        read::<SharedArray<u64, Ix1>>(&arena, len)?.as_slice(),
-        &[u64::MAX, 3]
-    );
-    assert_eq!(
-        read::<SharedArray<usize, Ix1>>(&arena, len)?.as_slice(),
-        &[usize::MAX, 3]
-    );
+    assert_eq!(read::<SharedArray<u64, Ix1>>(&arena, len)?.as_slice(), &[u64::MAX, 3]);
+    assert_eq!(read::<SharedArray<usize, Ix1>>(&arena, len)?.as_slice(), &[usize::MAX, 3]);
     Ok(())
 }
 
@@ -226,33 +173,18 @@ fn dtype_mismatch_is_an_error() -> TestResult {
 fn dimension_mismatch_is_an_error() -> TestResult {
     let a: Array2<f64> = Array::from_shape_fn((2, 3), |(i, j)| (i + j) as f64);
     let (arena, len) = placed(&a);
-    assert!(matches!(
-        read::<SharedArray<f64, Ix1>>(&arena, len),
-        Err(DecodeError::Invalid { .. })
-    ));
-    assert!(matches!(
-        read::<SharedArray<f64, Ix3>>(&arena, len),
-        Err(DecodeError::Invalid { .. })
-    ));
-    assert!(matches!(
-        read::<SharedArray<f64, Ix0>>(&arena, len),
-        Err(DecodeError::Invalid { .. })
-    ));
+    assert!(matches!(read::<SharedArray<f64, Ix1>>(&arena, len), Err(DecodeError::Invalid { .. })));
+    assert!(matches!(read::<SharedArray<f64, Ix3>>(&arena, len), Err(DecodeError::Invalid { .. })));
+    assert!(matches!(read::<SharedArray<f64, Ix0>>(&arena, len), Err(DecodeError::Invalid { .. })));
     let dynamic: SharedArray<f64, IxDyn> = read(&arena, len)?;
     assert_eq!(dynamic.shape(), &[2, 3]);
     assert_eq!(dynamic.view(), a.view().into_dyn());
 
     // Trailing lengths of 1 do not make a 3-d array 2-d.
     let (arena, len) = placed(&Array3::<f64>::zeros((2, 3, 1)));
-    assert!(matches!(
-        read::<SharedArray<f64, Ix2>>(&arena, len),
-        Err(DecodeError::Invalid { .. })
-    ));
+    assert!(matches!(read::<SharedArray<f64, Ix2>>(&arena, len), Err(DecodeError::Invalid { .. })));
     let (arena, len) = placed(&Array1::<f64>::zeros(1));
-    assert!(matches!(
-        read::<SharedArray<f64, Ix0>>(&arena, len),
-        Err(DecodeError::Invalid { .. })
-    ));
+    assert!(matches!(read::<SharedArray<f64, Ix0>>(&arena, len), Err(DecodeError::Invalid { .. })));
     Ok(())
 }
 
@@ -316,12 +248,7 @@ fn shared_bool() -> TestResult {
 
 #[test]
 fn nan_bits_survive_in_place() -> TestResult {
-    let a = arr1(&[
-        f64::NAN,
-        -f64::NAN,
-        f64::from_bits(0x7ff8_0000_0000_beef),
-        -0.0,
-    ]);
+    let a = arr1(&[f64::NAN, -f64::NAN, f64::from_bits(0x7ff8_0000_0000_beef), -0.0]);
     let (arena, len) = placed(&a);
     let x: SharedArray<f64, Ix1> = read(&arena, len)?;
     let bits = |s: &[f64]| s.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
@@ -414,10 +341,7 @@ fn keepalive_is_held_by_each_view() -> TestResult {
     let sum: f64 = weights.view().sum();
     assert!(sum > 0.0);
     drop(weights);
-    assert!(
-        weak.upgrade().is_none(),
-        "dropping the last view releases the arena"
-    );
+    assert!(weak.upgrade().is_none(), "dropping the last view releases the arena");
     Ok(())
 }
 
@@ -449,12 +373,7 @@ fn any_keepalive_works_and_is_counted() -> TestResult {
     let view: SharedArray<u16, Ix1> = unsafe { decode_in_place(bytes.as_slice(), FP, ka.clone())? };
     assert_eq!(Arc::strong_count(&ka), 2);
     assert_eq!(view.as_slice(), &[5, 6, 7]);
-    assert!(
-        bytes
-            .as_slice()
-            .as_ptr_range()
-            .contains(&(view.as_ptr() as *const u8))
-    );
+    assert!(bytes.as_slice().as_ptr_range().contains(&(view.as_ptr() as *const u8)));
     drop(view);
     assert_eq!(Arc::strong_count(&ka), 1);
     Ok(())
@@ -473,13 +392,10 @@ fn misaligned_object_refuses_wider_elements_but_copies_fine() -> TestResult {
     assert_eq!(owned, a);
     assert_eq!(small, arr1(&[1, 2]));
     // SAFETY: `buf` outlives every view made here and is not written.
-    let r = unsafe {
-        decode_in_place::<(SharedArray<f64, Ix2>, SharedArray<u8, Ix1>)>(bytes, FP, keepalive())
-    };
+    let r = unsafe { decode_in_place::<(SharedArray<f64, Ix2>, SharedArray<u8, Ix1>)>(bytes, FP, keepalive()) };
     assert!(matches!(r, Err(DecodeError::Invalid { .. })), "{r:?}");
     // SAFETY: as above.
-    let (_, bytes_view): (Array2<f64>, SharedArray<u8, Ix1>) =
-        unsafe { decode_in_place(bytes, FP, keepalive())? };
+    let (_, bytes_view): (Array2<f64>, SharedArray<u8, Ix1>) = unsafe { decode_in_place(bytes, FP, keepalive())? };
     assert_eq!(bytes_view.as_slice(), &[1, 2]);
     Ok(())
 }
@@ -494,11 +410,7 @@ fn views_cross_threads() -> TestResult {
         .map(|k| {
             let view = shared.clone();
             std::thread::spawn(move || {
-                view.view()
-                    .slice(s![k * 16..(k + 1) * 16, ..])
-                    .iter()
-                    .map(|&x| i64::from(x))
-                    .sum::<i64>()
+                view.view().slice(s![k * 16..(k + 1) * 16, ..]).iter().map(|&x| i64::from(x)).sum::<i64>()
             })
         })
         .collect();
@@ -518,9 +430,7 @@ fn shared_array_reencodes_like_its_array() -> TestResult {
         Ok(())
     }
     check(Array::from_shape_fn((3, 2), |(i, j)| (i * 2 + j) as u32))?;
-    check(Array::from_shape_fn((2, 2, 2), |(i, j, k)| {
-        (i + j + k) as u32
-    }))?;
+    check(Array::from_shape_fn((2, 2, 2), |(i, j, k)| (i + j + k) as u32))?;
     check(Array1::<u32>::zeros(0))?;
     check(ArrayD::<u32>::zeros(IxDyn(&[1, 2, 1])))?;
     Ok(())

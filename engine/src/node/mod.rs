@@ -34,6 +34,10 @@ use crate::registry;
 use crate::runtime::{RefHandle, Runtime};
 use crate::task::TaskOptions;
 
+/// Inline argument bytes one task message may carry; further arguments go
+/// through the arena.
+const TASK_INLINE_BUDGET: usize = 8 << 20;
+
 /// How long `init` waits for every worker to finish its handshake.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -245,8 +249,9 @@ impl Node {
         }
     }
 
-    pub(crate) fn acquire(&self, id: u64) {
-        self.lock().add_ref(id);
+    /// Count a new handle to `id`; false if no such object exists.
+    pub(crate) fn acquire(&self, id: u64) -> bool {
+        self.lock().add_ref(id)
     }
 
     pub(crate) fn release(&self, id: u64) {
@@ -287,11 +292,30 @@ impl Node {
         Ok(self.lock().new_object(ObjectState::Arena { offset, len }, refs))
     }
 
+    /// Store an already encoded object (holding no arrays) in the arena.
+    fn put_bytes(&self, bytes: &[u8], refs: Vec<u64>) -> Result<u64> {
+        let len = bytes.len() as u64;
+        let offset = self.lock().allocator.allocate(len)?;
+        let written = self.arena.wait_reserved(offset + len).map_err(Error::from).and_then(|()| {
+            // SAFETY: as in `put`: the range was just allocated to this thread
+            // and no id refers to it yet.
+            let dst = unsafe { self.arena.bytes_mut(offset, len) }?;
+            dst.copy_from_slice(bytes);
+            Ok(())
+        });
+        if let Err(e) = written {
+            self.lock().allocator.free(offset);
+            return Err(e);
+        }
+        Ok(self.lock().new_object(ObjectState::Arena { offset, len }, refs))
+    }
+
     /// Submit a task from the driver. Returns one handle per output.
     pub(crate) fn submit(self: &Arc<Self>, function: &'static str, options: &TaskOptions, args: Vec<Arg>, num_returns: usize) -> Vec<Arc<RefHandle>> {
         let mut specs = Vec::with_capacity(args.len());
         let mut pinned = Vec::new();
         let mut failure = None;
+        let mut inline_bytes = 0;
         for arg in args {
             match arg.0 {
                 ArgKind::Ref { handle, fingerprint } => {
@@ -299,8 +323,21 @@ impl Node {
                     pinned.push(handle);
                 }
                 ArgKind::Inline { bytes, fingerprint, refs } => {
-                    let ids = refs.iter().map(|h| h.id).collect();
-                    specs.push(ArgSpec::Inline { bytes: bytes.into(), fingerprint, refs: ids });
+                    let ids: Vec<u64> = refs.iter().map(|h| h.id).collect();
+                    inline_bytes += bytes.len();
+                    if inline_bytes <= TASK_INLINE_BUDGET {
+                        specs.push(ArgSpec::Inline { bytes: bytes.into(), fingerprint, refs: ids });
+                    } else {
+                        // Many small arguments: past the budget they go through
+                        // the arena, so a task message stays small.
+                        match self.put_bytes(&bytes, ids) {
+                            Ok(id) => {
+                                specs.push(ArgSpec::Object { id, fingerprint });
+                                pinned.push(Runtime::Driver(self.clone()).adopt(id));
+                            }
+                            Err(e) => failure = failure.or(Some(e)),
+                        }
+                    }
                     pinned.extend(refs);
                 }
                 ArgKind::Failed(e) => failure = failure.or(Some(e)),

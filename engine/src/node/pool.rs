@@ -19,10 +19,13 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
+use nix::errno::Errno;
+use nix::sys::socket::{MsgFlags, send};
 use shoal_ipc::{FrameError, FrameReader, HandshakeReply, Hello, Welcome, encode_frame, handshake::HELLO_MAGIC};
 
 use crate::error::Error;
@@ -39,18 +42,93 @@ pub(crate) const ENV_PARENT: &str = "SHOAL_WORKER_PARENT";
 pub(crate) const ENV_TOKEN: &str = "SHOAL_WORKER_TOKEN";
 
 /// The sending half of a worker connection.
+///
+/// Sending never blocks: bytes go straight into the socket with a
+/// non-blocking send when nothing is queued ahead of them (the common case,
+/// with no thread hop), and otherwise join a backlog that the connection's
+/// sender thread drains. So no node thread ever waits on a worker's socket
+/// buffer, and a worker busy writing to the node cannot deadlock with it.
 pub(crate) struct WorkerConn {
     pub id: usize,
     pub pid: u32,
-    writer: Mutex<UnixStream>,
+    stream: UnixStream,
+    out: Mutex<Outgoing>,
+    more: Condvar,
+}
+
+#[derive(Default)]
+struct Outgoing {
+    backlog: Vec<u8>,
+    draining: bool,
+    closed: bool,
 }
 
 impl WorkerConn {
+    /// A connection and its sender thread.
+    fn start(id: usize, pid: u32, stream: UnixStream) -> std::io::Result<Arc<WorkerConn>> {
+        let conn = Arc::new(WorkerConn { id, pid, stream, out: Mutex::default(), more: Condvar::new() });
+        let draining = conn.clone();
+        std::thread::Builder::new().name("shoal-send".into()).spawn(move || draining.drain())?;
+        Ok(conn)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Outgoing> {
+        self.out.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Send what the socket takes now; returns how much it took.
+    fn send_now(&self, bytes: &[u8], out: &mut Outgoing) -> usize {
+        let mut sent = 0;
+        while sent < bytes.len() {
+            match send(self.stream.as_raw_fd(), &bytes[sent..], MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL) {
+                Ok(n) => sent += n,
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => break,
+                Err(e) => {
+                    // The reader thread sees the same failure and cleans up.
+                    tracing::debug!(worker = self.id, "send failed: {e}");
+                    out.closed = true;
+                    break;
+                }
+            }
+        }
+        sent
+    }
+
     fn send_bytes(&self, bytes: &[u8]) {
-        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = w.write_all(bytes) {
-            // The reader thread sees the same failure and cleans up.
-            tracing::debug!(worker = self.id, "send failed: {e}");
+        let mut out = self.lock();
+        if out.closed {
+            return;
+        }
+        let sent = if out.backlog.is_empty() && !out.draining { self.send_now(bytes, &mut out) } else { 0 };
+        if sent < bytes.len() && !out.closed {
+            out.backlog.extend_from_slice(&bytes[sent..]);
+            self.more.notify_one();
+        }
+    }
+
+    /// The sender thread: writes the backlog, blocking, in order.
+    fn drain(&self) {
+        loop {
+            let chunk = {
+                let mut out = self.lock();
+                while out.backlog.is_empty() && !out.closed {
+                    out = self.more.wait(out).unwrap_or_else(|e| e.into_inner());
+                }
+                if out.closed {
+                    return;
+                }
+                out.draining = true;
+                std::mem::take(&mut out.backlog)
+            };
+            let written = (&self.stream).write_all(&chunk);
+            let mut out = self.lock();
+            out.draining = false;
+            if let Err(e) = written {
+                tracing::debug!(worker = self.id, "send failed: {e}");
+                out.closed = true;
+                return;
+            }
         }
     }
 
@@ -62,10 +140,11 @@ impl WorkerConn {
         }
     }
 
-    /// Close the connection in both directions.
+    /// Close the connection in both directions (and stop its sender thread).
     pub fn close(&self) {
-        let w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = w.shutdown(std::net::Shutdown::Both);
+        self.lock().closed = true;
+        self.more.notify_all();
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
     }
 }
 
@@ -267,7 +346,13 @@ fn serve_connection(node: Arc<Node>, stream: UnixStream) {
         return;
     };
     let _ = stream.set_read_timeout(None);
-    let conn = Arc::new(WorkerConn { id, pid: hello.pid, writer: Mutex::new(writer) });
+    let conn = match WorkerConn::start(id, hello.pid, writer) {
+        Ok(conn) => conn,
+        Err(e) => {
+            tracing::error!("cannot start a sender thread: {e}");
+            return;
+        }
+    };
     node.register_worker(WorkerSlot {
         conn: conn.clone(),
         in_flight: Default::default(),
@@ -275,7 +360,8 @@ fn serve_connection(node: Arc<Node>, stream: UnixStream) {
         unsealed: Default::default(),
         reserved_by: None,
     });
-    let reason = read_worker(&node, &conn, stream);
+    let reason = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_worker(&node, &conn, stream)))
+        .unwrap_or_else(|_| FrameError::Malformed("the connection's reader panicked".into()));
     if !node.is_stopped() {
         match &reason {
             FrameError::Closed => tracing::warn!("worker {} (pid {}) disconnected", id, conn.pid),

@@ -17,6 +17,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use shoal_store::Allocator;
 
@@ -90,7 +91,6 @@ pub(crate) struct NodeState {
     pub ready: VecDeque<u64>,
     pub workers: HashMap<usize, WorkerSlot>,
     pub allocator: Allocator,
-    pub next_object: u64,
     pub next_task: u64,
     pub pipeline_depth: usize,
     pub total_cpus: u32,
@@ -105,7 +105,6 @@ impl NodeState {
             ready: VecDeque::new(),
             workers: HashMap::new(),
             allocator: Allocator::new(arena_len),
-            next_object: 1,
             next_task: 1,
             pipeline_depth,
             total_cpus: cpus,
@@ -113,20 +112,33 @@ impl NodeState {
         }
     }
 
-    /// A new object id with one reference (the caller's handle).
+    /// A new object id with one reference (the caller's handle). Ids are
+    /// unique in the process, across nodes, so a ref that outlives its node
+    /// can never name an object of a later one.
     pub fn new_object(&mut self, state: ObjectState, contained: Vec<u64>) -> u64 {
-        let id = self.next_object;
-        self.next_object += 1;
-        for &c in &contained {
-            self.add_ref(c);
-        }
+        static NEXT_OBJECT: AtomicU64 = AtomicU64::new(1);
+        let id = NEXT_OBJECT.fetch_add(1, Ordering::Relaxed);
+        let contained = self.count_contained(contained);
         self.objects.insert(id, ObjectEntry { refs: 1, state, dependents: Vec::new(), contained });
         id
     }
 
-    pub fn add_ref(&mut self, id: u64) {
-        if let Some(entry) = self.objects.get_mut(&id) {
-            entry.refs += 1;
+    /// Count one reference to each contained id that exists; returns those.
+    /// (An id that does not exist, forged or long freed, is never counted, so
+    /// it is never released either.)
+    fn count_contained(&mut self, contained: Vec<u64>) -> Vec<u64> {
+        contained.into_iter().filter(|&c| self.add_ref(c)).collect()
+    }
+
+    /// Count one more reference to `id`; false (and nothing counted) if no
+    /// such object exists.
+    pub fn add_ref(&mut self, id: u64) -> bool {
+        match self.objects.get_mut(&id) {
+            Some(entry) => {
+                entry.refs += 1;
+                true
+            }
+            None => false,
         }
     }
 
@@ -166,7 +178,9 @@ impl NodeState {
         for arg in &args {
             if let ArgSpec::Inline { refs, .. } = arg {
                 for &r in refs {
-                    self.add_ref(r);
+                    if !self.add_ref(r) {
+                        failed = failed.or(Some(Error::ObjectNotFound(r)));
+                    }
                 }
             }
             if let ArgSpec::Object { id, .. } = arg {
@@ -224,9 +238,7 @@ impl NodeState {
             }
             return;
         }
-        for &c in &contained {
-            self.add_ref(c);
-        }
+        let contained = self.count_contained(contained);
         let entry = self.objects.get_mut(&id).expect("checked above");
         let failed = if let ObjectState::Failed(e) = &state { Some(e.clone()) } else { None };
         entry.state = state;
@@ -266,12 +278,17 @@ impl NodeState {
     /// `NodeStopped` (and late results are ignored).
     pub fn stop(&mut self) {
         self.stopped = true;
-        let tasks: Vec<u64> = self.tasks.keys().copied().collect();
-        for task_id in tasks {
-            self.fail_task(task_id, Error::NodeStopped);
-        }
-        for slot in self.workers.values_mut() {
-            slot.in_flight.clear();
+        let tasks: Vec<(u64, bool)> = self.tasks.iter().map(|(&id, t)| (id, t.worker.is_some())).collect();
+        for (task_id, running) in tasks {
+            if !running {
+                self.fail_task(task_id, Error::NodeStopped);
+            } else if let Some(task) = self.tasks.get(&task_id) {
+                // Its worker may still be reading its arguments: keep them
+                // pinned until the worker reports or dies; fail the outputs.
+                for out in task.outputs.clone() {
+                    self.seal(out, ObjectState::Failed(Error::NodeStopped), Vec::new());
+                }
+            }
         }
     }
 
@@ -300,26 +317,42 @@ impl NodeState {
     /// A worker reports a finished task. An error is a protocol violation
     /// (the caller drops the connection).
     pub fn task_done(&mut self, worker: usize, task_id: u64, outputs: Vec<Placed>) -> Result<(), String> {
-        let slot = self.workers.get_mut(&worker).ok_or("unknown worker")?;
-        let pos = slot.in_flight.iter().position(|&t| t == task_id).ok_or_else(|| format!("task {task_id} was not sent to this worker"))?;
-        slot.in_flight.remove(pos);
-        let mut checked = Vec::with_capacity(outputs.len());
-        for placed in outputs {
-            checked.push(match placed {
-                Placed::Inline { bytes, refs } => (ObjectState::Inline(bytes.into()), refs),
-                Placed::Arena { offset, len, refs } => {
-                    if !slot.unsealed.remove(&offset) {
-                        return Err(format!("offset {offset} was not allocated to this worker"));
-                    }
-                    match self.allocator.allocation_len(offset) {
-                        Some(size) if len <= size => (ObjectState::Arena { offset, len }, refs),
-                        _ => return Err(format!("object of {len} bytes overruns its allocation at {offset}")),
-                    }
-                }
-                Placed::Failed(e) => (ObjectState::Failed(e), Vec::new()),
-            });
+        // Check the whole report before changing anything: on a violation the
+        // task stays in flight, and `worker_lost` retries it.
+        let slot = self.workers.get(&worker).ok_or("unknown worker")?;
+        let pos = slot
+            .in_flight
+            .iter()
+            .position(|&t| t == task_id)
+            .ok_or_else(|| format!("task {task_id} was not sent to this worker"))?;
+        if !self.tasks.contains_key(&task_id) {
+            return Err(format!("unknown task {task_id}"));
         }
-        let task = self.tasks.remove(&task_id).ok_or("unknown task")?;
+        let mut claimed = HashSet::new();
+        for placed in &outputs {
+            if let Placed::Arena { offset, len, .. } = placed {
+                if !slot.unsealed.contains(offset) || !claimed.insert(*offset) {
+                    return Err(format!("offset {offset} was not allocated to this worker, or is claimed twice"));
+                }
+                if !self.allocator.allocation_len(*offset).is_some_and(|size| *len <= size) {
+                    return Err(format!("object of {len} bytes overruns its allocation at {offset}"));
+                }
+            }
+        }
+        let slot = self.workers.get_mut(&worker).expect("checked above");
+        slot.in_flight.remove(pos);
+        for offset in &claimed {
+            slot.unsealed.remove(offset);
+        }
+        let mut checked: Vec<(ObjectState, Vec<u64>)> = outputs
+            .into_iter()
+            .map(|placed| match placed {
+                Placed::Inline { bytes, refs } => (ObjectState::Inline(bytes.into()), refs),
+                Placed::Arena { offset, len, refs } => (ObjectState::Arena { offset, len }, refs),
+                Placed::Failed(e) => (ObjectState::Failed(e), Vec::new()),
+            })
+            .collect();
+        let task = self.tasks.remove(&task_id).expect("checked above");
         if checked.len() != task.outputs.len() {
             // A task that failed before producing outputs reports one error for all.
             let error = match checked.pop() {
@@ -339,6 +372,9 @@ impl NodeState {
 
     /// Reserve arena space for a worker's output.
     pub fn allocate_for(&mut self, worker: usize, size: u64) -> Result<u64, Error> {
+        if self.stopped {
+            return Err(Error::NodeStopped);
+        }
         let offset = self.allocator.allocate(size)?;
         match self.workers.get_mut(&worker) {
             Some(slot) => {
@@ -363,8 +399,10 @@ impl NodeState {
     pub fn worker_ref(&mut self, worker: usize, acquire: bool, id: u64) {
         let Some(slot) = self.workers.get_mut(&worker) else { return };
         if acquire {
-            *slot.holds.entry(id).or_default() += 1;
-            self.add_ref(id);
+            if let Some(entry) = self.objects.get_mut(&id) {
+                entry.refs += 1;
+                *slot.holds.entry(id).or_default() += 1;
+            }
         } else if let Some(n) = slot.holds.get_mut(&id) {
             *n -= 1;
             if *n == 0 {
@@ -387,10 +425,17 @@ impl NodeState {
                 self.release(id);
             }
         }
-        for task_id in slot.in_flight.into_iter().rev() {
+        // The worker runs its tasks in order: only the oldest had started. The
+        // others never ran, so their attempt does not count.
+        for (position, &task_id) in slot.in_flight.iter().enumerate().rev() {
             let Some(task) = self.tasks.get_mut(&task_id) else { continue };
             task.worker = None;
-            if task.attempts <= task.options.max_retries {
+            if position > 0 {
+                task.attempts -= 1;
+            }
+            if self.stopped {
+                self.fail_task(task_id, Error::NodeStopped);
+            } else if task.attempts <= task.options.max_retries {
                 self.ready.push_front(task_id);
             } else {
                 let error = Error::WorkerDied { function: task.function.to_string(), pid, attempts: task.attempts };
