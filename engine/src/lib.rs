@@ -205,7 +205,9 @@ pub fn init(config: Config) -> Result<Shoal> {
 fn driver() -> Result<Arc<Node>> {
     match Runtime::current()? {
         Runtime::Driver(node) => Ok(node),
-        Runtime::Worker(_) => Err(Error::Unsupported("put/get/wait inside a task: nested tasks are not supported yet".into())),
+        Runtime::Worker(_) => {
+            Err(Error::Unsupported("put/get/wait inside a task: nested tasks are not supported yet".into()))
+        }
     }
 }
 
@@ -254,7 +256,9 @@ fn read<V: Value>(handle_of: &ObjectRef<impl Sized>, written_as: u64, timeout: O
     let handle = &handle_of.handle;
     let node = match &handle.runtime {
         Runtime::Driver(node) => node.clone(),
-        Runtime::Worker(_) => return Err(Error::Unsupported("get inside a task: nested tasks are not supported yet".into())),
+        Runtime::Worker(_) => {
+            return Err(Error::Unsupported("get inside a task: nested tasks are not supported yet".into()));
+        }
     };
     let deadline = timeout.map(|t| Instant::now() + t);
     match node.wait_sealed(handle.id, deadline, timeout)? {
@@ -269,7 +273,11 @@ fn read<V: Value>(handle_of: &ObjectRef<impl Sized>, written_as: u64, timeout: O
 /// not) or `timeout` passes. Returns `(ready, pending)`, each in the order of
 /// `refs`; `ready` holds at most `num_returns` refs.
 #[allow(clippy::type_complexity)]
-pub fn wait<T>(refs: &[ObjectRef<T>], num_returns: usize, timeout: Option<Duration>) -> Result<(Vec<ObjectRef<T>>, Vec<ObjectRef<T>>)> {
+pub fn wait<T>(
+    refs: &[ObjectRef<T>],
+    num_returns: usize,
+    timeout: Option<Duration>,
+) -> Result<(Vec<ObjectRef<T>>, Vec<ObjectRef<T>>)> {
     if num_returns > refs.len() {
         return Err(Error::InvalidArgument(format!("wait for {num_returns} of {} refs", refs.len())));
     }

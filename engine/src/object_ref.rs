@@ -129,7 +129,9 @@ impl Arg {
         let fingerprint = fingerprint::<P>();
         let prepared = Runtime::current().and_then(|runtime| {
             let Runtime::Driver(node) = &runtime else {
-                return Err(Error::Unsupported("passing arguments inside a task: nested tasks are not supported yet".into()));
+                return Err(Error::Unsupported(
+                    "passing arguments inside a task: nested tasks are not supported yet".into(),
+                ));
             };
             let layout = shoal_store::measure(value, fingerprint)?;
             if node.is_inline(&layout) {
@@ -177,13 +179,17 @@ impl<P: Value> IntoArg<P> for &ObjectRef<P> {
     }
 }
 
-impl<A: Element, D: Dimension + Serialize + DeserializeOwned + 'static> IntoArg<SharedArray<A, D>> for ObjectRef<Array<A, D>> {
+impl<A: Element, D: Dimension + Serialize + DeserializeOwned + 'static> IntoArg<SharedArray<A, D>>
+    for ObjectRef<Array<A, D>>
+{
     fn into_arg(self) -> Arg {
         Arg::from_ref(&self)
     }
 }
 
-impl<A: Element, D: Dimension + Serialize + DeserializeOwned + 'static> IntoArg<SharedArray<A, D>> for &ObjectRef<Array<A, D>> {
+impl<A: Element, D: Dimension + Serialize + DeserializeOwned + 'static> IntoArg<SharedArray<A, D>>
+    for &ObjectRef<Array<A, D>>
+{
     fn into_arg(self) -> Arg {
         Arg::from_ref(self)
     }
@@ -254,7 +260,13 @@ impl ArgReader<'_> {
 /// Decode the arena object at `offset` as a `V` whose arrays view the arena.
 ///
 /// `keepalive` must hold a counted reference to that object.
-pub(crate) fn read_in_place<V: Value>(runtime: &Runtime, offset: u64, len: u64, fingerprint: u64, keepalive: Keepalive) -> Result<V> {
+pub(crate) fn read_in_place<V: Value>(
+    runtime: &Runtime,
+    offset: u64,
+    len: u64,
+    fingerprint: u64,
+    keepalive: Keepalive,
+) -> Result<V> {
     let arena = runtime.arena();
     // SAFETY: (1) `keepalive` holds a counted reference to the object at
     // `offset`, so the node neither frees nor reuses its bytes while it lives;

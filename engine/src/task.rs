@@ -57,10 +57,20 @@ pub fn output<T: Value>(value: T) -> Output {
 /// # Panics
 /// Outside a driver: in a process without `shoal::init`, or inside a task
 /// (nested tasks come in a later release). The panic message says which.
-pub fn submit(function: &'static str, options: &TaskOptions, args: Vec<Arg>, num_returns: usize) -> Vec<Arc<RefHandle>> {
+pub fn submit(
+    function: &'static str,
+    options: &TaskOptions,
+    args: Vec<Arg>,
+    num_returns: usize,
+) -> Vec<Arc<RefHandle>> {
     match Runtime::current() {
         Ok(Runtime::Driver(node)) => node.submit(function, options, args, num_returns),
-        Ok(Runtime::Worker(_)) => panic!("{}", Error::Unsupported(format!("calling `{function}::remote` inside a task: nested tasks are not supported yet"))),
+        Ok(Runtime::Worker(_)) => panic!(
+            "{}",
+            Error::Unsupported(format!(
+                "calling `{function}::remote` inside a task: nested tasks are not supported yet"
+            ))
+        ),
         Err(e) => panic!("cannot call `{function}::remote`: {e}"),
     }
 }

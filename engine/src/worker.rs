@@ -73,7 +73,8 @@ extern "C" fn worker_entry() {
     // SAFETY: installing SIG_IGN runs no handler code; it only makes a write
     // to a closed pipe or socket return EPIPE instead of killing the process,
     // as std arranges for every Rust `main` (which a worker never reaches).
-    let _ = unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigIgn) };
+    let _ =
+        unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigIgn) };
     let code = match catch_unwind(|| run(socket.into(), parent, token)) {
         Ok(Ok(())) => 0,
         Ok(Err(e)) => {
@@ -86,7 +87,8 @@ extern "C" fn worker_entry() {
 }
 
 fn die_with_parent(parent: Option<i32>) -> Result<(), Error> {
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| Error::WorkerStartup(format!("prctl: {e}")))?;
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(|e| Error::WorkerStartup(format!("prctl: {e}")))?;
     // The parent may have died before the line above took effect.
     if let Some(parent) = parent {
         if nix::unistd::getppid().as_raw() != parent {

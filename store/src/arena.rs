@@ -140,7 +140,11 @@ impl Arena {
         if state.upto >= end {
             return Ok(());
         }
-        Err(StoreError::Unreserved { wanted: end, reserved: state.upto, reason: state.failed.clone().unwrap_or_default() })
+        Err(StoreError::Unreserved {
+            wanted: end,
+            reserved: state.upto,
+            reason: state.failed.clone().unwrap_or_default(),
+        })
     }
 
     /// Map an arena received from the store owner. Checks that it is sealed

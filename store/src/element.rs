@@ -59,9 +59,7 @@ mod sealed {
 ///
 /// Sealed: the zero-copy view relies on every element being plain data whose
 /// layout is exactly [`Element::DTYPE`], so only this crate implements it.
-pub trait Element:
-    sealed::Sealed + Copy + Send + Sync + Serialize + for<'de> Deserialize<'de> + 'static
-{
+pub trait Element: sealed::Sealed + Copy + Send + Sync + Serialize + for<'de> Deserialize<'de> + 'static {
     /// The dtype this element is stored as.
     const DTYPE: DType;
 }

@@ -31,11 +31,11 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::ALIGN;
 use crate::de::PayloadReader;
 use crate::element::{DType, Element};
 use crate::error::{DecodeError, EncodeError};
 use crate::ser::{ArraySink, CHANGED, ObjectSerializer, SerError};
-use crate::ALIGN;
 
 #[cfg(target_endian = "big")]
 compile_error!("shoal's object format stores array elements little-endian and maps them in place");
@@ -157,19 +157,36 @@ fn contiguous_array_bytes(value: &dyn Any) -> Option<(&[u8], DType)> {
         // `bool`, which have no padding and no invalid byte patterns *as
         // bytes to read*; (2) the byte slice covers exactly the memory of
         // `elements` and borrows it for the same lifetime.
-        let bytes = unsafe { std::slice::from_raw_parts(elements.as_ptr().cast::<u8>(), std::mem::size_of_val(elements)) };
+        let bytes =
+            unsafe { std::slice::from_raw_parts(elements.as_ptr().cast::<u8>(), std::mem::size_of_val(elements)) };
         (bytes, A::DTYPE)
     }
     macro_rules! dims {
         ($a:ty) => {
-            if let Some(s) = value.downcast_ref::<Array<$a, Ix1>>() { return s.as_slice().map(bytes_of); }
-            if let Some(s) = value.downcast_ref::<Array<$a, Ix2>>() { return s.as_slice().map(bytes_of); }
-            if let Some(s) = value.downcast_ref::<Array<$a, Ix3>>() { return s.as_slice().map(bytes_of); }
-            if let Some(s) = value.downcast_ref::<Array<$a, IxDyn>>() { return s.as_slice().map(bytes_of); }
-            if let Some(s) = value.downcast_ref::<Array<$a, Ix4>>() { return s.as_slice().map(bytes_of); }
-            if let Some(s) = value.downcast_ref::<Array<$a, Ix0>>() { return s.as_slice().map(bytes_of); }
-            if let Some(s) = value.downcast_ref::<Array<$a, Ix5>>() { return s.as_slice().map(bytes_of); }
-            if let Some(s) = value.downcast_ref::<Array<$a, Ix6>>() { return s.as_slice().map(bytes_of); }
+            if let Some(s) = value.downcast_ref::<Array<$a, Ix1>>() {
+                return s.as_slice().map(bytes_of);
+            }
+            if let Some(s) = value.downcast_ref::<Array<$a, Ix2>>() {
+                return s.as_slice().map(bytes_of);
+            }
+            if let Some(s) = value.downcast_ref::<Array<$a, Ix3>>() {
+                return s.as_slice().map(bytes_of);
+            }
+            if let Some(s) = value.downcast_ref::<Array<$a, IxDyn>>() {
+                return s.as_slice().map(bytes_of);
+            }
+            if let Some(s) = value.downcast_ref::<Array<$a, Ix4>>() {
+                return s.as_slice().map(bytes_of);
+            }
+            if let Some(s) = value.downcast_ref::<Array<$a, Ix0>>() {
+                return s.as_slice().map(bytes_of);
+            }
+            if let Some(s) = value.downcast_ref::<Array<$a, Ix5>>() {
+                return s.as_slice().map(bytes_of);
+            }
+            if let Some(s) = value.downcast_ref::<Array<$a, Ix6>>() {
+                return s.as_slice().map(bytes_of);
+            }
         };
     }
     macro_rules! types {
@@ -389,7 +406,8 @@ fn parse(bytes: &[u8]) -> Result<Parsed<'_>, DecodeError> {
         if at + DESC_FIXED_LEN > payload_start {
             return Err(corrupt(format!("descriptor {i} runs past the descriptor table")));
         }
-        let dtype = dtype_from_u8(bytes[at]).ok_or_else(|| corrupt(format!("buffer {i}: unknown dtype {}", bytes[at])))?;
+        let dtype =
+            dtype_from_u8(bytes[at]).ok_or_else(|| corrupt(format!("buffer {i}: unknown dtype {}", bytes[at])))?;
         let ndim = bytes[at + 1] as usize;
         if ndim > MAX_NDIM {
             return Err(corrupt(format!("buffer {i}: {ndim} dimensions")));
@@ -505,7 +523,10 @@ fn decode_inner<T: DeserializeOwned>(
     let mut reader = PayloadReader::new(parsed.payload);
     let value = T::deserialize(&mut reader).map_err(|e| DecodeError::Invalid { expected, message: e.0 })?;
     if !reader.is_empty() {
-        return Err(DecodeError::Invalid { expected, message: format!("{} trailing payload bytes", reader.remaining()) });
+        return Err(DecodeError::Invalid {
+            expected,
+            message: format!("{} trailing payload bytes", reader.remaining()),
+        });
     }
     Ok(value)
 }

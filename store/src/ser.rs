@@ -17,8 +17,8 @@ use std::cell::Cell;
 
 use serde::ser::{self, Impossible, Serialize};
 
-use crate::element::DType;
 use crate::REF_MARKER;
+use crate::element::DType;
 
 /// The encoder's error: a real failure, or the measure pass's signal that it
 /// has seen an array's first element and needs no more.
@@ -270,7 +270,12 @@ macro_rules! compound {
         }
     )*};
 }
-compound!(SerializeSeq::serialize_element, SerializeTuple::serialize_element, SerializeTupleStruct::serialize_field, SerializeTupleVariant::serialize_field);
+compound!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field
+);
 
 impl ser::SerializeMap for &mut ObjectSerializer<'_> {
     type Ok = ();
@@ -336,13 +341,16 @@ impl ser::SerializeStruct for StructSerializer<'_, '_> {
                     None => match value.serialize(DataProbe { elements, dtype: &dtype, out: None }) {
                         Ok(_) => (DType::Empty, 0),
                         Err(SerError::Stop) => {
-                            let len = elements.checked_mul(dtype.get().size()).ok_or_else(|| unsupported("array too large"))?;
+                            let len = elements
+                                .checked_mul(dtype.get().size())
+                                .ok_or_else(|| unsupported("array too large"))?;
                             (dtype.get(), len)
                         }
                         Err(e) => return Err(e),
                     },
                     Some(sink) => {
-                        let &(offset, len, slot_dtype) = sink.slots.get(sink.next).ok_or_else(|| unsupported(CHANGED))?;
+                        let &(offset, len, slot_dtype) =
+                            sink.slots.get(sink.next).ok_or_else(|| unsupported(CHANGED))?;
                         sink.next += 1;
                         dtype.set(slot_dtype);
                         let out = &mut sink.dst[offset..offset + len];
@@ -453,9 +461,19 @@ impl ser::Serializer for U64Probe {
         Ok(v)
     }
     reject!(
-        serialize_bool(bool), serialize_i8(i8), serialize_i16(i16), serialize_i32(i32), serialize_i64(i64),
-        serialize_f32(f32), serialize_f64(f64), serialize_char(char), serialize_str(&str), serialize_bytes(&[u8]),
-        serialize_none(), serialize_unit(), serialize_unit_struct(&'static str),
+        serialize_bool(bool),
+        serialize_i8(i8),
+        serialize_i16(i16),
+        serialize_i32(i32),
+        serialize_i64(i64),
+        serialize_f32(f32),
+        serialize_f64(f64),
+        serialize_char(char),
+        serialize_str(&str),
+        serialize_bytes(&[u8]),
+        serialize_none(),
+        serialize_unit(),
+        serialize_unit_struct(&'static str),
         serialize_unit_variant(&'static str, u32, &'static str),
     );
     reject_compound!();
@@ -491,10 +509,23 @@ impl ser::Serializer for DimProbe {
         Ok(DimCollector(Vec::with_capacity(len)))
     }
     reject!(
-        serialize_bool(bool), serialize_i8(i8), serialize_i16(i16), serialize_i32(i32), serialize_i64(i64),
-        serialize_u8(u8), serialize_u16(u16), serialize_u32(u32), serialize_u64(u64),
-        serialize_f32(f32), serialize_f64(f64), serialize_char(char), serialize_str(&str), serialize_bytes(&[u8]),
-        serialize_none(), serialize_unit(), serialize_unit_struct(&'static str),
+        serialize_bool(bool),
+        serialize_i8(i8),
+        serialize_i16(i16),
+        serialize_i32(i32),
+        serialize_i64(i64),
+        serialize_u8(u8),
+        serialize_u16(u16),
+        serialize_u32(u32),
+        serialize_u64(u64),
+        serialize_f32(f32),
+        serialize_f64(f64),
+        serialize_char(char),
+        serialize_str(&str),
+        serialize_bytes(&[u8]),
+        serialize_none(),
+        serialize_unit(),
+        serialize_unit_struct(&'static str),
         serialize_unit_variant(&'static str, u32, &'static str),
     );
     reject_compound!();
@@ -525,7 +556,8 @@ impl ser::SerializeTuple for DimCollector {
 
 /// The write pass met a value that serialized differently than in the
 /// measure pass.
-pub(crate) const CHANGED: &str = "the value serialized differently on the second pass (non-deterministic Serialize impl?)";
+pub(crate) const CHANGED: &str =
+    "the value serialized differently on the second pass (non-deterministic Serialize impl?)";
 
 /// Accepts ndarray's `data` sequence. Measuring, it records the first
 /// element's dtype and stops; writing, it copies every element into `out`.
@@ -562,10 +594,23 @@ impl<'x, 'o> ser::Serializer for DataProbe<'x, 'o> {
         Err(unsupported("expected array data"))
     }
     reject!(
-        serialize_bool(bool), serialize_i8(i8), serialize_i16(i16), serialize_i32(i32), serialize_i64(i64),
-        serialize_u8(u8), serialize_u16(u16), serialize_u32(u32), serialize_u64(u64),
-        serialize_f32(f32), serialize_f64(f64), serialize_char(char), serialize_str(&str), serialize_bytes(&[u8]),
-        serialize_none(), serialize_unit(), serialize_unit_struct(&'static str),
+        serialize_bool(bool),
+        serialize_i8(i8),
+        serialize_i16(i16),
+        serialize_i32(i32),
+        serialize_i64(i64),
+        serialize_u8(u8),
+        serialize_u16(u16),
+        serialize_u32(u32),
+        serialize_u64(u64),
+        serialize_f32(f32),
+        serialize_f64(f64),
+        serialize_char(char),
+        serialize_str(&str),
+        serialize_bytes(&[u8]),
+        serialize_none(),
+        serialize_unit(),
+        serialize_unit_struct(&'static str),
         serialize_unit_variant(&'static str, u32, &'static str),
     );
     reject_compound!();
@@ -659,8 +704,12 @@ impl ser::Serializer for ElementSink<'_, '_, '_> {
         self.push(DType::F64, v.to_le_bytes())
     }
     reject!(
-        serialize_char(char), serialize_str(&str), serialize_bytes(&[u8]),
-        serialize_none(), serialize_unit(), serialize_unit_struct(&'static str),
+        serialize_char(char),
+        serialize_str(&str),
+        serialize_bytes(&[u8]),
+        serialize_none(),
+        serialize_unit(),
+        serialize_unit_struct(&'static str),
         serialize_unit_variant(&'static str, u32, &'static str),
     );
     reject_compound!();

@@ -18,6 +18,7 @@ const PATIENCE: Duration = Duration::from_secs(60);
 /// Ten ~90 KB inline arguments in, three ~90 KB inline results out: each
 /// message is far larger than a socket buffer.
 #[shoal::remote(num_returns = 3)]
+#[allow(clippy::too_many_arguments)]
 fn shuffle(
     a: Vec<u8>,
     b: Vec<u8>,
@@ -39,8 +40,11 @@ fn shuffle(
 fn large_messages_both_ways_never_deadlock() -> anyhow::Result<()> {
     node();
     let chunk = || vec![7u8; 90_000];
-    let results: Vec<(ObjectRef<Vec<u8>>, ObjectRef<Vec<u8>>, ObjectRef<Vec<u8>>)> = (0..24)
-        .map(|_| shuffle::remote(chunk(), chunk(), chunk(), chunk(), chunk(), chunk(), chunk(), chunk(), chunk(), chunk()))
+    type Three = (ObjectRef<Vec<u8>>, ObjectRef<Vec<u8>>, ObjectRef<Vec<u8>>);
+    let results: Vec<Three> = (0..24)
+        .map(|_| {
+            shuffle::remote(chunk(), chunk(), chunk(), chunk(), chunk(), chunk(), chunk(), chunk(), chunk(), chunk())
+        })
         .collect();
     let tag = (900_000 % 251) as u8;
     for (x, y, z) in &results {

@@ -18,7 +18,8 @@ fn a_forged_ref_to_a_future_id_counts_nothing() -> anyhow::Result<()> {
     let node = shared_node();
     let probe = shoal::put(1u64)?;
     // An id a few objects ahead of the newest.
-    let forged: ObjectRef<u64> = postcard::from_bytes(&postcard::to_stdvec(&ObjectRef::<u64>::id(&probe).wrapping_add(3))?)?;
+    let forged: ObjectRef<u64> =
+        postcard::from_bytes(&postcard::to_stdvec(&ObjectRef::<u64>::id(&probe).wrapping_add(3))?)?;
     assert!(matches!(shoal::get(&forged), Err(Error::ObjectNotFound(_))));
     let made: Vec<ObjectRef<u64>> = (0..6).map(shoal::put).collect::<shoal::Result<_>>()?;
     assert!(made.iter().any(|r| r.id() == forged.id()), "the forged id now names a real object");

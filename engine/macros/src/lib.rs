@@ -65,7 +65,10 @@ fn expand(args: RemoteArgs, func: ItemFn) -> syn::Result<TokenStream2> {
             return Err(syn::Error::new_spanned(input, "remote functions cannot take self"));
         };
         if let Type::Reference(r) = &*pat_type.ty {
-            return Err(syn::Error::new_spanned(r, "remote function arguments must be owned values (use SharedArray for zero-copy arrays)"));
+            return Err(syn::Error::new_spanned(
+                r,
+                "remote function arguments must be owned values (use SharedArray for zero-copy arrays)",
+            ));
         }
         if let Type::ImplTrait(t) = &*pat_type.ty {
             return Err(syn::Error::new_spanned(t, "remote function arguments cannot be `impl Trait`"));
@@ -93,10 +96,16 @@ fn expand(args: RemoteArgs, func: ItemFn) -> syn::Result<TokenStream2> {
         )
     } else {
         let Type::Tuple(tuple) = &ret_type else {
-            return Err(syn::Error::new_spanned(&ret_type, format!("num_returns = {n} needs a tuple return type of {n} elements")));
+            return Err(syn::Error::new_spanned(
+                &ret_type,
+                format!("num_returns = {n} needs a tuple return type of {n} elements"),
+            ));
         };
         if tuple.elems.len() != n {
-            return Err(syn::Error::new_spanned(&ret_type, format!("num_returns = {n} but the tuple has {} elements", tuple.elems.len())));
+            return Err(syn::Error::new_spanned(
+                &ret_type,
+                format!("num_returns = {n} but the tuple has {} elements", tuple.elems.len()),
+            ));
         }
         let elems: Vec<&Type> = tuple.elems.iter().collect();
         let parts: Vec<Ident> = (0..n).map(|i| format_ident!("__r{}", i)).collect();

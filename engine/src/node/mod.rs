@@ -69,7 +69,11 @@ fn make_socket_dir(base: &Path) -> std::io::Result<PathBuf> {
     if let Ok(entries) = std::fs::read_dir(&parent) {
         for entry in entries.flatten() {
             let name = entry.file_name();
-            let pid = name.to_str().and_then(|n| n.strip_prefix("node-")).and_then(|n| n.split('-').next()).and_then(|p| p.parse::<i32>().ok());
+            let pid = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("node-"))
+                .and_then(|n| n.split('-').next())
+                .and_then(|p| p.parse::<i32>().ok());
             if let Some(pid) = pid {
                 let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
                 if !alive {
@@ -182,7 +186,11 @@ impl Node {
                     self.config.workers
                 )));
             }
-            state = self.changed.wait_timeout(state, (deadline - now).min(Duration::from_millis(100))).expect("node lock").0;
+            state = self
+                .changed
+                .wait_timeout(state, (deadline - now).min(Duration::from_millis(100)))
+                .expect("node lock")
+                .0;
         }
     }
 
@@ -311,7 +319,13 @@ impl Node {
     }
 
     /// Submit a task from the driver. Returns one handle per output.
-    pub(crate) fn submit(self: &Arc<Self>, function: &'static str, options: &TaskOptions, args: Vec<Arg>, num_returns: usize) -> Vec<Arc<RefHandle>> {
+    pub(crate) fn submit(
+        self: &Arc<Self>,
+        function: &'static str,
+        options: &TaskOptions,
+        args: Vec<Arg>,
+        num_returns: usize,
+    ) -> Vec<Arc<RefHandle>> {
         let mut specs = Vec::with_capacity(args.len());
         let mut pinned = Vec::new();
         let mut failure = None;
@@ -357,7 +371,12 @@ impl Node {
     }
 
     /// Wait until object `id` is sealed or failed; returns its state.
-    pub(crate) fn wait_sealed(&self, id: u64, deadline: Option<Instant>, timeout: Option<Duration>) -> Result<ObjectState> {
+    pub(crate) fn wait_sealed(
+        &self,
+        id: u64,
+        deadline: Option<Instant>,
+        timeout: Option<Duration>,
+    ) -> Result<ObjectState> {
         let mut state = self.lock();
         loop {
             match state.objects.get(&id) {
@@ -435,4 +454,3 @@ impl Node {
         self.arena.cancel_reservation();
     }
 }
-

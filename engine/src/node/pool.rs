@@ -14,12 +14,12 @@
 
 use std::collections::HashMap;
 use std::io::{BufReader, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
-use std::os::fd::AsRawFd;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,8 +29,8 @@ use nix::sys::socket::{MsgFlags, send};
 use shoal_ipc::{FrameError, FrameReader, HandshakeReply, Hello, Welcome, encode_frame, handshake::HELLO_MAGIC};
 
 use crate::error::Error;
-use crate::node::state::{Outbox, WorkerSlot};
 use crate::node::Node;
+use crate::node::state::{Outbox, WorkerSlot};
 use crate::protocol::{RefOp, ToNode, ToWorker};
 
 /// Environment variable that puts a process into worker mode: the node's
@@ -202,7 +202,9 @@ pub(crate) fn supervise(node: Arc<Node>, plan: SpawnPlan, commands: Receiver<Sup
     for _ in 0..plan.workers {
         match spawn_worker(&plan) {
             Ok(child) => children.push(child),
-            Err(e) => node.record_refusal(Error::WorkerStartup(format!("cannot start {}: {e}", plan.program.display()))),
+            Err(e) => {
+                node.record_refusal(Error::WorkerStartup(format!("cannot start {}: {e}", plan.program.display())))
+            }
         }
     }
     loop {
@@ -257,7 +259,8 @@ pub(crate) fn listen(node: Arc<Node>, listener: UnixListener) {
         match stream {
             Ok(stream) => {
                 let node = node.clone();
-                let spawned = std::thread::Builder::new().name("shoal-conn".into()).spawn(move || serve_connection(node, stream));
+                let spawned =
+                    std::thread::Builder::new().name("shoal-conn".into()).spawn(move || serve_connection(node, stream));
                 if let Err(e) = spawned {
                     tracing::error!("cannot start a connection thread: {e}");
                 }

@@ -202,7 +202,11 @@ impl NodeState {
         }
         let needed = options.num_cpus;
         if needed > self.total_cpus {
-            failed = failed.or(Some(Error::Unschedulable { function: function.to_string(), needed, available: self.total_cpus }));
+            failed = failed.or(Some(Error::Unschedulable {
+                function: function.to_string(),
+                needed,
+                available: self.total_cpus,
+            }));
         }
         let task = Task { function, args, outputs: outputs.clone(), waiting_on, options, attempts: 0, worker: None };
         self.tasks.insert(task_id, task);
@@ -334,7 +338,7 @@ impl NodeState {
                 if !slot.unsealed.contains(offset) || !claimed.insert(*offset) {
                     return Err(format!("offset {offset} was not allocated to this worker, or is claimed twice"));
                 }
-                if !self.allocator.allocation_len(*offset).is_some_and(|size| *len <= size) {
+                if self.allocator.allocation_len(*offset).is_none_or(|size| *len > size) {
                     return Err(format!("object of {len} bytes overruns its allocation at {offset}"));
                 }
             }
@@ -458,13 +462,19 @@ impl NodeState {
             let task = self.tasks.get_mut(&task_id).expect("ready task exists");
             for arg in &task.args {
                 args.push(match arg {
-                    ArgSpec::Inline { bytes, fingerprint, .. } => ArgData::Inline { bytes: bytes.to_vec(), fingerprint: *fingerprint },
+                    ArgSpec::Inline { bytes, fingerprint, .. } => {
+                        ArgData::Inline { bytes: bytes.to_vec(), fingerprint: *fingerprint }
+                    }
                     ArgSpec::Object { id, fingerprint } => match &self.objects[id].state {
-                        ObjectState::Inline(bytes) => ArgData::Inline { bytes: bytes.to_vec(), fingerprint: *fingerprint },
+                        ObjectState::Inline(bytes) => {
+                            ArgData::Inline { bytes: bytes.to_vec(), fingerprint: *fingerprint }
+                        }
                         ObjectState::Arena { offset, len } => {
                             ArgData::Arena { id: *id, offset: *offset, len: *len, fingerprint: *fingerprint }
                         }
-                        ObjectState::Pending | ObjectState::Failed(_) => unreachable!("ready tasks have sealed arguments"),
+                        ObjectState::Pending | ObjectState::Failed(_) => {
+                            unreachable!("ready tasks have sealed arguments")
+                        }
                     },
                 });
             }
@@ -490,7 +500,8 @@ impl NodeState {
                 .min_by_key(|(id, s)| (s.in_flight.len(), **id))
                 .map(|(&id, _)| id);
         }
-        let mut idle: Vec<usize> = self.workers.iter().filter(|(_, s)| free(s) && s.in_flight.is_empty()).map(|(&id, _)| id).collect();
+        let mut idle: Vec<usize> =
+            self.workers.iter().filter(|(_, s)| free(s) && s.in_flight.is_empty()).map(|(&id, _)| id).collect();
         if idle.len() < cpus {
             return None;
         }

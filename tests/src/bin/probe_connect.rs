@@ -23,8 +23,14 @@ fn main() {
         }
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let hello =
-        Hello { magic: HELLO_MAGIC, protocol: PROTOCOL_VERSION, pid: std::process::id(), build: 0, token: 0, table: Vec::new() };
+    let hello = Hello {
+        magic: HELLO_MAGIC,
+        protocol: PROTOCOL_VERSION,
+        pid: std::process::id(),
+        build: 0,
+        token: 0,
+        table: Vec::new(),
+    };
     let mut buf = Vec::new();
     encode_frame(&hello, &mut buf).expect("encode Hello");
     if let Err(e) = (&stream).write_all(&buf) {
