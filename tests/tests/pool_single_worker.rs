@@ -13,13 +13,14 @@ fn node() -> &'static shoal::Shoal {
     })
 }
 
-const PATIENCE: Duration = Duration::from_secs(60);
+const PATIENCE: Duration = Duration::from_secs(30);
 
-/// Ten ~90 KB inline arguments in, three ~90 KB inline results out: each
-/// message is far larger than a socket buffer.
-#[shoal::remote(num_returns = 3)]
+/// Ten ~99 KB inline arguments in, eight ~99 KB inline results out: every
+/// message is several times larger than a socket buffer.
+#[shoal::remote(num_returns = 8)]
 #[allow(clippy::too_many_arguments)]
 fn shuffle(
+    _gate: (),
     a: Vec<u8>,
     b: Vec<u8>,
     c: Vec<u8>,
@@ -30,30 +31,50 @@ fn shuffle(
     h: Vec<u8>,
     i: Vec<u8>,
     j: Vec<u8>,
-) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+) -> (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>) {
     let total: usize = [&a, &b, &c, &d, &e, &f, &g, &h, &i, &j].iter().map(|v| v.len()).sum();
-    let tag = (total % 251) as u8;
-    (vec![tag; a.len()], vec![tag.wrapping_add(1); b.len()], vec![tag.wrapping_add(2); c.len()])
+    let out = |k: usize| vec![((total + k) % 251) as u8; a.len()];
+    (out(0), out(1), out(2), out(3), out(4), out(5), out(6), out(7))
+}
+
+#[shoal::remote]
+fn gate() {
+    std::thread::sleep(Duration::from_millis(300));
 }
 
 #[test]
 fn large_messages_both_ways_never_deadlock() -> anyhow::Result<()> {
     node();
-    let chunk = || vec![7u8; 90_000];
-    type Three = (ObjectRef<Vec<u8>>, ObjectRef<Vec<u8>>, ObjectRef<Vec<u8>>);
-    let results: Vec<Three> = (0..24)
+    let chunk = || vec![7u8; CHUNK];
+    // Every task waits for the gate, so when it opens the node sends a full
+    // pipeline of ~1 MB task messages at once while the worker answers each
+    // with a ~0.8 MB result.
+    let gate = gate::remote();
+    let results: Vec<_> = (0..24)
         .map(|_| {
-            shuffle::remote(chunk(), chunk(), chunk(), chunk(), chunk(), chunk(), chunk(), chunk(), chunk(), chunk())
+            shuffle::remote(
+                &gate,
+                chunk(),
+                chunk(),
+                chunk(),
+                chunk(),
+                chunk(),
+                chunk(),
+                chunk(),
+                chunk(),
+                chunk(),
+                chunk(),
+            )
         })
         .collect();
-    let tag = (900_000 % 251) as u8;
-    for (x, y, z) in &results {
-        assert_eq!(shoal::get_timeout(x, PATIENCE)?, vec![tag; 90_000]);
-        assert_eq!(shoal::get_timeout(y, PATIENCE)?, vec![tag + 1; 90_000]);
-        assert_eq!(shoal::get_timeout(z, PATIENCE)?, vec![tag + 2; 90_000]);
+    for (r0, _, _, _, _, _, _, r7) in &results {
+        assert_eq!(shoal::get_timeout(r0, PATIENCE)?, vec![((10 * CHUNK) % 251) as u8; CHUNK]);
+        assert_eq!(shoal::get_timeout(r7, PATIENCE)?, vec![((10 * CHUNK + 7) % 251) as u8; CHUNK]);
     }
     Ok(())
 }
+
+const CHUNK: usize = 99_000;
 
 #[shoal::remote]
 fn crash() -> u32 {
