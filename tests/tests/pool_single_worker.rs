@@ -18,7 +18,7 @@ const PATIENCE: Duration = Duration::from_secs(30);
 /// Ten ~99 KB inline arguments in, eight ~99 KB inline results out: every
 /// message is several times larger than a socket buffer.
 #[shoal::remote(num_returns = 8)]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
 fn shuffle(
     _gate: (),
     a: Vec<u8>,
