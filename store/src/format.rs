@@ -107,17 +107,10 @@ impl Layout {
     /// # Panics
     /// If `dst` has the wrong length.
     pub fn write_to<T: Serialize + ?Sized>(&self, value: &T, dst: &mut [u8]) -> Result<(), EncodeError> {
-        assert_eq!(dst.len(), self.total_len, "destination must match the object size");
-        dst[..self.head.len()].copy_from_slice(&self.head);
+        self.write_head(dst);
         if self.slots.is_empty() {
             return Ok(());
         }
-        let mut cursor = self.head.len();
-        for &(offset, len, _) in &self.slots {
-            dst[cursor..offset].fill(0);
-            cursor = offset + len;
-        }
-        dst[cursor..].fill(0);
         let mut ser = ObjectSerializer {
             sink: Some(ArraySink { dst, slots: &self.slots, next: 0 }),
             ..ObjectSerializer::default()
@@ -129,19 +122,28 @@ impl Layout {
         }
         Ok(())
     }
-}
 
-impl Layout {
+    /// Write header, descriptors and payload, and zero the padding around the
+    /// array slots.
+    fn write_head(&self, dst: &mut [u8]) {
+        assert_eq!(dst.len(), self.total_len, "destination must match the object size");
+        dst[..self.head.len()].copy_from_slice(&self.head);
+        let mut cursor = self.head.len();
+        for &(offset, len, _) in &self.slots {
+            dst[cursor..offset].fill(0);
+            cursor = offset + len;
+        }
+        dst[cursor..].fill(0);
+    }
+
     /// [`write_to`](Self::write_to), with a fast path: when `value` is an
     /// owned ndarray `Array` in standard layout, its elements are copied with
     /// one `memcpy` instead of one serde call each.
     pub fn write_value_to<T: Serialize + Any>(&self, value: &T, dst: &mut [u8]) -> Result<(), EncodeError> {
         if let (Some((bytes, dtype)), [(offset, len, slot_dtype)]) = (contiguous_array_bytes(value), &self.slots[..]) {
-            if bytes.len() == *len && (dtype == *slot_dtype || *len == 0) && dst.len() == self.total_len {
-                dst[..self.head.len()].copy_from_slice(&self.head);
-                dst[self.head.len()..*offset].fill(0);
+            if bytes.len() == *len && (dtype == *slot_dtype || *len == 0) {
+                self.write_head(dst);
                 dst[*offset..offset + len].copy_from_slice(bytes);
-                dst[offset + len..].fill(0);
                 return Ok(());
             }
         }
@@ -161,38 +163,17 @@ fn contiguous_array_bytes(value: &dyn Any) -> Option<(&[u8], DType)> {
             unsafe { std::slice::from_raw_parts(elements.as_ptr().cast::<u8>(), std::mem::size_of_val(elements)) };
         (bytes, A::DTYPE)
     }
-    macro_rules! dims {
-        ($a:ty) => {
-            if let Some(s) = value.downcast_ref::<Array<$a, Ix1>>() {
-                return s.as_slice().map(bytes_of);
+    macro_rules! arrays {
+        ($($a:ty),*) => {$(
+            arrays!(@dims $a; Ix1, Ix2, Ix3, IxDyn, Ix4, Ix0, Ix5, Ix6);
+        )*};
+        (@dims $a:ty; $($d:ty),*) => {$(
+            if let Some(array) = value.downcast_ref::<Array<$a, $d>>() {
+                return array.as_slice().map(bytes_of);
             }
-            if let Some(s) = value.downcast_ref::<Array<$a, Ix2>>() {
-                return s.as_slice().map(bytes_of);
-            }
-            if let Some(s) = value.downcast_ref::<Array<$a, Ix3>>() {
-                return s.as_slice().map(bytes_of);
-            }
-            if let Some(s) = value.downcast_ref::<Array<$a, IxDyn>>() {
-                return s.as_slice().map(bytes_of);
-            }
-            if let Some(s) = value.downcast_ref::<Array<$a, Ix4>>() {
-                return s.as_slice().map(bytes_of);
-            }
-            if let Some(s) = value.downcast_ref::<Array<$a, Ix0>>() {
-                return s.as_slice().map(bytes_of);
-            }
-            if let Some(s) = value.downcast_ref::<Array<$a, Ix5>>() {
-                return s.as_slice().map(bytes_of);
-            }
-            if let Some(s) = value.downcast_ref::<Array<$a, Ix6>>() {
-                return s.as_slice().map(bytes_of);
-            }
-        };
+        )*};
     }
-    macro_rules! types {
-        ($($a:ty),*) => { $( dims!($a); )* };
-    }
-    types!(f64, f32, i64, u8, i32, u64, u32, i16, u16, i8, bool, i128, u128, usize, isize);
+    arrays!(f64, f32, i64, u8, i32, u64, u32, i16, u16, i8, bool, i128, u128, usize, isize);
     None
 }
 
