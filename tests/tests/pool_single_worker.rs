@@ -9,7 +9,8 @@ use shoal::{Error, ObjectRef};
 fn node() -> &'static shoal::Shoal {
     static NODE: OnceLock<shoal::Shoal> = OnceLock::new();
     NODE.get_or_init(|| {
-        shoal::init(shoal::Config::default().workers(1).pipeline_depth(4).store_bytes(256 << 20)).expect("node")
+        shoal::init(shoal::Config::default().workers(1).pipeline_depth(4).inline_max(1 << 20).store_bytes(256 << 20))
+            .expect("node")
     })
 }
 
@@ -75,6 +76,20 @@ fn large_messages_both_ways_never_deadlock() -> anyhow::Result<()> {
 }
 
 const CHUNK: usize = 99_000;
+
+#[test]
+fn inline_arguments_past_the_task_budget_go_through_the_arena() -> anyhow::Result<()> {
+    let node = node();
+    // Ten ~1 MB arguments, each small enough to be inline (inline_max is
+    // 1 MiB here), together past the 8 MiB a task message may carry.
+    let big = |k: u8| vec![k; 1_000_000];
+    let gate = gate::remote();
+    let (first, ..) =
+        shuffle::remote(&gate, big(1), big(2), big(3), big(4), big(5), big(6), big(7), big(8), big(9), big(10));
+    assert!(node.store_used_bytes() >= 1_000_000, "the arguments past the budget are in the arena");
+    assert_eq!(shoal::get_timeout(&first, PATIENCE)?, vec![((10_000_000) % 251) as u8; 1_000_000]);
+    Ok(())
+}
 
 #[shoal::remote]
 fn crash() -> u32 {
