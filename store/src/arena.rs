@@ -96,7 +96,7 @@ impl Arena {
         let mut offset = self.reserved();
         while offset < self.len && !self.reservation.cancel.load(Ordering::Relaxed) {
             let step = RESERVE_CHUNK.min(self.len - offset);
-            if let Err(source) = self.map.advise_range(Advice::PopulateWrite, offset as usize, step as usize) {
+            if let Err(source) = self.reserve_range(offset, step) {
                 let mut state = self.reservation.state.lock().unwrap_or_else(|e| e.into_inner());
                 state.failed = Some(format!("only {offset} of {} bytes could be reserved: {source}", self.len));
                 self.reservation.progress.notify_all();
@@ -107,6 +107,21 @@ impl Arena {
             self.reservation.progress.notify_all();
         }
         Ok(())
+    }
+
+    /// Allocate and map `offset..offset+len`. `MADV_POPULATE_WRITE` (Linux
+    /// 5.14+) does both; older kernels refuse it with EINVAL, and there
+    /// `fallocate` still allocates every page (pages are then mapped on first
+    /// touch, but never raise SIGBUS).
+    fn reserve_range(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        match self.map.advise_range(Advice::PopulateWrite, offset as usize, len as usize) {
+            Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&self.file);
+                nix::fcntl::fallocate(fd, nix::fcntl::FallocateFlags::empty(), offset as i64, len as i64)?;
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// Treat the whole arena as usable without reserving it (pages are then

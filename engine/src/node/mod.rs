@@ -101,19 +101,6 @@ impl Node {
     /// every worker has completed its handshake.
     pub(crate) fn start(config: Config) -> Result<Arc<Node>> {
         let arena = Arc::new(Arena::create_unreserved(config.store_bytes)?);
-        if config.prefault {
-            let reserving = arena.clone();
-            std::thread::Builder::new()
-                .name("shoal-reserve".into())
-                .spawn(move || {
-                    if let Err(e) = reserving.reserve() {
-                        tracing::error!("object store: {e}");
-                    }
-                })
-                .map_err(|e| Error::WorkerStartup(e.to_string()))?;
-        } else {
-            arena.skip_reservation();
-        }
         let base = config
             .socket_dir
             .clone()
@@ -141,25 +128,53 @@ impl Node {
             changes: std::sync::atomic::AtomicU64::new(0),
             spin_enabled: std::thread::available_parallelism().is_ok_and(|n| n.get() > 1),
             socket_dir,
-            socket_path: socket_path.clone(),
+            socket_path,
             accepted: AtomicUsize::new(0),
             refusals: Mutex::new(Vec::new()),
             supervisor: Mutex::new(None),
             listener: Mutex::new(None),
             config,
         });
+        if let Err(e) = node.start_threads(listener) {
+            node.shutdown();
+            return Err(e);
+        }
+        if let Err(e) = node.wait_for_workers() {
+            node.shutdown();
+            return Err(e);
+        }
+        Ok(node)
+    }
 
+    /// Start reserving the arena, the listener and the supervisor (which
+    /// starts the workers).
+    fn start_threads(self: &Arc<Self>, listener: std::os::unix::net::UnixListener) -> Result<()> {
+        let spawn_error = |e: std::io::Error| Error::WorkerStartup(format!("cannot start a thread: {e}"));
+        if self.config.prefault {
+            let reserving = self.arena.clone();
+            std::thread::Builder::new()
+                .name("shoal-reserve".into())
+                .spawn(move || {
+                    if let Err(e) = reserving.reserve() {
+                        tracing::error!("object store: {e}");
+                    }
+                })
+                .map_err(spawn_error)?;
+        } else {
+            self.arena.skip_reservation();
+        }
+        let node = self;
         let listen_node = node.clone();
         let listener = std::thread::Builder::new()
             .name("shoal-listener".into())
             .spawn(move || pool::listen(listen_node, listener))
-            .map_err(|e| Error::WorkerStartup(e.to_string()))?;
+            .map_err(spawn_error)?;
         *node.listener.lock().expect("fresh lock") = Some(listener);
 
         let (tx, rx) = crossbeam_channel::unbounded();
         let plan = SpawnPlan {
             program: node.worker_program().to_path_buf(),
-            socket: socket_path,
+            socket: node.socket_path.clone(),
             workers: node.config.workers,
             token: node.worker_token,
         };
@@ -167,14 +182,9 @@ impl Node {
         let supervisor = std::thread::Builder::new()
             .name("shoal-supervisor".into())
             .spawn(move || pool::supervise(sup_node, plan, rx))
-            .map_err(|e| Error::WorkerStartup(e.to_string()))?;
+            .map_err(spawn_error)?;
         *node.supervisor.lock().expect("fresh lock") = Some((tx, supervisor));
-
-        if let Err(e) = node.wait_for_workers() {
-            node.shutdown();
-            return Err(e);
-        }
-        Ok(node)
+        Ok(())
     }
 
     fn wait_for_workers(&self) -> Result<()> {
@@ -257,11 +267,13 @@ impl Node {
             let mut state = self.lock();
             state.workers.insert(slot.conn.id, slot);
             state.dispatch(&mut outbox);
+            // Sent under the lock (sends never block): a worker receives its
+            // tasks in the order `in_flight` records them.
+            pool::flush(std::mem::take(&mut outbox));
             // Under the lock, so `wait_for_workers` cannot miss the wake-up.
             self.accepted.fetch_add(1, Ordering::SeqCst);
         }
         self.notify();
-        pool::flush(outbox);
     }
 
     fn worker_lost(&self, conn: &Arc<WorkerConn>) {
@@ -270,9 +282,11 @@ impl Node {
             let mut state = self.lock();
             state.worker_lost(conn.id, conn.pid);
             state.dispatch(&mut outbox);
+            // Sent under the lock (sends never block): a worker receives its
+            // tasks in the order `in_flight` records them.
+            pool::flush(std::mem::take(&mut outbox));
         }
         self.notify();
-        pool::flush(outbox);
         if let Some((tx, _)) = &*self.supervisor.lock().unwrap_or_else(|e| e.into_inner()) {
             let _ = tx.send(SupervisorCmd::Lost(conn.pid));
         }
@@ -383,9 +397,11 @@ impl Node {
             let mut state = self.lock();
             let outputs = state.add_task(function, options.clone(), specs, num_returns, failure);
             state.dispatch(&mut outbox);
+            // Sent under the lock (sends never block): a worker receives its
+            // tasks in the order `in_flight` records them.
+            pool::flush(std::mem::take(&mut outbox));
             outputs
         };
-        pool::flush(outbox);
         drop(pinned);
         let runtime = Runtime::Driver(self.clone());
         outputs.into_iter().map(|id| runtime.adopt(id)).collect()

@@ -85,9 +85,11 @@ impl WorkerConn {
                 Err(Errno::EINTR) => {}
                 Err(Errno::EAGAIN) => break,
                 Err(e) => {
-                    // The reader thread sees the same failure and cleans up.
+                    // End the connection, so the reader sees it and the
+                    // worker's tasks are retried elsewhere.
                     tracing::debug!(worker = self.id, "send failed: {e}");
                     out.closed = true;
+                    let _ = self.stream.shutdown(std::net::Shutdown::Both);
                     break;
                 }
             }
@@ -127,6 +129,7 @@ impl WorkerConn {
             if let Err(e) = written {
                 tracing::debug!(worker = self.id, "send failed: {e}");
                 out.closed = true;
+                let _ = self.stream.shutdown(std::net::Shutdown::Both);
                 return;
             }
         }
@@ -415,10 +418,12 @@ fn read_worker(node: &Node, conn: &Arc<WorkerConn>, stream: UnixStream) -> Frame
                     let mut state = node.lock();
                     let result = state.task_done(conn.id, task, outputs);
                     state.dispatch(&mut outbox);
+                    // Sent under the lock (sends never block): a worker receives its
+                    // tasks in the order `in_flight` records them.
+                    flush(std::mem::take(&mut outbox));
                     result
                 };
                 node.notify();
-                flush(outbox);
                 if let Err(e) = result {
                     return FrameError::Malformed(format!("protocol violation: {e}"));
                 }

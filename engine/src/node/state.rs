@@ -359,6 +359,11 @@ impl NodeState {
         let task = self.tasks.remove(&task_id).expect("checked above");
         if checked.len() != task.outputs.len() {
             // A task that failed before producing outputs reports one error for all.
+            for (state, _) in &checked {
+                if let ObjectState::Arena { offset, .. } = state {
+                    self.allocator.free(*offset);
+                }
+            }
             let error = match checked.pop() {
                 Some((ObjectState::Failed(e), _)) if checked.is_empty() => e,
                 _ => Error::Serialization(format!("`{}` returned the wrong number of values", task.function)),
