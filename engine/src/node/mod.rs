@@ -262,31 +262,29 @@ impl Node {
     }
 
     fn register_worker(&self, slot: WorkerSlot) {
-        let mut outbox = Outbox::new();
-        {
+        let ready = {
             let mut state = self.lock();
             state.workers.insert(slot.conn.id, slot);
+            let mut outbox = Outbox::new();
             state.dispatch(&mut outbox);
-            // Sent under the lock (sends never block): a worker receives its
-            // tasks in the order `in_flight` records them.
-            pool::flush(std::mem::take(&mut outbox));
             // Under the lock, so `wait_for_workers` cannot miss the wake-up.
             self.accepted.fetch_add(1, Ordering::SeqCst);
-        }
+            pool::queue(outbox)
+        };
         self.notify();
+        pool::push(ready);
     }
 
     fn worker_lost(&self, conn: &Arc<WorkerConn>) {
-        let mut outbox = Outbox::new();
-        {
+        let ready = {
             let mut state = self.lock();
             state.worker_lost(conn.id, conn.pid);
+            let mut outbox = Outbox::new();
             state.dispatch(&mut outbox);
-            // Sent under the lock (sends never block): a worker receives its
-            // tasks in the order `in_flight` records them.
-            pool::flush(std::mem::take(&mut outbox));
-        }
+            pool::queue(outbox)
+        };
         self.notify();
+        pool::push(ready);
         if let Some((tx, _)) = &*self.supervisor.lock().unwrap_or_else(|e| e.into_inner()) {
             let _ = tx.send(SupervisorCmd::Lost(conn.pid));
         }
@@ -392,16 +390,14 @@ impl Node {
                 ArgKind::Failed(e) => failure = failure.or(Some(e)),
             }
         }
-        let mut outbox = Outbox::new();
-        let outputs = {
+        let (outputs, ready) = {
             let mut state = self.lock();
             let outputs = state.add_task(function, options.clone(), specs, num_returns, failure);
+            let mut outbox = Outbox::new();
             state.dispatch(&mut outbox);
-            // Sent under the lock (sends never block): a worker receives its
-            // tasks in the order `in_flight` records them.
-            pool::flush(std::mem::take(&mut outbox));
-            outputs
+            (outputs, pool::queue(outbox))
         };
+        pool::push(ready);
         drop(pinned);
         let runtime = Runtime::Driver(self.clone());
         outputs.into_iter().map(|id| runtime.adopt(id)).collect()

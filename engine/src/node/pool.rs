@@ -97,16 +97,33 @@ impl WorkerConn {
         sent
     }
 
-    fn send_bytes(&self, bytes: &[u8]) {
+    /// Queue bytes behind everything queued before (cheap: no syscall).
+    fn queue(&self, bytes: &[u8]) {
         let mut out = self.lock();
-        if out.closed {
+        if !out.closed {
+            out.backlog.extend_from_slice(bytes);
+        }
+    }
+
+    /// Send what is queued, as far as the socket takes it now; the sender
+    /// thread takes the rest.
+    fn push(&self) {
+        let mut out = self.lock();
+        if out.closed || out.draining || out.backlog.is_empty() {
             return;
         }
-        let sent = if out.backlog.is_empty() && !out.draining { self.send_now(bytes, &mut out) } else { 0 };
-        if sent < bytes.len() && !out.closed {
-            out.backlog.extend_from_slice(&bytes[sent..]);
+        let mut pending = std::mem::take(&mut out.backlog);
+        let sent = self.send_now(&pending, &mut out);
+        if sent < pending.len() && !out.closed {
+            pending.drain(..sent);
+            out.backlog = pending;
             self.more.notify_one();
         }
+    }
+
+    fn send_bytes(&self, bytes: &[u8]) {
+        self.queue(bytes);
+        self.push();
     }
 
     /// The sender thread: writes the backlog, blocking, in order.
@@ -151,11 +168,11 @@ impl WorkerConn {
     }
 }
 
-/// Send queued messages, one write per connection.
-pub(crate) fn flush(outbox: Outbox) {
-    if outbox.is_empty() {
-        return;
-    }
+/// Queue an outbox's messages on their connections. Called under the node
+/// lock, so each worker's messages are queued in the order its `in_flight`
+/// records them; returns the connections to [`push`] once the lock is
+/// released.
+pub(crate) fn queue(outbox: Outbox) -> Vec<Arc<WorkerConn>> {
     let mut batches: HashMap<usize, (Arc<WorkerConn>, Vec<u8>)> = HashMap::new();
     for (conn, msg) in outbox {
         let entry = batches.entry(conn.id).or_insert_with(|| (conn.clone(), Vec::new()));
@@ -163,8 +180,19 @@ pub(crate) fn flush(outbox: Outbox) {
             tracing::error!("cannot encode a message for worker {}: {e}", conn.id);
         }
     }
-    for (conn, bytes) in batches.into_values() {
-        conn.send_bytes(&bytes);
+    batches
+        .into_values()
+        .map(|(conn, bytes)| {
+            conn.queue(&bytes);
+            conn
+        })
+        .collect()
+}
+
+/// Send what [`queue`] queued (no node lock held: these are syscalls).
+pub(crate) fn push(conns: Vec<Arc<WorkerConn>>) {
+    for conn in conns {
+        conn.push();
     }
 }
 
@@ -413,17 +441,15 @@ fn read_worker(node: &Node, conn: &Arc<WorkerConn>, stream: UnixStream) -> Frame
                 conn.send(&ToWorker::Allocated(result));
             }
             ToNode::TaskDone { task, outputs } => {
-                let mut outbox = Outbox::new();
-                let result = {
+                let (result, ready) = {
                     let mut state = node.lock();
                     let result = state.task_done(conn.id, task, outputs);
+                    let mut outbox = Outbox::new();
                     state.dispatch(&mut outbox);
-                    // Sent under the lock (sends never block): a worker receives its
-                    // tasks in the order `in_flight` records them.
-                    flush(std::mem::take(&mut outbox));
-                    result
+                    (result, queue(outbox))
                 };
                 node.notify();
+                push(ready);
                 if let Err(e) = result {
                     return FrameError::Malformed(format!("protocol violation: {e}"));
                 }

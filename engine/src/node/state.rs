@@ -1,7 +1,9 @@
 //! The node's bookkeeping: objects, tasks, workers, and the scheduling
 //! decisions between them. Pure data under the node's one lock: no I/O here.
-//! Every operation that can send a message pushes it to an [`Outbox`] that
-//! the caller flushes after releasing the lock.
+//! Every operation that can send a message pushes it to an [`Outbox`]; the
+//! caller queues those on their connections before releasing the lock (so a
+//! worker receives its tasks in the order `in_flight` records them, which
+//! `worker_lost` relies on) and sends them after.
 //!
 //! Design notes
 //! - An object's `refs` counts live handles in every process, pending tasks
