@@ -65,7 +65,7 @@ struct Outgoing {
 
 impl WorkerConn {
     /// A connection and its sender thread.
-    fn start(id: usize, pid: u32, stream: UnixStream) -> std::io::Result<Arc<WorkerConn>> {
+    pub(crate) fn start(id: usize, pid: u32, stream: UnixStream) -> std::io::Result<Arc<WorkerConn>> {
         let conn = Arc::new(WorkerConn { id, pid, stream, out: Mutex::default(), more: Condvar::new() });
         let draining = conn.clone();
         std::thread::Builder::new().name("shoal-send".into()).spawn(move || draining.drain())?;

@@ -520,3 +520,107 @@ impl NodeState {
         Some(chosen)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    fn node_with_workers(n: usize) -> (NodeState, Vec<UnixStream>) {
+        let mut state = NodeState::new(1 << 20, 2, n as u32);
+        let mut peers = Vec::new();
+        for id in 0..n {
+            let (ours, theirs) = UnixStream::pair().unwrap();
+            peers.push(theirs);
+            let conn = WorkerConn::start(id, 1000 + id as u32, ours).unwrap();
+            let slot = WorkerSlot {
+                conn,
+                in_flight: VecDeque::new(),
+                holds: HashMap::new(),
+                unsealed: HashSet::new(),
+                reserved_by: None,
+            };
+            state.workers.insert(id, slot);
+        }
+        (state, peers)
+    }
+
+    fn submit(state: &mut NodeState, options: TaskOptions) -> (u64, u64) {
+        let out = state.add_task("tests::f", options, Vec::new(), 1, None)[0];
+        let task = *state.tasks.keys().max().unwrap();
+        (task, out)
+    }
+
+    #[test]
+    fn a_bad_report_changes_nothing_and_the_task_stays_in_flight() {
+        let (mut state, _peers) = node_with_workers(1);
+        let (task, out) = submit(&mut state, TaskOptions::default());
+        state.dispatch(&mut Outbox::new());
+        let offset = state.allocate_for(0, 100).unwrap();
+        let twice = vec![
+            Placed::Arena { offset, len: 100, refs: Vec::new() },
+            Placed::Arena { offset, len: 100, refs: Vec::new() },
+        ];
+        assert!(state.task_done(0, task, twice).is_err(), "one allocation claimed twice");
+        let foreign = vec![Placed::Arena { offset: offset + 4096, len: 1, refs: Vec::new() }];
+        assert!(state.task_done(0, task, foreign).is_err(), "an offset never allocated to it");
+        let overrun = vec![Placed::Arena { offset, len: 1 << 19, refs: Vec::new() }];
+        assert!(state.task_done(0, task, overrun).is_err(), "longer than its allocation");
+        assert_eq!(state.workers[&0].in_flight, [task]);
+        assert!(matches!(state.objects[&out].state, ObjectState::Pending));
+        // The worker dies: its allocation is reclaimed and the task requeued.
+        state.worker_lost(0, 1000);
+        assert_eq!(state.allocator.allocations(), 0);
+        assert_eq!(state.ready, [task]);
+    }
+
+    #[test]
+    fn only_the_running_task_is_charged_when_its_worker_dies() {
+        let (mut state, _peers) = node_with_workers(1);
+        let once = TaskOptions::default().max_retries(0);
+        let (first, first_out) = submit(&mut state, once.clone());
+        let (second, _) = submit(&mut state, once);
+        state.dispatch(&mut Outbox::new());
+        assert_eq!(state.workers[&0].in_flight, [first, second], "both pipelined to the one worker");
+        state.worker_lost(0, 1000);
+        assert!(matches!(&state.objects[&first_out].state, ObjectState::Failed(Error::WorkerDied { attempts: 1, .. })));
+        assert_eq!(state.ready, [second], "the queued task never ran: requeued, not charged");
+        assert_eq!(state.tasks[&second].attempts, 0);
+    }
+
+    #[test]
+    fn a_multi_cpu_task_reserves_idle_workers_until_it_ends() {
+        let (mut state, _peers) = node_with_workers(3);
+        let (wide, wide_out) = submit(&mut state, TaskOptions::default().num_cpus(2));
+        state.dispatch(&mut Outbox::new());
+        let runner = state.tasks[&wide].worker.unwrap();
+        let reserved: Vec<usize> =
+            state.workers.iter().filter(|(_, s)| s.reserved_by == Some(runner)).map(|(&id, _)| id).collect();
+        assert_eq!(reserved.len(), 1);
+        // Narrow tasks go to the one free worker only (and its pipeline).
+        for _ in 0..4 {
+            submit(&mut state, TaskOptions::default());
+        }
+        state.dispatch(&mut Outbox::new());
+        assert!(state.workers[&reserved[0]].in_flight.is_empty(), "the reserved worker takes nothing");
+        assert_eq!(state.ready.len(), 4 - 2 - 1, "two pipelined on the free worker, one behind the wide task");
+        state.task_done(runner, wide, vec![Placed::Inline { bytes: Vec::new(), refs: Vec::new() }]).unwrap();
+        assert!(matches!(state.objects[&wide_out].state, ObjectState::Inline(_)));
+        assert!(state.workers.values().all(|s| s.reserved_by.is_none()));
+    }
+
+    #[test]
+    fn a_result_nobody_holds_is_freed_and_its_refs_released() {
+        let (mut state, _peers) = node_with_workers(1);
+        let inner = state.new_object(ObjectState::Inline(Vec::new().into()), Vec::new());
+        let (task, out) = submit(&mut state, TaskOptions::default());
+        state.release(out); // the caller dropped its ref while the task ran
+        state.dispatch(&mut Outbox::new());
+        state.task_done(0, task, vec![Placed::Inline { bytes: Vec::new(), refs: vec![inner, 987_654_321] }]).unwrap();
+        assert!(!state.objects.contains_key(&out));
+        assert_eq!(
+            state.objects[&inner].refs, 1,
+            "the container's count on it came and went; the unknown id was never counted"
+        );
+    }
+}
