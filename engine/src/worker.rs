@@ -30,11 +30,20 @@ use crate::registry;
 use crate::runtime::Runtime;
 use crate::task::Output;
 
-/// A worker process's side of its connection: its arena mapping and the
-/// reference changes waiting to be sent.
+/// A worker process's side of its connection: its arena mapping, the
+/// sending half of its socket, and the reference changes waiting to be sent.
 pub(crate) struct WorkerClient {
     arena: Arc<Arena>,
-    ref_ops: Mutex<Vec<RefOp>>,
+    refs: Mutex<RefQueue>,
+    writer: Mutex<UnixStream>,
+}
+
+/// Reference changes made while a task runs wait for its `TaskDone` (see
+/// `TaskLoop::serve` for their order); while the loop is idle, waiting for
+/// work, a change (from a thread a task left behind) is sent at once.
+struct RefQueue {
+    ops: Vec<RefOp>,
+    idle: bool,
 }
 
 impl WorkerClient {
@@ -42,13 +51,45 @@ impl WorkerClient {
         &self.arena
     }
 
-    /// Queue a reference change; it goes out with the next message.
+    fn refs(&self) -> std::sync::MutexGuard<'_, RefQueue> {
+        self.refs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Record a reference change: queued while a task runs, sent now while
+    /// the worker is idle.
     pub(crate) fn push_ref_op(&self, op: RefOp) {
-        self.ref_ops.lock().unwrap_or_else(|e| e.into_inner()).push(op);
+        let mut queue = self.refs();
+        if queue.idle {
+            if let Err(e) = self.send(&[ToNode::Refs(vec![op])]) {
+                tracing::debug!("cannot send a reference change: {e}");
+            }
+        } else {
+            queue.ops.push(op);
+        }
     }
 
     fn take_ref_ops(&self) -> Vec<RefOp> {
-        std::mem::take(&mut *self.ref_ops.lock().unwrap_or_else(|e| e.into_inner()))
+        std::mem::take(&mut self.refs().ops)
+    }
+
+    /// Enter (or leave) the idle state; entering sends what is queued.
+    fn set_idle(&self, idle: bool) -> Result<(), Error> {
+        let mut queue = self.refs();
+        if idle && !queue.ops.is_empty() {
+            let ops = std::mem::take(&mut queue.ops);
+            self.send(&[ToNode::Refs(ops)])?;
+        }
+        queue.idle = idle;
+        Ok(())
+    }
+
+    /// Write messages to the node, in one write.
+    fn send(&self, msgs: &[ToNode]) -> Result<(), Error> {
+        let mut buf = Vec::new();
+        for msg in msgs {
+            encode_frame(msg, &mut buf).map_err(io_err)?;
+        }
+        self.writer.lock().unwrap_or_else(|e| e.into_inner()).write_all(&buf).map_err(io_err)
     }
 }
 
@@ -124,14 +165,18 @@ fn run(socket: std::path::PathBuf, parent: Option<i32>, token: u64) -> Result<()
     };
     let fd = shoal_ipc::fdpass::recv_fd(&stream).map_err(io_err)?;
     let arena = Arc::new(Arena::open(fd, false)?);
-    let client = Arc::new(WorkerClient { arena, ref_ops: Mutex::new(Vec::new()) });
+    let reader = FrameReader::new(BufReader::with_capacity(64 * 1024, stream.try_clone().map_err(io_err)?));
+    let client = Arc::new(WorkerClient {
+        arena,
+        refs: Mutex::new(RefQueue { ops: Vec::new(), idle: false }),
+        writer: Mutex::new(stream),
+    });
     let runtime = Runtime::Worker(client.clone());
     Runtime::install(runtime.clone())?;
     let mut worker = TaskLoop {
         runtime,
         client,
-        reader: FrameReader::new(BufReader::with_capacity(64 * 1024, stream.try_clone().map_err(io_err)?)),
-        writer: stream,
+        reader,
         pending: VecDeque::new(),
         inline_max: welcome.inline_max as usize,
         stopping: false,
@@ -144,7 +189,6 @@ struct TaskLoop {
     runtime: Runtime,
     client: Arc<WorkerClient>,
     reader: FrameReader<BufReader<UnixStream>>,
-    writer: UnixStream,
     pending: VecDeque<Execute>,
     inline_max: usize,
     stopping: bool,
@@ -159,11 +203,10 @@ impl TaskLoop {
                 Some(e) => e,
                 None if self.stopping => return Ok(()),
                 None => {
-                    let ops = self.client.take_ref_ops();
-                    if !ops.is_empty() {
-                        self.send(&[ToNode::Refs(ops)])?;
-                    }
-                    match self.reader.read::<ToWorker>() {
+                    self.client.set_idle(true)?;
+                    let next = self.reader.read::<ToWorker>();
+                    self.client.set_idle(false)?;
+                    match next {
                         Ok(ToWorker::Execute(e)) => e,
                         Ok(ToWorker::Shutdown) | Err(FrameError::Closed) => return Ok(()),
                         Ok(ToWorker::Allocated(_)) => return Err(io_err("unexpected allocation reply")),
@@ -193,12 +236,8 @@ impl TaskLoop {
         }
     }
 
-    fn send(&mut self, msgs: &[ToNode]) -> Result<(), Error> {
-        let mut buf = Vec::new();
-        for msg in msgs {
-            encode_frame(msg, &mut buf).map_err(io_err)?;
-        }
-        self.writer.write_all(&buf).map_err(io_err)
+    fn send(&self, msgs: &[ToNode]) -> Result<(), Error> {
+        self.client.send(msgs)
     }
 
     fn run_task(&mut self, execute: Execute) -> Vec<Placed> {

@@ -135,6 +135,30 @@ fn refs_dropped_inside_workers_free_their_objects() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reads the array, then leaves it to a thread that lets go of it later,
+/// after the task is over and the worker is idle.
+#[shoal::remote]
+fn hand_to_a_thread(a: SharedArray<f64, Ix1>) -> f64 {
+    let first = a.as_slice()[0];
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        drop(a);
+    });
+    first
+}
+
+#[test]
+fn a_view_dropped_by_an_idle_workers_thread_frees_its_object() -> anyhow::Result<()> {
+    let (node, _serial) = node();
+    let baseline = usage(node);
+    let a = shoal::put(Array1::<f64>::from_elem(MIB, 6.0))?;
+    assert_eq!(shoal::get(&hand_to_a_thread::remote(&a))?, 6.0);
+    drop(a);
+    // Only the worker's thread holds it now; no further task will run.
+    assert!(settles_to(node, baseline), "freed once the thread drops it: {:?} vs {baseline:?}", usage(node));
+    Ok(())
+}
+
 #[test]
 fn a_pending_result_nobody_holds_is_freed_when_it_arrives() -> anyhow::Result<()> {
     let (node, _serial) = node();
