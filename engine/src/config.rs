@@ -58,9 +58,11 @@ impl Config {
         self
     }
 
-    /// Whether to allocate and map every page of the store at start (default
-    /// `true`): `put` then runs at memory bandwidth, and a host without the
-    /// memory fails at `init` instead of with SIGBUS later.
+    /// Whether to reserve the store's memory (default `true`): every page is
+    /// allocated and mapped, in the background from the moment `init` starts,
+    /// low offsets first. `put` then runs at memory bandwidth, and a host
+    /// without the memory gives `ObjectStoreFull` instead of a SIGBUS. With
+    /// `false`, pages are allocated on first touch.
     pub fn prefault(mut self, prefault: bool) -> Self {
         self.prefault = prefault;
         self
