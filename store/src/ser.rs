@@ -434,6 +434,32 @@ macro_rules! reject_compound {
     };
 }
 
+/// Generates every scalar `Serializer` method, each refusing.
+macro_rules! reject_scalars {
+    () => {
+        reject!(
+            serialize_bool(bool),
+            serialize_i8(i8),
+            serialize_i16(i16),
+            serialize_i32(i32),
+            serialize_i64(i64),
+            serialize_u8(u8),
+            serialize_u16(u16),
+            serialize_u32(u32),
+            serialize_u64(u64),
+            serialize_f32(f32),
+            serialize_f64(f64),
+            serialize_char(char),
+            serialize_str(&str),
+            serialize_bytes(&[u8]),
+            serialize_none(),
+            serialize_unit(),
+            serialize_unit_struct(&'static str),
+            serialize_unit_variant(&'static str, u32, &'static str),
+        );
+    };
+}
+
 /// Accepts one unsigned integer (a version byte, an id, a dimension length).
 struct U64Probe;
 
@@ -508,26 +534,7 @@ impl ser::Serializer for DimProbe {
     fn serialize_tuple(self, len: usize) -> Result<DimCollector> {
         Ok(DimCollector(Vec::with_capacity(len)))
     }
-    reject!(
-        serialize_bool(bool),
-        serialize_i8(i8),
-        serialize_i16(i16),
-        serialize_i32(i32),
-        serialize_i64(i64),
-        serialize_u8(u8),
-        serialize_u16(u16),
-        serialize_u32(u32),
-        serialize_u64(u64),
-        serialize_f32(f32),
-        serialize_f64(f64),
-        serialize_char(char),
-        serialize_str(&str),
-        serialize_bytes(&[u8]),
-        serialize_none(),
-        serialize_unit(),
-        serialize_unit_struct(&'static str),
-        serialize_unit_variant(&'static str, u32, &'static str),
-    );
+    reject_scalars!();
     reject_compound!();
 }
 
@@ -593,26 +600,7 @@ impl<'x, 'o> ser::Serializer for DataProbe<'x, 'o> {
     fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple> {
         Err(unsupported("expected array data"))
     }
-    reject!(
-        serialize_bool(bool),
-        serialize_i8(i8),
-        serialize_i16(i16),
-        serialize_i32(i32),
-        serialize_i64(i64),
-        serialize_u8(u8),
-        serialize_u16(u16),
-        serialize_u32(u32),
-        serialize_u64(u64),
-        serialize_f32(f32),
-        serialize_f64(f64),
-        serialize_char(char),
-        serialize_str(&str),
-        serialize_bytes(&[u8]),
-        serialize_none(),
-        serialize_unit(),
-        serialize_unit_struct(&'static str),
-        serialize_unit_variant(&'static str, u32, &'static str),
-    );
+    reject_scalars!();
     reject_compound!();
 }
 
