@@ -21,6 +21,9 @@ use crate::task::Output;
 pub struct RemoteFunction {
     /// Stable name: the function's module path.
     pub name: &'static str,
+    /// Hash of the function's source tokens, so that a worker binary built
+    /// from other code for the same name is refused.
+    pub source_hash: u64,
     /// Decodes the arguments, runs the function, encodes the outputs.
     pub invoke: fn(&mut ArgReader<'_>) -> Result<Vec<Output>, Error>,
 }
@@ -43,12 +46,15 @@ pub(crate) fn table() -> Vec<String> {
     names
 }
 
-/// Hash of the shoal version, the protocol version and the function table:
-/// equal on both ends of a handshake exactly when they can work together.
-pub(crate) fn build_hash(table: &[String]) -> u64 {
+/// Hash of the shoal version, the protocol version, and every registered
+/// function's name and source: equal on both ends of a handshake exactly when
+/// they can work together.
+pub(crate) fn build_hash() -> u64 {
+    let mut functions: Vec<(&str, u64)> = REMOTE_FUNCTIONS.iter().map(|f| (f.name, f.source_hash)).collect();
+    functions.sort_unstable();
     let mut h = std::hash::DefaultHasher::new();
     env!("CARGO_PKG_VERSION").hash(&mut h);
     shoal_ipc::PROTOCOL_VERSION.hash(&mut h);
-    table.hash(&mut h);
+    functions.hash(&mut h);
     h.finish()
 }

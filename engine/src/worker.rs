@@ -152,7 +152,7 @@ fn run(socket: std::path::PathBuf, parent: Option<i32>, token: u64) -> Result<()
         magic: HELLO_MAGIC,
         protocol: shoal_ipc::PROTOCOL_VERSION,
         pid: std::process::id(),
-        build: registry::build_hash(&table),
+        build: registry::build_hash(),
         token,
         table,
     };

@@ -23,7 +23,8 @@ pub struct Hello {
     pub protocol: u32,
     /// The sender's process id (checked against `SO_PEERCRED`).
     pub pid: u32,
-    /// A hash of the sender's build and of `table`.
+    /// A hash of the sender's build: shoal and protocol versions and every
+    /// function's name and source.
     pub build: u64,
     /// The secret the node passed to the processes it started (0 for any
     /// other client), so the node can tell its own workers from strangers.

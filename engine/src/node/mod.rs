@@ -115,7 +115,7 @@ impl Node {
             state: Mutex::new(NodeState::new(arena.len(), config.pipeline_depth, config.workers as u32)),
             changed: Condvar::new(),
             arena,
-            build_hash: registry::build_hash(&table),
+            build_hash: registry::build_hash(),
             worker_token: {
                 use std::hash::{BuildHasher, Hasher};
                 let mut h = std::collections::hash_map::RandomState::new().build_hasher();
