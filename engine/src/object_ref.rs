@@ -275,6 +275,9 @@ pub(crate) fn read_in_place<V: Value>(
     // borrow ends with this function, and the views `decode_in_place` makes
     // hold `keepalive`, which also holds the runtime and so the mapping.
     let bytes = unsafe { arena.bytes(offset, len)? };
+    if let Some(owned) = shoal_store::decode_owned_array::<V>(bytes, fingerprint) {
+        return Ok(owned?);
+    }
     // SAFETY: the bytes stay mapped and unwritten while `keepalive` lives, by
     // the argument just above; that is `decode_in_place`'s contract.
     Ok(unsafe { shoal_store::decode_in_place(bytes, fingerprint, keepalive)? })

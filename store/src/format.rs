@@ -22,9 +22,9 @@
 //! times the dtype's size, and that `bool` buffers hold only 0 and 1 — before
 //! any view is made.
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 
-use ndarray::{Array, Ix0, Ix1, Ix2, Ix3, Ix4, Ix5, Ix6, IxDyn};
+use ndarray::{Array, Dimension, Ix0, Ix1, Ix2, Ix3, Ix4, Ix5, Ix6, IxDyn};
 use std::cell::RefCell;
 use std::sync::Arc;
 
@@ -463,6 +463,60 @@ pub fn read_type_fingerprint(bytes: &[u8]) -> Result<u64, DecodeError> {
     Ok(parse(bytes)?.type_fp)
 }
 
+/// If `T` is an owned ndarray `Array` of an [`Element`] type, decode it from
+/// its buffer in one tight copy instead of one serde call per element;
+/// `None` for any other `T` (use [`decode`]).
+pub fn decode_owned_array<T: Any>(bytes: &[u8], expected_fingerprint: u64) -> Option<Result<T, DecodeError>> {
+    fn read<A: Element, D: Dimension>(
+        bytes: &[u8],
+        fp: u64,
+        element: impl Fn(&[u8]) -> A,
+    ) -> Result<Array<A, D>, DecodeError> {
+        let expected = std::any::type_name::<Array<A, D>>();
+        let parsed = parse(bytes)?;
+        if parsed.type_fp != fp {
+            return Err(DecodeError::TypeMismatch { expected });
+        }
+        let invalid = |message: &str| DecodeError::Invalid { expected, message: message.to_string() };
+        let [buffer] = &parsed.buffers[..] else { return Err(invalid("expected exactly one array")) };
+        if parsed.payload != [0] {
+            return Err(invalid("expected a bare array"));
+        }
+        if !(buffer.dtype == A::DTYPE || (buffer.dtype == DType::Empty && buffer.len == 0)) {
+            return Err(invalid("array holds another element type"));
+        }
+        let dim = D::from_dimension(&IxDyn(&buffer.shape)).ok_or_else(|| invalid("array has another dimension"))?;
+        let elements: Vec<A> = buffer.bytes().chunks_exact(A::DTYPE.size().max(1)).map(element).collect();
+        Array::from_shape_vec(dim, elements).map_err(|e| invalid(&e.to_string()))
+    }
+    fn finish<T: Any, A: Element, D: Dimension + 'static>(
+        result: Result<Array<A, D>, DecodeError>,
+    ) -> Result<T, DecodeError> {
+        result.map(|array| *(Box::new(array) as Box<dyn Any>).downcast::<T>().expect("T is this array type"))
+    }
+    macro_rules! arrays {
+        ($($a:ty => $element:expr),* $(,)?) => {$(
+            arrays!(@dims $a, $element; Ix1, Ix2, Ix3, IxDyn, Ix4, Ix0, Ix5, Ix6);
+        )*};
+        (@dims $a:ty, $element:expr; $($d:ty),*) => {$(
+            if TypeId::of::<T>() == TypeId::of::<Array<$a, $d>>() {
+                return Some(finish::<T, $a, $d>(read::<$a, $d>(bytes, expected_fingerprint, $element)));
+            }
+        )*};
+    }
+    macro_rules! le {
+        ($t:ty) => {
+            |b: &[u8]| <$t>::from_le_bytes(b.try_into().expect("element size"))
+        };
+    }
+    arrays!(
+        f64 => le!(f64), f32 => le!(f32), i64 => le!(i64), u8 => le!(u8), i32 => le!(i32), u64 => le!(u64),
+        u32 => le!(u32), i16 => le!(i16), u16 => le!(u16), i8 => le!(i8), bool => |b: &[u8]| b[0] != 0,
+        i128 => le!(i128), u128 => le!(u128), usize => le!(usize), isize => le!(isize),
+    );
+    None
+}
+
 /// Decode an object written by [`encode`] as a `T`, copying what it needs.
 ///
 /// `expected_fingerprint` must equal the fingerprint the object was written
@@ -550,5 +604,28 @@ mod tests {
         // Arrays inside another value take the serde path.
         let nested = (1u8, a.clone());
         assert_eq!(both_ways(&nested).0, both_ways(&nested).1);
+    }
+
+    #[test]
+    fn owned_arrays_decode_fast_exactly_as_serde_does() {
+        fn check<T: Serialize + serde::de::DeserializeOwned + Any + PartialEq + std::fmt::Debug>(value: T) {
+            let bytes = encode(&value, 9).unwrap().into_vec();
+            let fast = decode_owned_array::<T>(&bytes, 9).expect("an array type").unwrap();
+            assert_eq!(fast, decode::<T>(&bytes, 9).unwrap());
+            assert_eq!(fast, value);
+            assert!(matches!(decode_owned_array::<T>(&bytes, 8), Some(Err(DecodeError::TypeMismatch { .. }))));
+        }
+        check(Array2::from_shape_fn((4, 9), |(i, j)| i as f64 * 0.5 - j as f64));
+        check(Array2::from_shape_fn((4, 9), |(i, j)| i as f64 * 0.5 - j as f64).reversed_axes());
+        check(Array1::from_iter((0..77).map(|i| i % 5 == 0)));
+        check(ArrayD::<i128>::from_shape_fn(IxDyn(&[2, 1, 3]), |d| d[2] as i128 - 7));
+        check(Array1::<u16>::zeros(0));
+        check(ndarray::arr0(3.5f32));
+        // Not a bare array, or another type: not this path's business.
+        assert!(decode_owned_array::<(u8, Array1<f64>)>(&[], 0).is_none());
+        assert!(decode_owned_array::<String>(&[], 0).is_none());
+        // The right array type but the wrong shape on disk is an error, not a panic.
+        let bytes = encode(&Array1::<f64>::zeros(3), 9).unwrap().into_vec();
+        assert!(matches!(decode_owned_array::<Array2<f64>>(&bytes, 9), Some(Err(_))));
     }
 }

@@ -30,7 +30,9 @@ pub use alloc::Allocator;
 pub use arena::Arena;
 pub use element::{DType, Element};
 pub use error::{DecodeError, EncodeError, StoreError};
-pub use format::{Encoded, Keepalive, Layout, decode, decode_in_place, encode, measure, read_type_fingerprint};
+pub use format::{
+    Encoded, Keepalive, Layout, decode, decode_in_place, decode_owned_array, encode, measure, read_type_fingerprint,
+};
 pub use shared_array::SharedArray;
 
 /// The serde newtype-struct name under which an object reference is serialized.

@@ -85,5 +85,14 @@ fn main() -> anyhow::Result<()> {
         t.elapsed().as_secs_f64() / n as f64 * 1e6
     });
     report("zero-copy get of an 800 MB array", &mut zero_copy, "µs/call");
+
+    let mut owned = measure(|| {
+        let t = Instant::now();
+        let copy = shoal::get(&r).expect("get");
+        let secs = t.elapsed().as_secs_f64();
+        drop(black_box(copy));
+        BYTES as f64 / secs / 1e9
+    });
+    report("get of an 800 MB array as an owned copy", &mut owned, "GB/s");
     Ok(())
 }
