@@ -434,6 +434,22 @@ macro_rules! reject_compound {
     };
 }
 
+/// Generates the `Serializer` methods for every non-numeric scalar, each
+/// refusing (no probe accepts them).
+macro_rules! reject_non_numeric {
+    () => {
+        reject!(
+            serialize_char(char),
+            serialize_str(&str),
+            serialize_bytes(&[u8]),
+            serialize_none(),
+            serialize_unit(),
+            serialize_unit_struct(&'static str),
+            serialize_unit_variant(&'static str, u32, &'static str),
+        );
+    };
+}
+
 /// Generates every scalar `Serializer` method, each refusing.
 macro_rules! reject_scalars {
     () => {
@@ -449,14 +465,8 @@ macro_rules! reject_scalars {
             serialize_u64(u64),
             serialize_f32(f32),
             serialize_f64(f64),
-            serialize_char(char),
-            serialize_str(&str),
-            serialize_bytes(&[u8]),
-            serialize_none(),
-            serialize_unit(),
-            serialize_unit_struct(&'static str),
-            serialize_unit_variant(&'static str, u32, &'static str),
         );
+        reject_non_numeric!();
     };
 }
 
@@ -494,14 +504,8 @@ impl ser::Serializer for U64Probe {
         serialize_i64(i64),
         serialize_f32(f32),
         serialize_f64(f64),
-        serialize_char(char),
-        serialize_str(&str),
-        serialize_bytes(&[u8]),
-        serialize_none(),
-        serialize_unit(),
-        serialize_unit_struct(&'static str),
-        serialize_unit_variant(&'static str, u32, &'static str),
     );
+    reject_non_numeric!();
     reject_compound!();
     fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq> {
         Err(unsupported("expected an unsigned integer"))
@@ -691,15 +695,7 @@ impl ser::Serializer for ElementSink<'_, '_, '_> {
     fn serialize_f64(self, v: f64) -> Result<()> {
         self.push(DType::F64, v.to_le_bytes())
     }
-    reject!(
-        serialize_char(char),
-        serialize_str(&str),
-        serialize_bytes(&[u8]),
-        serialize_none(),
-        serialize_unit(),
-        serialize_unit_struct(&'static str),
-        serialize_unit_variant(&'static str, u32, &'static str),
-    );
+    reject_non_numeric!();
     reject_compound!();
     fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq> {
         Err(unsupported("ndarray arrays may only hold numbers or bool"))
