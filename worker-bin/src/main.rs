@@ -3,8 +3,12 @@
 //! `shoal demo` runs the main job on an embedded node: the seed's `increment`
 //! (one call, then a dependent chain) and 20 tasks summing one shared 100 MB
 //! array, printing results and times. The binary also carries the built-in
-//! remote functions, so it is its own worker program.
+//! remote functions, so it is its own worker program. `shoal bench` runs the
+//! benchmark suite (see `bench.rs`).
 
+mod bench;
+
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, ensure};
@@ -45,6 +49,27 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         tasks: usize,
     },
+    /// Run the benchmark suite (shared/BENCHMARKS.md) on an embedded node and
+    /// print `metric<TAB>value<TAB>unit<TAB>± spread` lines, beside the
+    /// machine's limits measured in the same run. Progress goes to stderr.
+    Bench {
+        /// Run only the metrics whose name contains this text.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Worker processes (default: one per core).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Megabytes of the large arrays (put and zero-copy get); the array
+        /// tasks sum an eighth of it.
+        #[arg(long, default_value_t = bench::DEFAULT_LARGE_MB)]
+        large_mb: usize,
+        /// Print the metric names and exit.
+        #[arg(long)]
+        list: bool,
+    },
+    /// The echo side of the bench's socket ping-pong (internal).
+    #[command(hide = true)]
+    BenchEcho { socket: PathBuf },
 }
 
 fn ms(since: Instant) -> f64 {
@@ -121,5 +146,11 @@ fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Demo { workers, mb, tasks } => demo(workers, mb, tasks),
+        Command::Bench { list: true, .. } => {
+            bench::metric_names().for_each(|m| println!("{m}"));
+            Ok(())
+        }
+        Command::Bench { filter, workers, large_mb, list: false } => bench::run(filter.as_deref(), workers, large_mb),
+        Command::BenchEcho { socket } => bench::echo(&socket),
     }
 }

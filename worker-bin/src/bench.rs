@@ -1,0 +1,470 @@
+//! `shoal bench`: every metric of `shared/BENCHMARKS.md` on an embedded node,
+//! beside the machine's own limits measured in the same run.
+//!
+//! Output (stdout), one line per metric, named as `ray microbenchmark` names
+//! them so the two line up:
+//!
+//! ```text
+//! <metric>\t<value>\t<unit>\t± <spread>
+//! ```
+//!
+//! The value is the median over [`REPS`] repetitions after one warm-up, the
+//! spread half the range between the slowest and the fastest. Progress goes
+//! to stderr. `benches/compare/` runs this beside Ray's equivalents.
+//!
+//! What each metric times is written beside its group below; where shoal's
+//! shape differs from Ray's (multi-client put runs from driver threads, since
+//! tasks cannot `put` yet) the group says so.
+
+use std::hint::black_box;
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, ensure};
+use ndarray::{Array1, Ix1};
+use shoal::{ObjectRef, SharedArray};
+
+/// Timed repetitions per metric (after one warm-up).
+const REPS: usize = 5;
+/// Megabytes of the large arrays (`put gigabytes`, `zero-copy get`) by
+/// default, as in Ray's benchmark (100 Mi × 8 bytes there). The array the
+/// `array tasks` sum is an eighth of it (100 MB).
+pub const DEFAULT_LARGE_MB: usize = 800;
+/// Tasks in `array tasks`.
+const ARRAY_TASKS: usize = 20;
+/// Concurrent submitters in the `multi client` metrics.
+const CLIENTS: usize = 4;
+
+/// Ray's `small_value`: a task that returns a tiny value.
+#[shoal::remote]
+fn small_value() -> [u8; 2] {
+    *b"ok"
+}
+
+/// One link of the dependent chain.
+#[shoal::remote]
+fn chain_step(n: i64) -> i64 {
+    n + 1
+}
+
+/// Sum an array in the object store, in place (the `array tasks` body).
+#[shoal::remote]
+fn sum_in_place(a: SharedArray<f64, Ix1>) -> f64 {
+    a.view().sum()
+}
+
+/// A group of metrics measured together, and the function measuring them.
+struct Group {
+    metrics: &'static [&'static str],
+    run: fn(&mut Bench) -> anyhow::Result<()>,
+}
+
+const GROUPS: &[Group] = &[
+    Group { metrics: &["machine memcpy gigabytes"], run: machine_memcpy },
+    Group { metrics: &["machine unix socket ping-pong"], run: machine_ping_pong },
+    Group { metrics: &["machine worker start"], run: machine_process_start },
+    Group { metrics: &["init to first result", "shutdown"], run: init_and_shutdown },
+    Group { metrics: &["single client tasks sync"], run: tasks_sync },
+    Group { metrics: &["single client tasks async"], run: tasks_async },
+    Group { metrics: &["multi client tasks async"], run: multi_client_tasks_async },
+    Group { metrics: &["single client tasks and get batch"], run: tasks_and_get_batch },
+    Group { metrics: &["single client put calls"], run: put_calls },
+    Group { metrics: &["single client get calls"], run: get_calls },
+    Group { metrics: &["single client put gigabytes"], run: put_gigabytes },
+    Group { metrics: &["multi client put gigabytes"], run: multi_client_put_gigabytes },
+    Group { metrics: &["single client get object containing 10k refs"], run: get_10k_refs },
+    Group { metrics: &["single client wait 1k refs"], run: wait_1k_refs },
+    Group { metrics: &["zero-copy get gigabytes", "zero-copy get per call"], run: zero_copy_get },
+    Group { metrics: &["array tasks", "array tasks compute floor", "array tasks ratio to floor"], run: array_tasks },
+    Group { metrics: &["dependent chain"], run: dependent_chain },
+];
+
+/// Every metric name `shoal bench` can print, in order.
+pub fn metric_names() -> impl Iterator<Item = &'static str> {
+    GROUPS.iter().flat_map(|g| g.metrics.iter().copied())
+}
+
+/// State shared by the groups: the embedded node, started on first use.
+struct Bench {
+    workers: Option<usize>,
+    /// Bytes of the large arrays.
+    large: usize,
+    node: Option<shoal::Shoal>,
+}
+
+impl Bench {
+    /// The node the task and store metrics run on: one worker per core (or
+    /// `--workers`), a store with room for two large arrays, fully reserved
+    /// before any figure is taken.
+    fn node(&mut self) -> anyhow::Result<&shoal::Shoal> {
+        if self.node.is_none() {
+            let store = 2 * self.large as u64 + (512 << 20);
+            let mut config = shoal::Config::default().store_bytes(store);
+            if let Some(n) = self.workers {
+                config = config.workers(n);
+            }
+            let node = shoal::init(config).context("starting the node")?;
+            eprintln!("  node up with {} workers; reserving the store", node.live_workers());
+            // The arena is reserved in the background; writing across all of
+            // it waits until that is done, so no figure competes with it.
+            drop(shoal::put(Array1::<u8>::zeros(store as usize - (256 << 20)))?);
+            self.node = Some(node);
+        }
+        Ok(self.node.as_ref().expect("started above"))
+    }
+}
+
+/// Run the groups with a metric containing `filter` (all with `None`).
+pub fn run(filter: Option<&str>, workers: Option<usize>, large_mb: usize) -> anyhow::Result<()> {
+    ensure!(large_mb >= 8, "--large-mb must be at least 8");
+    let chosen: Vec<&Group> =
+        GROUPS.iter().filter(|g| filter.is_none_or(|f| g.metrics.iter().any(|m| m.contains(f)))).collect();
+    ensure!(!chosen.is_empty(), "no metric matches {:?}; metrics: {:?}", filter, metric_names().collect::<Vec<_>>());
+    let mut bench = Bench { workers, large: large_mb * 1_000_000, node: None };
+    let started = Instant::now();
+    for (i, group) in chosen.iter().enumerate() {
+        eprintln!(
+            "[{}/{}] {} ({:.0} s)",
+            i + 1,
+            chosen.len(),
+            group.metrics.join(", "),
+            started.elapsed().as_secs_f64()
+        );
+        (group.run)(&mut bench).with_context(|| format!("measuring {}", group.metrics[0]))?;
+    }
+    drop(bench);
+    eprintln!("done in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Print one metric line: median and half the range of `samples`.
+fn report(name: &str, samples: &[f64], unit: &str) {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let spread = (sorted[sorted.len() - 1] - sorted[0]) / 2.0;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{name}\t{}\t{unit}\t± {}", significant(median), significant(spread));
+    let _ = out.flush();
+}
+
+/// Four significant digits, without an exponent.
+fn significant(x: f64) -> String {
+    let digits = if x == 0.0 { 0 } else { (3 - x.abs().log10().floor() as i32).max(0) as usize };
+    format!("{x:.digits$}")
+}
+
+/// One warm-up call of `f`, then [`REPS`] timed ones.
+fn measure(mut f: impl FnMut() -> anyhow::Result<f64>) -> anyhow::Result<Vec<f64>> {
+    f()?;
+    (0..REPS).map(|_| f()).collect()
+}
+
+/// Operations per second of `ops` calls of `op`.
+fn rate(ops: usize, mut op: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<Vec<f64>> {
+    measure(|| {
+        let t = Instant::now();
+        for _ in 0..ops {
+            op()?;
+        }
+        Ok(ops as f64 / t.elapsed().as_secs_f64())
+    })
+}
+
+/// The ceiling for `put`: one core copying 800 MB into memory already faulted in.
+fn machine_memcpy(bench: &mut Bench) -> anyhow::Result<()> {
+    let bytes = bench.large;
+    let src = vec![1.5f64; bytes / 8];
+    let mut dst = vec![0f64; bytes / 8];
+    let samples = measure(|| {
+        let t = Instant::now();
+        dst.copy_from_slice(black_box(&src));
+        black_box(&mut dst);
+        Ok(bytes as f64 / t.elapsed().as_secs_f64() / 1e9)
+    })?;
+    report("machine memcpy gigabytes", &samples, "GB/s");
+    Ok(())
+}
+
+/// The ceiling for a task round trip: one byte each way over a Unix socket
+/// between this process and a child (`shoal bench-echo`).
+fn machine_ping_pong(_: &mut Bench) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("shoal-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("echo.sock");
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path)?;
+    let mut child = Command::new(std::env::current_exe()?).arg("bench-echo").arg(&path).spawn()?;
+    let (mut stream, _) = listener.accept()?;
+    let mut byte = [0u8; 1];
+    let samples = rate(20_000, || {
+        stream.write_all(&byte)?;
+        stream.read_exact(&mut byte)?;
+        Ok(())
+    });
+    drop(stream);
+    child.wait()?;
+    let _ = std::fs::remove_dir_all(&dir);
+    report("machine unix socket ping-pong", &samples?, "round trips/s");
+    Ok(())
+}
+
+/// The other side of [`machine_ping_pong`]: echo bytes until the socket closes.
+pub fn echo(path: &Path) -> anyhow::Result<()> {
+    let mut stream = UnixStream::connect(path)?;
+    let mut byte = [0u8; 1];
+    while stream.read_exact(&mut byte).is_ok() {
+        stream.write_all(&byte)?;
+    }
+    Ok(())
+}
+
+/// The floor under starting a worker: exec of this binary until it exits
+/// (`shoal --version`: loading, linking, argument parsing; no node).
+fn machine_process_start(_: &mut Bench) -> anyhow::Result<()> {
+    let exe: PathBuf = std::env::current_exe()?;
+    let samples = measure(|| {
+        let t = Instant::now();
+        let status = Command::new(&exe).arg("--version").stdout(Stdio::null()).status()?;
+        ensure!(status.success(), "{} --version failed", exe.display());
+        Ok(t.elapsed().as_secs_f64() * 1e3)
+    })?;
+    report("machine worker start", &samples, "ms");
+    Ok(())
+}
+
+/// A whole node's life: `init` (store, scheduler, one worker per core) to the
+/// first task's result, then shutdown. Runs before the long-lived node starts.
+fn init_and_shutdown(bench: &mut Bench) -> anyhow::Result<()> {
+    ensure!(bench.node.is_none(), "init and shutdown must run before the shared node starts");
+    let mut shutdowns = Vec::new();
+    let inits = measure(|| {
+        let mut config = shoal::Config::default().store_bytes(64 << 20);
+        if let Some(n) = bench.workers {
+            config = config.workers(n);
+        }
+        let t = Instant::now();
+        let node = shoal::init(config)?;
+        ensure!(shoal::get(&small_value::remote())? == *b"ok", "wrong result");
+        let init_ms = t.elapsed().as_secs_f64() * 1e3;
+        let t = Instant::now();
+        drop(node);
+        shutdowns.push(t.elapsed().as_secs_f64() * 1e3);
+        Ok(init_ms)
+    })?;
+    report("init to first result", &inits, "ms");
+    report("shutdown", &shutdowns[1..], "ms");
+    Ok(())
+}
+
+/// `get(small_value::remote())`, one at a time.
+fn tasks_sync(bench: &mut Bench) -> anyhow::Result<()> {
+    bench.node()?;
+    let samples = rate(5_000, || {
+        shoal::get(&small_value::remote())?;
+        Ok(())
+    })?;
+    report("single client tasks sync", &samples, "tasks/s");
+    Ok(())
+}
+
+/// Submit `n` tasks, then get them all.
+fn submit_and_get(n: usize) -> anyhow::Result<()> {
+    let refs: Vec<ObjectRef<[u8; 2]>> = (0..n).map(|_| small_value::remote()).collect();
+    shoal::get_all(&refs)?;
+    Ok(())
+}
+
+/// Submit 10 000 tasks, then get them all; tasks per second.
+fn tasks_async(bench: &mut Bench) -> anyhow::Result<()> {
+    bench.node()?;
+    let samples = measure(|| {
+        let t = Instant::now();
+        submit_and_get(10_000)?;
+        Ok(10_000.0 / t.elapsed().as_secs_f64())
+    })?;
+    report("single client tasks async", &samples, "tasks/s");
+    Ok(())
+}
+
+/// [`tasks_async`] from [`CLIENTS`] driver threads at once.
+fn multi_client_tasks_async(bench: &mut Bench) -> anyhow::Result<()> {
+    bench.node()?;
+    let samples = measure(|| {
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            let clients: Vec<_> = (0..CLIENTS).map(|_| s.spawn(|| submit_and_get(10_000))).collect();
+            clients.into_iter().try_for_each(|c| c.join().expect("client thread panicked"))
+        })?;
+        Ok((CLIENTS * 10_000) as f64 / t.elapsed().as_secs_f64())
+    })?;
+    report("multi client tasks async", &samples, "tasks/s");
+    Ok(())
+}
+
+/// Submit 1 000 tasks and get them; one operation is the batch.
+fn tasks_and_get_batch(bench: &mut Bench) -> anyhow::Result<()> {
+    bench.node()?;
+    let samples = rate(50, || submit_and_get(1_000))?;
+    report("single client tasks and get batch", &samples, "batches/s");
+    Ok(())
+}
+
+/// `put` of a small value (the ref dropped at once, as Ray's does).
+fn put_calls(bench: &mut Bench) -> anyhow::Result<()> {
+    bench.node()?;
+    let samples = rate(100_000, || {
+        drop(shoal::put(0i64)?);
+        Ok(())
+    })?;
+    report("single client put calls", &samples, "calls/s");
+    Ok(())
+}
+
+/// `get` of a small value already in the store.
+fn get_calls(bench: &mut Bench) -> anyhow::Result<()> {
+    bench.node()?;
+    let r = shoal::put(0i64)?;
+    let samples = rate(200_000, || {
+        black_box(shoal::get(&r)?);
+        Ok(())
+    })?;
+    report("single client get calls", &samples, "calls/s");
+    Ok(())
+}
+
+/// `put` of an 800 MB f64 array; the array is built outside the timing.
+fn put_gigabytes(bench: &mut Bench) -> anyhow::Result<()> {
+    bench.node()?;
+    let bytes = bench.large;
+    let template = Array1::from_elem(bytes / 8, 1.5f64);
+    let samples = measure(|| {
+        let copy = template.clone();
+        let t = Instant::now();
+        let r = shoal::put(copy)?;
+        let secs = t.elapsed().as_secs_f64();
+        drop(r);
+        Ok(bytes as f64 / secs / 1e9)
+    })?;
+    report("single client put gigabytes", &samples, "GB/s");
+    Ok(())
+}
+
+/// 800 MB in all, `put` as [`CLIENTS`] arrays from as many driver threads at
+/// once (Ray's runs in actors; shoal tasks cannot `put` yet).
+fn multi_client_put_gigabytes(bench: &mut Bench) -> anyhow::Result<()> {
+    bench.node()?;
+    let bytes = bench.large;
+    let template = Array1::from_elem(bytes / 8 / CLIENTS, 1.5f64);
+    let samples = measure(|| {
+        let copies: Vec<Array1<f64>> = (0..CLIENTS).map(|_| template.clone()).collect();
+        let t = Instant::now();
+        let refs = std::thread::scope(|s| {
+            let clients: Vec<_> = copies.into_iter().map(|c| s.spawn(|| shoal::put(c))).collect();
+            clients.into_iter().map(|c| c.join().expect("client thread panicked")).collect::<Result<Vec<_>, _>>()
+        })?;
+        let secs = t.elapsed().as_secs_f64();
+        drop(refs);
+        Ok(bytes as f64 / secs / 1e9)
+    })?;
+    report("multi client put gigabytes", &samples, "GB/s");
+    Ok(())
+}
+
+/// `get` of an object holding 10 000 refs (each to a small object).
+fn get_10k_refs(bench: &mut Bench) -> anyhow::Result<()> {
+    bench.node()?;
+    let inner: Vec<ObjectRef<i64>> = (0..10_000).map(shoal::put).collect::<Result<_, _>>()?;
+    let outer = shoal::put(inner)?;
+    let samples = rate(20, || {
+        let refs = shoal::get(&outer)?;
+        ensure!(refs.len() == 10_000, "wrong length");
+        Ok(())
+    })?;
+    report("single client get object containing 10k refs", &samples, "calls/s");
+    Ok(())
+}
+
+/// Ray's shape: submit 1 000 tasks, then `wait` for one at a time until none
+/// is pending.
+fn wait_1k_refs(bench: &mut Bench) -> anyhow::Result<()> {
+    bench.node()?;
+    let samples = rate(10, || {
+        let mut pending: Vec<ObjectRef<[u8; 2]>> = (0..1_000).map(|_| small_value::remote()).collect();
+        while !pending.is_empty() {
+            pending = shoal::wait(&pending, 1, None)?.1;
+        }
+        Ok(())
+    })?;
+    report("single client wait 1k refs", &samples, "calls/s");
+    Ok(())
+}
+
+/// `get_shared` of a sealed 800 MB array: the view into the store, no copy.
+fn zero_copy_get(bench: &mut Bench) -> anyhow::Result<()> {
+    bench.node()?;
+    let bytes = bench.large;
+    let r = shoal::put(Array1::from_elem(bytes / 8, 1.5f64))?;
+    let calls = 100_000;
+    let per_call_us = measure(|| {
+        let t = Instant::now();
+        for _ in 0..calls {
+            black_box(shoal::get_shared(&r)?);
+        }
+        Ok(t.elapsed().as_secs_f64() / calls as f64 * 1e6)
+    })?;
+    let gigabytes: Vec<f64> = per_call_us.iter().map(|us| bytes as f64 / (us * 1e-6) / 1e9).collect();
+    report("zero-copy get gigabytes", &gigabytes, "GB/s");
+    report("zero-copy get per call", &per_call_us, "µs");
+    Ok(())
+}
+
+/// 20 tasks each summing one shared 100 MB array, against the compute floor:
+/// the same 20 sums in this process, divided by the worker count.
+fn array_tasks(bench: &mut Bench) -> anyhow::Result<()> {
+    let workers = bench.node()?.live_workers();
+    let array = Array1::from_shape_fn(bench.large / 8 / 8, |i| (i % 7) as f64);
+    let expected = array.sum();
+    let a = shoal::put(array)?;
+    let local = shoal::get_shared(&a)?;
+    let mut floors = Vec::new();
+    let mut ratios = Vec::new();
+    let tasks_ms = measure(|| {
+        let t = Instant::now();
+        let sums: f64 = (0..ARRAY_TASKS).map(|_| black_box(local.view()).sum()).sum();
+        let floor_ms = t.elapsed().as_secs_f64() * 1e3 / workers as f64;
+        ensure!(sums == expected * ARRAY_TASKS as f64, "wrong local sums");
+        let t = Instant::now();
+        let refs: Vec<ObjectRef<f64>> = (0..ARRAY_TASKS).map(|_| sum_in_place::remote(&a)).collect();
+        let values = shoal::get_all(&refs)?;
+        let tasks_ms = t.elapsed().as_secs_f64() * 1e3;
+        ensure!(values.iter().all(|&v| v == expected), "wrong sums from the tasks");
+        floors.push(floor_ms);
+        ratios.push(tasks_ms / floor_ms);
+        Ok(tasks_ms)
+    })?;
+    report("array tasks", &tasks_ms, "ms");
+    report("array tasks compute floor", &floors[1..], "ms");
+    report("array tasks ratio to floor", &ratios[1..], "x");
+    Ok(())
+}
+
+/// 1 000 tasks, each taking the previous one's ref; time per link.
+fn dependent_chain(bench: &mut Bench) -> anyhow::Result<()> {
+    bench.node()?;
+    let links = 1_000;
+    let samples = measure(|| {
+        let t = Instant::now();
+        let mut r = chain_step::remote(0);
+        for _ in 1..links {
+            r = chain_step::remote(&r);
+        }
+        ensure!(shoal::get(&r)? == links as i64, "wrong chain result");
+        Ok(t.elapsed().as_secs_f64() * 1e6 / links as f64)
+    })?;
+    report("dependent chain", &samples, "µs/link");
+    Ok(())
+}
