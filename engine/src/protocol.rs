@@ -60,6 +60,8 @@ pub(crate) enum ToNode {
         task: u64,
         /// One entry per return value.
         outputs: Vec<Placed>,
+        /// How long the function ran, in nanoseconds (the node schedules by it).
+        elapsed_ns: u64,
     },
 }
 

@@ -11,13 +11,19 @@
 //! The task loop is single-threaded: read a task, run it, write its outputs
 //! and any reference changes in one write. The node may queue the next task
 //! in the socket while one runs (the pipeline), so the loop often finds its
-//! next task without sleeping.
+//! next task without sleeping. When it does, and both tasks are short, the
+//! first one's result waits to go with the next ones (at most [`MAX_BATCH`]
+//! tasks, [`MAX_BATCH_DELAY`] after the first): a burst of tiny tasks costs
+//! one write and one wake-up of the node per batch, not per task. Before it
+//! sleeps, and before a task that is long or not yet measured, the loop
+//! sends what waits, so no result is held up behind real work.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use shoal_ipc::{FrameError, FrameReader, HandshakeReply, Hello, encode_frame, handshake::HELLO_MAGIC};
 use shoal_store::Arena;
@@ -181,9 +187,23 @@ fn run(socket: std::path::PathBuf, parent: Option<i32>, token: u64) -> Result<()
         inline_max: welcome.inline_max as usize,
         stopping: false,
         abandoned: Vec::new(),
+        batch: Vec::new(),
+        batched: 0,
+        batch_since: None,
+        run_times: HashMap::new(),
     };
     worker.serve()
 }
+
+/// Results of short tasks wait, encoded, while the next task is already
+/// buffered, and go to the node in one write: at most this many tasks' worth.
+const MAX_BATCH: usize = 16;
+/// ... and for at most this long after the first of them was ready.
+const MAX_BATCH_DELAY: Duration = Duration::from_micros(100);
+/// A function whose average run time is below this counts as short: a
+/// result may wait behind one task of it. Any other task (or one never
+/// measured) first sends what waits.
+const SHORT_TASK: Duration = Duration::from_micros(50);
 
 struct TaskLoop {
     runtime: Runtime,
@@ -194,6 +214,13 @@ struct TaskLoop {
     stopping: bool,
     /// Allocations that a failed write left unsealed, to hand back.
     abandoned: Vec<u64>,
+    /// Encoded messages not yet written (see [`MAX_BATCH`]).
+    batch: Vec<u8>,
+    /// Tasks whose results are in `batch`, and when the first was ready.
+    batched: usize,
+    batch_since: Option<Instant>,
+    /// Average run time per function, to tell a short task from a long one.
+    run_times: HashMap<String, Duration>,
 }
 
 impl TaskLoop {
@@ -201,56 +228,93 @@ impl TaskLoop {
         loop {
             let execute = match self.pending.pop_front() {
                 Some(e) => e,
-                None if self.stopping => return Ok(()),
+                None if self.stopping => return self.flush(),
                 None => {
-                    self.client.set_idle(true)?;
-                    let next = self.reader.read::<ToWorker>();
-                    self.client.set_idle(false)?;
+                    let next = if self.reader.has_buffered_frame() {
+                        self.reader.read::<ToWorker>()
+                    } else {
+                        // About to sleep: what waits goes now.
+                        self.flush()?;
+                        self.client.set_idle(true)?;
+                        let next = self.reader.read::<ToWorker>();
+                        self.client.set_idle(false)?;
+                        next
+                    };
                     match next {
                         Ok(ToWorker::Execute(e)) => e,
-                        Ok(ToWorker::Shutdown) | Err(FrameError::Closed) => return Ok(()),
+                        Ok(ToWorker::Shutdown) | Err(FrameError::Closed) => return self.flush(),
                         Ok(ToWorker::Allocated(_)) => return Err(io_err("unexpected allocation reply")),
                         Err(e) => return Err(io_err(e)),
                     }
                 }
             };
+            let short = self.run_times.get(&execute.function).is_some_and(|&t| t < SHORT_TASK);
+            let overdue = self.batch_since.is_some_and(|since| since.elapsed() >= MAX_BATCH_DELAY);
+            if !short || overdue || self.batched >= MAX_BATCH {
+                self.flush()?;
+            }
             let task = execute.task;
-            let outputs = self.run_task(execute);
+            let started = Instant::now();
+            let (function, outputs) = self.run_task(execute);
+            let elapsed = started.elapsed();
+            match self.run_times.get_mut(&function) {
+                Some(average) => *average = (*average * 3 + elapsed) / 4,
+                None => {
+                    self.run_times.insert(function, elapsed);
+                }
+            }
             // Acquisitions made during the task go before its outputs (which may
             // contain those refs); releases go after, so nothing an output
             // contains is freed in between.
             let (acquires, releases): (Vec<RefOp>, Vec<RefOp>) =
                 self.client.take_ref_ops().into_iter().partition(|op| matches!(op, RefOp::Acquire(_)));
-            let mut msgs = Vec::with_capacity(4);
             if !self.abandoned.is_empty() {
-                msgs.push(ToNode::Abandon(std::mem::take(&mut self.abandoned)));
+                let abandoned = std::mem::take(&mut self.abandoned);
+                self.encode(&ToNode::Abandon(abandoned))?;
             }
             if !acquires.is_empty() {
-                msgs.push(ToNode::Refs(acquires));
+                self.encode(&ToNode::Refs(acquires))?;
             }
-            msgs.push(ToNode::TaskDone { task, outputs });
+            let elapsed_ns = elapsed.as_nanos().min(u64::MAX as u128) as u64;
+            self.encode(&ToNode::TaskDone { task, outputs, elapsed_ns })?;
             if !releases.is_empty() {
-                msgs.push(ToNode::Refs(releases));
+                self.encode(&ToNode::Refs(releases))?;
             }
-            self.send(&msgs)?;
+            self.batched += 1;
+            self.batch_since.get_or_insert(started + elapsed);
         }
     }
 
-    fn send(&self, msgs: &[ToNode]) -> Result<(), Error> {
-        self.client.send(msgs)
+    /// Add a message to the batch.
+    fn encode(&mut self, msg: &ToNode) -> Result<(), Error> {
+        encode_frame(msg, &mut self.batch).map_err(io_err)
     }
 
-    fn run_task(&mut self, execute: Execute) -> Vec<Placed> {
+    /// Write the batch to the node, in one write.
+    fn flush(&mut self) -> Result<(), Error> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.batched = 0;
+        self.batch_since = None;
+        let written = self.client.writer.lock().unwrap_or_else(|e| e.into_inner()).write_all(&self.batch);
+        self.batch.clear();
+        written.map_err(io_err)
+    }
+
+    /// Run one task; returns its function's name and its outputs.
+    fn run_task(&mut self, execute: Execute) -> (String, Vec<Placed>) {
         let pid = std::process::id();
-        let Some(function) = registry::lookup(&execute.function) else {
+        let Execute { function: name, args, .. } = execute;
+        let Some(function) = registry::lookup(&name) else {
             let program = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default();
-            return vec![Placed::Failed(Error::FunctionNotFound { function: execute.function, program })];
+            return (name.clone(), vec![Placed::Failed(Error::FunctionNotFound { function: name, program })]);
         };
         let result = {
-            let mut args = ArgReader { runtime: &self.runtime, args: execute.args.into_iter() };
+            let mut args = ArgReader { runtime: &self.runtime, args: args.into_iter() };
             catch_unwind(AssertUnwindSafe(|| (function.invoke)(&mut args)))
         };
-        match result {
+        let outputs = match result {
             Ok(Ok(outputs)) => outputs.into_iter().map(|o| self.place(o)).collect(),
             Ok(Err(e)) => vec![Placed::Failed(e)],
             Err(payload) => {
@@ -259,9 +323,10 @@ impl TaskLoop {
                     .map(|s| s.to_string())
                     .or_else(|| payload.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "non-string panic payload".into());
-                vec![Placed::Failed(Error::TaskPanicked { function: execute.function, message, pid })]
+                vec![Placed::Failed(Error::TaskPanicked { function: name.clone(), message, pid })]
             }
-        }
+        };
+        (name, outputs)
     }
 
     /// Put one output where it belongs: inline, or into an arena allocation
@@ -298,7 +363,8 @@ impl TaskLoop {
     /// Ask the node for `len` bytes of arena; tasks that arrive meanwhile wait
     /// in `pending`.
     fn allocate(&mut self, len: u64) -> Result<u64, Error> {
-        self.send(&[ToNode::Allocate { size: len }])?;
+        self.flush()?;
+        self.client.send(&[ToNode::Allocate { size: len }])?;
         loop {
             match self.reader.read::<ToWorker>() {
                 Ok(ToWorker::Allocated(result)) => return result,

@@ -112,6 +112,21 @@ impl<R: Read> FrameReader<R> {
     }
 }
 
+impl<R: Read> FrameReader<io::BufReader<R>> {
+    /// Whether a whole frame is already buffered, so the next [`read`]
+    /// returns without touching the socket. Lets a reader do a batch of
+    /// buffered messages and act once (one lock, one write) before it blocks.
+    ///
+    /// [`read`]: FrameReader::read
+    pub fn has_buffered_frame(&self) -> bool {
+        let buffered = self.inner.buffer();
+        match buffered.first_chunk::<4>() {
+            Some(len) => buffered.len() - 4 >= u32::from_le_bytes(*len) as usize,
+            None => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +138,22 @@ mod tests {
         bytes.extend_from_slice(&[1, 2, 3]);
         let mut r = FrameReader::with_cap(&bytes[..], 1024);
         assert!(matches!(r.read::<u32>(), Err(FrameError::Oversized { len, max: 1024 }) if len == u32::MAX as usize));
+    }
+
+    #[test]
+    fn has_buffered_frame_sees_only_whole_frames() {
+        let mut out = Vec::new();
+        encode_frame(&7u64, &mut out).unwrap();
+        encode_frame(&vec![9u8; 100], &mut out).unwrap();
+        let whole = out.len();
+        out.extend_from_slice(&[200, 0, 0, 0, 1]); // a frame cut short
+        let mut r = FrameReader::new(io::BufReader::new(&out[..]));
+        assert!(!r.has_buffered_frame(), "nothing is buffered before the first read");
+        assert_eq!(r.read::<u64>().unwrap(), 7);
+        assert!(r.has_buffered_frame());
+        assert_eq!(r.read::<Vec<u8>>().unwrap(), vec![9u8; 100]);
+        assert!(!r.has_buffered_frame(), "a partial frame is not whole");
+        assert_eq!(out.len() - whole, 5);
     }
 
     #[test]

@@ -393,6 +393,7 @@ fn serve_connection(node: Arc<Node>, stream: UnixStream) {
         holds: HashMap::new(),
         unsealed: Default::default(),
         reserved_by: None,
+        queued_ns: 0,
     });
     let reason = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_worker(&node, &conn, stream)))
         .unwrap_or_else(|_| FrameError::Malformed("the connection's reader panicked".into()));
@@ -409,7 +410,23 @@ fn serve_connection(node: Arc<Node>, stream: UnixStream) {
 /// Serve one worker's messages until its connection ends; returns why it ended.
 fn read_worker(node: &Node, conn: &Arc<WorkerConn>, stream: UnixStream) -> FrameError {
     let mut reader = FrameReader::new(BufReader::with_capacity(64 * 1024, stream));
+    // Finished tasks are recorded as they are read; dispatching their
+    // successors, waking waiters and writing to workers wait until no whole
+    // frame is buffered, so a worker's batch of results costs one lock for
+    // the dispatch, one wake-up and one write per worker.
+    let mut finished = false;
     loop {
+        if finished && !reader.has_buffered_frame() {
+            finished = false;
+            let ready = {
+                let mut state = node.lock();
+                let mut outbox = Outbox::new();
+                state.dispatch(&mut outbox);
+                queue(outbox)
+            };
+            node.notify();
+            push(ready);
+        }
         let msg = match reader.read::<ToNode>() {
             Ok(msg) => msg,
             Err(e) => return e,
@@ -440,19 +457,12 @@ fn read_worker(node: &Node, conn: &Arc<WorkerConn>, stream: UnixStream) -> Frame
                 }
                 conn.send(&ToWorker::Allocated(result));
             }
-            ToNode::TaskDone { task, outputs } => {
-                let (result, ready) = {
-                    let mut state = node.lock();
-                    let result = state.task_done(conn.id, task, outputs);
-                    let mut outbox = Outbox::new();
-                    state.dispatch(&mut outbox);
-                    (result, queue(outbox))
-                };
-                node.notify();
-                push(ready);
-                if let Err(e) = result {
+            ToNode::TaskDone { task, outputs, elapsed_ns } => {
+                if let Err(e) = node.lock().task_done(conn.id, task, outputs, elapsed_ns) {
+                    node.notify();
                     return FrameError::Malformed(format!("protocol violation: {e}"));
                 }
+                finished = true;
             }
         }
     }

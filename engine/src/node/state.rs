@@ -13,9 +13,15 @@
 //! - A task waits until every argument object is sealed (`waiting_on`), then
 //!   joins the ready queue. If any argument failed, the task fails with that
 //!   same error without running, and so on down the graph.
-//! - Dispatch prefers an idle worker; when none is idle, a worker takes up to
+//! - Dispatch prefers the least loaded worker. A worker takes up to
 //!   `pipeline_depth` tasks so the next one is already in its socket when the
-//!   current one finishes.
+//!   current one finishes, and more (up to [`MAX_PIPELINE`]) while the tasks
+//!   queued at it are known to be short: their functions' measured run times
+//!   add up to at most [`PIPELINE_BUDGET_NS`]. So a burst of tiny tasks
+//!   travels in batches (one write, one wake-up for many tasks), while a long
+//!   task never has more than `pipeline_depth - 1` others stuck behind it.
+//!   A function's run time is an average of what workers report; a function
+//!   not yet measured counts as long.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -27,6 +33,13 @@ use crate::error::Error;
 use crate::node::pool::WorkerConn;
 use crate::protocol::{ArgData, Execute, Placed, ToWorker};
 use crate::task::TaskOptions;
+
+/// Most tasks queued at one worker, however short.
+pub(crate) const MAX_PIPELINE: usize = 64;
+/// Measured run time, in nanoseconds, that may wait at one worker beyond
+/// `pipeline_depth` tasks: the longest a task can be delayed by short tasks
+/// queued ahead of it at a busy worker while another worker idles.
+pub(crate) const PIPELINE_BUDGET_NS: u64 = 200_000;
 
 /// An argument as the node keeps it.
 #[derive(Debug)]
@@ -70,6 +83,9 @@ pub(crate) struct Task {
     pub options: TaskOptions,
     pub attempts: u32,
     pub worker: Option<usize>,
+    /// Its function's expected run time when it was dispatched (counted in
+    /// its worker's `queued_ns` until it finishes).
+    pub expected_ns: u64,
 }
 
 pub(crate) struct WorkerSlot {
@@ -82,6 +98,8 @@ pub(crate) struct WorkerSlot {
     pub unsealed: HashSet<u64>,
     /// Set while a multi-CPU task running on that worker holds this one.
     pub reserved_by: Option<usize>,
+    /// Sum of the expected run times of the tasks in `in_flight`.
+    pub queued_ns: u64,
 }
 
 /// Messages to send once the lock is released.
@@ -95,6 +113,8 @@ pub(crate) struct NodeState {
     pub allocator: Allocator,
     pub next_task: u64,
     pub pipeline_depth: usize,
+    /// Average run time per function, as workers measure it.
+    pub run_times: HashMap<&'static str, u64>,
     pub total_cpus: u32,
     pub stopped: bool,
 }
@@ -109,6 +129,7 @@ impl NodeState {
             allocator: Allocator::new(arena_len),
             next_task: 1,
             pipeline_depth,
+            run_times: HashMap::new(),
             total_cpus: cpus,
             stopped: false,
         }
@@ -210,7 +231,16 @@ impl NodeState {
                 available: self.total_cpus,
             }));
         }
-        let task = Task { function, args, outputs: outputs.clone(), waiting_on, options, attempts: 0, worker: None };
+        let task = Task {
+            function,
+            args,
+            outputs: outputs.clone(),
+            waiting_on,
+            options,
+            attempts: 0,
+            worker: None,
+            expected_ns: 0,
+        };
         self.tasks.insert(task_id, task);
         if let Some(error) = failed {
             self.fail_task(task_id, error);
@@ -322,7 +352,14 @@ impl NodeState {
 
     /// A worker reports a finished task. An error is a protocol violation
     /// (the caller drops the connection).
-    pub fn task_done(&mut self, worker: usize, task_id: u64, outputs: Vec<Placed>) -> Result<(), String> {
+    /// `elapsed_ns` is how long the function ran, as the worker measured it.
+    pub fn task_done(
+        &mut self,
+        worker: usize,
+        task_id: u64,
+        outputs: Vec<Placed>,
+        elapsed_ns: u64,
+    ) -> Result<(), String> {
         // Check the whole report before changing anything: on a violation the
         // task stays in flight, and `worker_lost` retries it.
         let slot = self.workers.get(&worker).ok_or("unknown worker")?;
@@ -347,6 +384,7 @@ impl NodeState {
         }
         let slot = self.workers.get_mut(&worker).expect("checked above");
         slot.in_flight.remove(pos);
+        slot.queued_ns -= self.tasks[&task_id].expected_ns;
         for offset in &claimed {
             slot.unsealed.remove(offset);
         }
@@ -359,6 +397,8 @@ impl NodeState {
             })
             .collect();
         let task = self.tasks.remove(&task_id).expect("checked above");
+        let average = self.run_times.entry(task.function).or_insert(elapsed_ns);
+        *average = (*average * 3 + elapsed_ns) / 4;
         if checked.len() != task.outputs.len() {
             // A task that failed before producing outputs reports one error for all.
             for (state, _) in &checked {
@@ -441,6 +481,7 @@ impl NodeState {
         for (position, &task_id) in slot.in_flight.iter().enumerate().rev() {
             let Some(task) = self.tasks.get_mut(&task_id) else { continue };
             task.worker = None;
+            task.expected_ns = 0;
             if position > 0 {
                 task.attempts -= 1;
             }
@@ -462,8 +503,10 @@ impl NodeState {
             return;
         }
         while let Some(&task_id) = self.ready.front() {
-            let cpus = self.tasks[&task_id].options.num_cpus.max(1) as usize;
-            let Some(worker) = self.pick_workers(cpus) else { break };
+            let task = &self.tasks[&task_id];
+            let cpus = task.options.num_cpus.max(1) as usize;
+            let expected_ns = self.run_times.get(task.function).copied().unwrap_or(PIPELINE_BUDGET_NS);
+            let Some(worker) = self.pick_workers(cpus, expected_ns) else { break };
             self.ready.pop_front();
             let mut args = Vec::new();
             let task = self.tasks.get_mut(&task_id).expect("ready task exists");
@@ -487,23 +530,30 @@ impl NodeState {
             }
             task.worker = Some(worker);
             task.attempts += 1;
+            task.expected_ns = expected_ns;
             let execute = Execute { task: task_id, function: task.function.to_string(), args };
             let slot = self.workers.get_mut(&worker).expect("picked worker exists");
             slot.in_flight.push_back(task_id);
+            slot.queued_ns += expected_ns;
             out.push((slot.conn.clone(), ToWorker::Execute(execute)));
         }
     }
 
-    /// Choose the worker for a task needing `cpus` CPUs: the least loaded one
-    /// below the pipeline depth; a multi-CPU task needs an idle worker plus
-    /// `cpus - 1` more idle ones, which it reserves while it runs.
-    fn pick_workers(&mut self, cpus: usize) -> Option<usize> {
+    /// Choose the worker for a task needing `cpus` CPUs and expected to run
+    /// `expected_ns`: the least loaded one with room in its pipeline (see the
+    /// module notes); a multi-CPU task needs an idle worker plus `cpus - 1`
+    /// more idle ones, which it reserves while it runs.
+    fn pick_workers(&mut self, cpus: usize, expected_ns: u64) -> Option<usize> {
         let free = |s: &WorkerSlot| s.reserved_by.is_none();
+        let room = |s: &WorkerSlot| {
+            s.in_flight.len() < self.pipeline_depth
+                || (s.in_flight.len() < MAX_PIPELINE && s.queued_ns + expected_ns <= PIPELINE_BUDGET_NS)
+        };
         if cpus == 1 {
             return self
                 .workers
                 .iter()
-                .filter(|(_, s)| free(s) && s.in_flight.len() < self.pipeline_depth)
+                .filter(|(_, s)| free(s) && room(s))
                 .min_by_key(|(id, s)| (s.in_flight.len(), **id))
                 .map(|(&id, _)| id);
         }
@@ -539,6 +589,7 @@ mod tests {
                 holds: HashMap::new(),
                 unsealed: HashSet::new(),
                 reserved_by: None,
+                queued_ns: 0,
             };
             state.workers.insert(id, slot);
         }
@@ -561,11 +612,11 @@ mod tests {
             Placed::Arena { offset, len: 100, refs: Vec::new() },
             Placed::Arena { offset, len: 100, refs: Vec::new() },
         ];
-        assert!(state.task_done(0, task, twice).is_err(), "one allocation claimed twice");
+        assert!(state.task_done(0, task, twice, 0).is_err(), "one allocation claimed twice");
         let foreign = vec![Placed::Arena { offset: offset + 4096, len: 1, refs: Vec::new() }];
-        assert!(state.task_done(0, task, foreign).is_err(), "an offset never allocated to it");
+        assert!(state.task_done(0, task, foreign, 0).is_err(), "an offset never allocated to it");
         let overrun = vec![Placed::Arena { offset, len: 1 << 19, refs: Vec::new() }];
-        assert!(state.task_done(0, task, overrun).is_err(), "longer than its allocation");
+        assert!(state.task_done(0, task, overrun, 0).is_err(), "longer than its allocation");
         assert_eq!(state.workers[&0].in_flight, [task]);
         assert!(matches!(state.objects[&out].state, ObjectState::Pending));
         // The worker dies: its allocation is reclaimed and the task requeued.
@@ -588,6 +639,38 @@ mod tests {
         assert_eq!(state.tasks[&second].attempts, 0);
     }
 
+    fn finish_all(state: &mut NodeState, elapsed_ns: u64) {
+        let done: Vec<u64> = state.workers[&0].in_flight.iter().copied().collect();
+        for task in done {
+            state.task_done(0, task, vec![Placed::Inline { bytes: Vec::new(), refs: Vec::new() }], elapsed_ns).unwrap();
+        }
+    }
+
+    #[test]
+    fn only_tasks_measured_short_are_queued_deeper_than_the_pipeline_depth() {
+        let (mut state, _peers) = node_with_workers(1);
+        let _outputs: Vec<_> = (0..1000).map(|_| submit(&mut state, TaskOptions::default())).collect();
+        state.dispatch(&mut Outbox::new());
+        assert_eq!(state.workers[&0].in_flight.len(), 2, "a function not yet measured counts as long");
+
+        // Measured at 1 ms: still no deeper than the pipeline depth.
+        finish_all(&mut state, 1_000_000);
+        state.dispatch(&mut Outbox::new());
+        assert_eq!(state.workers[&0].in_flight.len(), 2);
+        assert_eq!(state.workers[&0].queued_ns, 2 * state.run_times["tests::f"]);
+
+        // Measured at 1 µs (the average converges within a few reports):
+        // the worker takes a batch, up to the cap.
+        for _ in 0..12 {
+            finish_all(&mut state, 1_000);
+            state.dispatch(&mut Outbox::new());
+        }
+        assert!(state.run_times["tests::f"] < 2_000);
+        assert_eq!(state.workers[&0].in_flight.len(), MAX_PIPELINE);
+        finish_all(&mut state, 1_000);
+        assert_eq!(state.workers[&0].queued_ns, 0, "finished tasks leave the worker's queue estimate");
+    }
+
     #[test]
     fn a_multi_cpu_task_reserves_idle_workers_until_it_ends() {
         let (mut state, _peers) = node_with_workers(3);
@@ -604,7 +687,7 @@ mod tests {
         state.dispatch(&mut Outbox::new());
         assert!(state.workers[&reserved[0]].in_flight.is_empty(), "the reserved worker takes nothing");
         assert_eq!(state.ready.len(), 4 - 2 - 1, "two pipelined on the free worker, one behind the wide task");
-        state.task_done(runner, wide, vec![Placed::Inline { bytes: Vec::new(), refs: Vec::new() }]).unwrap();
+        state.task_done(runner, wide, vec![Placed::Inline { bytes: Vec::new(), refs: Vec::new() }], 0).unwrap();
         assert!(matches!(state.objects[&wide_out].state, ObjectState::Inline(_)));
         assert!(state.workers.values().all(|s| s.reserved_by.is_none()));
     }
@@ -616,7 +699,9 @@ mod tests {
         let (task, out) = submit(&mut state, TaskOptions::default());
         state.release(out); // the caller dropped its ref while the task ran
         state.dispatch(&mut Outbox::new());
-        state.task_done(0, task, vec![Placed::Inline { bytes: Vec::new(), refs: vec![inner, 987_654_321] }]).unwrap();
+        state
+            .task_done(0, task, vec![Placed::Inline { bytes: Vec::new(), refs: vec![inner, 987_654_321] }], 0)
+            .unwrap();
         assert!(!state.objects.contains_key(&out));
         assert_eq!(
             state.objects[&inner].refs, 1,

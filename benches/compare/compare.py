@@ -1,0 +1,665 @@
+#!/usr/bin/env python3
+"""shoal against Ray, side by side, in one run on this machine.
+
+Runs `shoal bench` (the worker-bin command) and Ray's equivalents of the same
+metrics, then prints one table: metric | shoal | Ray | ratio | limit.
+
+The script needs only the standard library to start. It creates its own
+virtual environment in `benches/compare/.venv` (ray==2.60.0 and numpy from
+PyPI) and re-executes itself with that environment's Python for the Ray part.
+See README.md in this folder.
+
+Ray's figures come from Ray's own `ray microbenchmark` code
+(`ray/_private/ray_perf.py`) where it has the metric, timed by Ray's own
+`timeit` helper (`ray/_private/ray_microbenchmark_helpers.py`); the metrics it
+lacks (zero-copy get, array tasks, dependent chain) are written here in the
+same shape and timed by the same helper. Init and shutdown run in fresh
+processes after everything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RAY_VERSION = "2.60.0"
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+VENV = HERE / ".venv"
+VENV_PYTHON = VENV / "bin" / "python"
+
+# Object store for the Ray side: 800 MB puts need room for two at once.
+STORE_BYTES = int(2.5e9)
+STORE_MIN_BYTES = int(1.8e9)
+
+# shoal bench's metric names (the output contract), in table order, with the
+# unit each is expected in.
+MACHINE = [
+    ("machine memcpy gigabytes", "GB/s"),
+    ("machine unix socket ping-pong", "round trips/s"),
+    ("machine worker start", "ms"),
+]
+COMPARED = [
+    ("single client tasks sync", "tasks/s"),
+    ("single client tasks async", "tasks/s"),
+    ("multi client tasks async", "tasks/s"),
+    ("single client tasks and get batch", "batches/s"),
+    ("single client put calls", "calls/s"),
+    ("single client get calls", "calls/s"),
+    ("single client put gigabytes", "GB/s"),
+    ("multi client put gigabytes", "GB/s"),
+    ("single client get object containing 10k refs", "calls/s"),
+    ("single client wait 1k refs", "calls/s"),
+    ("zero-copy get gigabytes", "GB/s"),
+    ("zero-copy get per call", "µs"),
+    ("array tasks", "ms"),
+    ("array tasks compute floor", "ms"),
+    ("array tasks ratio to floor", "x"),
+    ("dependent chain", "µs/link"),
+    ("init to first result", "ms"),
+    ("shutdown", "ms"),
+]
+# Ray-side figures beyond shoal's list, each shown in the table under the
+# shoal metric it compares with: ray_perf puts np.zeros (never-touched pages,
+# so the copy reads one shared zero page); shoal puts an array with data in it.
+RAY_EXTRA = {
+    "single client put gigabytes, filled array": ("GB/s", "single client put gigabytes"),
+}
+KNOWN = dict(MACHINE + COMPARED + [(k, u) for k, (u, _) in RAY_EXTRA.items()])
+
+# The machine ceiling printed beside each metric, from shoal bench's own run.
+LIMITS = {
+    "single client put gigabytes": "machine memcpy gigabytes",
+    "multi client put gigabytes": "machine memcpy gigabytes",
+    "single client tasks sync": "machine unix socket ping-pong",
+    "init to first result": "machine worker start",
+    "array tasks": "array tasks compute floor",
+}
+
+# ray_perf's names for the metrics it has -> shoal's names.
+RAY_PERF_NAMES = {
+    "single client get calls (Plasma Store)": "single client get calls",
+    "single client put calls (Plasma Store)": "single client put calls",
+    "single client put gigabytes": "single client put gigabytes",
+    "single client tasks and get batch": "single client tasks and get batch",
+    "multi client put gigabytes": "multi client put gigabytes",
+    "single client get object containing 10k refs": "single client get object containing 10k refs",
+    "single client wait 1k refs": "single client wait 1k refs",
+    "single client tasks sync": "single client tasks sync",
+    "single client tasks async": "single client tasks async",
+    "multi client tasks async": "multi client tasks async",
+}
+# ray_perf counts its 100 Mi int64 (838.9 MB) array as 0.8 GB; scale its
+# gigabyte figures to the bytes actually moved, as shoal counts them.
+RAY_PERF_GB_FIX = {
+    "single client put gigabytes": 100 * 1024 * 1024 * 8 / 0.8e9,
+    "multi client put gigabytes": 100 * 1024 * 1024 * 8 / 0.8e9,
+}
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def selected(name: str, pattern: str | None) -> bool:
+    return not pattern or pattern in name
+
+
+# --------------------------------------------------------------------------
+# Parsing `<metric>\t<value>\t<unit>\t± <spread>` lines (both sides).
+# --------------------------------------------------------------------------
+
+
+class Figure:
+    def __init__(self, name, value, unit, spread):
+        self.name, self.value, self.unit, self.spread = name, value, unit, spread
+
+    def spread_text(self):
+        if self.spread is None:
+            return ""
+        if isinstance(self.spread, str):
+            return f"± {self.spread}"
+        return f"± {self.spread:.6g}"
+
+
+def parse_bench(text: str, source: str) -> tuple[dict[str, Figure], dict[str, str]]:
+    """Metric lines -> {name: Figure}; `# key: value` lines -> metadata."""
+    figures: dict[str, Figure] = {}
+    meta: dict[str, str] = {}
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.rstrip("\r\n")
+        if not line.strip():
+            continue
+        if line.startswith("#"):
+            key, _, val = line[1:].partition(":")
+            if val:
+                meta[key.strip()] = val.strip()
+            continue
+        fields = line.split("\t")
+        if len(fields) < 3:
+            log(f"warning: {source} line {n} is not a metric line, ignored: {line!r}")
+            continue
+        name, value, unit = fields[0].strip(), fields[1].strip(), fields[2].strip()
+        try:
+            v = float(value)
+        except ValueError:
+            log(f"warning: {source} line {n}: value {value!r} is not a number, ignored")
+            continue
+        spread: float | str | None = None
+        if len(fields) > 3:
+            s = fields[3].strip()
+            for prefix in ("±", "+-", "+/-"):
+                if s.startswith(prefix):
+                    s = s[len(prefix):].strip()
+            try:
+                spread = float(s)
+            except ValueError:
+                spread = s or None  # e.g. "3.1%": shown as written
+        if name not in KNOWN:
+            log(f"warning: {source}: unknown metric {name!r} (shown in raw values only)")
+        elif unit != KNOWN[name]:
+            log(f"warning: {source}: {name!r} in {unit!r}, expected {KNOWN[name]!r}")
+        figures[name] = Figure(name, v, unit, spread)
+    return figures, meta
+
+
+def format_line(name, value, unit, spread) -> str:
+    return f"{name}\t{value:.6g}\t{unit}\t± {spread:.3g}"
+
+
+# --------------------------------------------------------------------------
+# The table.
+# --------------------------------------------------------------------------
+
+TIME_SCALE = {"ns": 1e-9, "µs": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+def is_rate(unit: str) -> bool:
+    return unit.endswith("/s")
+
+
+def to_common(a: Figure, b: Figure) -> tuple[float, float] | None:
+    """Both values in one unit, or None if the units cannot be matched."""
+    if a.unit == b.unit:
+        return a.value, b.value
+    ua, ub = a.unit.split("/")[0], b.unit.split("/")[0]
+    rest_a, rest_b = a.unit[len(ua):], b.unit[len(ub):]
+    if ua in TIME_SCALE and ub in TIME_SCALE and rest_a == rest_b:
+        return a.value * TIME_SCALE[ua], b.value * TIME_SCALE[ub]
+    size = {"GB/s": 1e9, "MB/s": 1e6, "KB/s": 1e3}
+    if a.unit in size and b.unit in size:
+        return a.value * size[a.unit], b.value * size[b.unit]
+    return None
+
+
+def ratio_text(shoal: Figure | None, ray: Figure | None) -> str:
+    if shoal is None or ray is None:
+        return "—"
+    both = to_common(shoal, ray)
+    if both is None:
+        return "units differ"
+    s, r = both
+    if is_rate(shoal.unit):
+        num, den = s, r  # rates: higher is better
+    else:
+        num, den = r, s  # times (and x-to-floor): lower is better
+    if den == 0:
+        return "∞" if num > 0 else "—"
+    return f"{num / den:.2f}x"
+
+
+def fmt(v: float) -> str:
+    if v == 0:
+        return "0"
+    a = abs(v)
+    if a >= 1000:
+        return f"{v:,.0f}"
+    if a >= 100:
+        return f"{v:.0f}"
+    if a >= 10:
+        return f"{v:.1f}"
+    if a >= 1:
+        return f"{v:.2f}"
+    return f"{v:.3g}"
+
+
+def cell(f: Figure | None) -> str:
+    return "—" if f is None else f"{fmt(f.value)} {f.unit}"
+
+
+def limit_cell(name: str, shoal: dict[str, Figure]) -> str:
+    src = LIMITS.get(name)
+    if not src:
+        return ""
+    f = shoal.get(src)
+    if f is None:
+        return "—"
+    what = {
+        "machine memcpy gigabytes": "memcpy, 1 core",
+        "machine unix socket ping-pong": "socket ping-pong",
+        "machine worker start": "worker start",
+        "array tasks compute floor": "compute floor",
+    }[src]
+    return f"{cell(f)} ({what})"
+
+
+def print_table(shoal, ray, shoal_meta, ray_meta, pattern):
+    rows = [("metric", "shoal", "Ray", "ratio", "limit")]
+    for name, _unit in COMPARED:
+        s, r = shoal.get(name), ray.get(name)
+        if (s is None and r is None) or not selected(name, pattern):
+            continue
+        rows.append((name, cell(s), cell(r), ratio_text(s, r), limit_cell(name, shoal)))
+        for extra, (_u, counterpart) in RAY_EXTRA.items():
+            if counterpart == name and extra in ray:
+                rows.append((f"  {extra} (Ray)", cell(s), cell(ray[extra]), ratio_text(s, ray[extra]), ""))
+    if len(rows) == 1:
+        print("no metrics to compare" + (f" (filter {pattern!r})" if pattern else ""))
+    else:
+        widths = [max(len(row[i]) for row in rows) for i in range(5)]
+        aligns = ["<", ">", ">", ">", "<"]
+
+        def line(row):
+            return " | ".join(f"{c:{a}{w}}" for c, a, w in zip(row, aligns, widths)).rstrip()
+
+        print(line(rows[0]))
+        print("-|-".join("-" * w for w in widths))
+        for row in rows[1:]:
+            print(line(row))
+        print()
+        print("ratio: how many times better shoal is (shoal/Ray for rates, Ray/shoal for times).")
+        print("limit: this machine's ceiling, measured by shoal bench in the same run.")
+
+    print()
+    print("raw values")
+    for side, figs, meta in (("shoal", shoal, shoal_meta), ("Ray", ray, ray_meta)):
+        print(f"  {side}:")
+        if not figs:
+            print("    (none)")
+        order = [n for n in KNOWN if n in figs] + [n for n in figs if n not in KNOWN]
+        w = max((len(n) for n in order), default=0)
+        for n in order:
+            f = figs[n]
+            print(f"    {n:<{w}}  {f.value:>14.6g} {f.unit:<14} {f.spread_text()}")
+        for k, v in meta.items():
+            print(f"    # {k}: {v}")
+
+
+# --------------------------------------------------------------------------
+# The shoal side.
+# --------------------------------------------------------------------------
+
+
+def run_shoal(pattern: str | None) -> str:
+    if not (REPO / "Cargo.toml").exists():
+        sys.exit(f"error: no Cargo.toml at {REPO} (expected the repo root two levels above this script)")
+    if shutil.which("cargo") is None:
+        sys.exit("error: cargo not found on PATH")
+    cmd = ["cargo", "run", "--release", "-p", "shoal-worker", "--", "bench"]
+    if pattern:
+        cmd += ["--filter", pattern]
+    log(f"== shoal: {' '.join(cmd)}  (in {REPO})")
+    t = time.perf_counter()
+    p = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    log(f"== shoal bench took {time.perf_counter() - t:.0f} s")
+    if p.returncode != 0:
+        sys.stderr.write(p.stdout)
+        sys.exit(f"error: shoal bench exited with {p.returncode} (use --ray-only to run Ray alone)")
+    return p.stdout
+
+
+# --------------------------------------------------------------------------
+# The Ray side: virtual environment, then a child process in it.
+# --------------------------------------------------------------------------
+
+
+def venv_ready() -> bool:
+    if not VENV_PYTHON.exists():
+        return False
+    check = f"import ray, numpy; assert ray.__version__ == {RAY_VERSION!r}, ray.__version__"
+    return subprocess.run([str(VENV_PYTHON), "-c", check], capture_output=True).returncode == 0
+
+
+def ensure_venv():
+    if venv_ready():
+        return
+    if not VENV_PYTHON.exists():
+        log(f"== creating virtual environment {VENV}")
+        r = subprocess.run([sys.executable, "-m", "venv", str(VENV)])
+        if r.returncode != 0:
+            sys.exit("error: `python3 -m venv` failed (on Debian/Ubuntu: apt-get install python3-venv)")
+    log(f"== installing ray=={RAY_VERSION} and numpy into {VENV} (needs PyPI; a few minutes)")
+    r = subprocess.run(
+        [str(VENV_PYTHON), "-m", "pip", "install", "--disable-pip-version-check", f"ray=={RAY_VERSION}", "numpy"]
+    )
+    if r.returncode != 0 or not venv_ready():
+        sys.exit("error: installing ray/numpy into the virtual environment failed")
+
+
+def store_plan(requested: int | None) -> tuple[int, str]:
+    """Object store size, and a note on where it lives."""
+    want = requested or STORE_BYTES
+    try:
+        st = os.statvfs("/dev/shm")
+        shm = st.f_bavail * st.f_frsize
+    except OSError:
+        shm = 0
+    if shm >= want:
+        return want, f"{want / 1e9:.2f} GB in /dev/shm ({shm / 1e9:.1f} GB free)"
+    if requested is None and shm * 0.95 >= STORE_MIN_BYTES:
+        size = int(shm * 0.95)
+        return size, f"{size / 1e9:.2f} GB in /dev/shm (only {shm / 1e9:.2f} GB free there)"
+    # Too small for the 800 MB puts: Ray then keeps the store in /tmp, slower.
+    os.environ["RAY_OBJECT_STORE_ALLOW_SLOW_STORAGE"] = "1"
+    return want, f"{want / 1e9:.2f} GB in /tmp (/dev/shm has only {shm / 1e9:.2f} GB free: Ray is slower there)"
+
+
+def run_ray(args) -> str:
+    ensure_venv()
+    store, note = store_plan(args.object_store_bytes)
+    cpus = args.num_cpus or os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(prefix="shoal-compare-") as tmp:
+        out = Path(tmp) / "ray.tsv"
+        cmd = [
+            str(VENV_PYTHON), str(Path(__file__).resolve()), "--ray-child", str(out),
+            "--num-cpus", str(cpus), "--object-store-bytes", str(store),
+            "--settle", str(args.settle), "--init-runs", str(args.init_runs),
+        ]
+        if args.filter:
+            cmd += ["--filter", args.filter]
+        log(f"== Ray {RAY_VERSION}: num_cpus={cpus}, object store {note}, settle {args.settle} s")
+        t = time.perf_counter()
+        # The child's progress (Ray's own "name per second" lines) goes to stderr.
+        r = subprocess.run(cmd, stdout=sys.stderr, env=os.environ.copy())
+        log(f"== Ray side took {time.perf_counter() - t:.0f} s")
+        text = out.read_text() if out.exists() else ""
+        if r.returncode != 0:
+            log(f"error: the Ray side exited with {r.returncode}; keeping what it measured")
+        return text + f"# object store: {note}\n"
+
+
+# --------------------------------------------------------------------------
+# In the virtual environment: Ray's benchmarks.
+# --------------------------------------------------------------------------
+
+
+def ray_child(args):
+    import types
+
+    import numpy as np
+
+    import ray
+    from ray._private import ray_microbenchmark_helpers as helpers
+
+    # ray_perf imports the Ray Client microbenchmark, which needs grpc (not in
+    # plain `ray`); it runs after everything here, so a stub stands in for it.
+    stub = types.ModuleType("ray._private.ray_client_microbenchmark")
+    stub.main = lambda results=None: results
+    sys.modules.setdefault("ray._private.ray_client_microbenchmark", stub)
+    from ray._private import ray_perf
+
+    pattern = args.filter
+    out_path = Path(args.ray_child)
+    out = out_path.open("w")
+    out.write(f"# ray: {ray.__version__} (optimized build: {bool(ray._raylet.OPTIMIZED)})\n")
+    out.write(f"# numpy: {np.__version__}\n")
+    out.write(f"# num_cpus: {args.num_cpus}; settle before each metric: {args.settle} s (Ray's default 10)\n")
+    out.flush()
+
+    def emit(name, value, unit, spread):
+        out.write(format_line(name, value, unit, spread) + "\n")
+        out.flush()
+
+    # The selection is by shoal's names; Ray's own TESTS_TO_RUN/TESTS_TO_SKIP
+    # would also apply inside its timeit, so clear them.
+    helpers.filter_pattern = ""
+    helpers.skip_pattern = ""
+    ray_timeit = helpers.timeit
+
+    def timeit(name, fn, multiplier=1):
+        (r,) = ray_timeit(name, fn, multiplier, warmup_time_sec=args.settle)
+        return r[1], r[2]  # mean, std of the per-second rate over 4 runs
+
+    init_kwargs = dict(num_cpus=args.num_cpus, object_store_memory=args.object_store_bytes)
+
+    # ---- ray_perf.main() for the metrics it has, stopped after the last one.
+    wanted = {rn for rn, sn in RAY_PERF_NAMES.items() if selected(sn, pattern)}
+
+    class Done(Exception):
+        pass
+
+    def perf_timeit(name, fn, multiplier=1, warmup_time_sec=10):
+        if name in wanted:
+            mean, sd = timeit(name, fn, multiplier)
+            shoal_name = RAY_PERF_NAMES[name]
+            fix = RAY_PERF_GB_FIX.get(shoal_name, 1.0)
+            emit(shoal_name, mean * fix, KNOWN[shoal_name], sd * fix)
+            wanted.discard(name)
+        if not wanted:
+            raise Done
+        return [None]
+
+    real_init = ray.init
+
+    def init_with_our_args(*a, **kw):
+        return real_init(*a, **{**init_kwargs, **kw})
+
+    ray_perf.timeit = perf_timeit
+    ray.init = init_with_our_args
+    if wanted:
+        try:
+            ray_perf.main()
+        except Done:
+            pass
+    ray.init = real_init
+
+    # ---- The rest, written in ray_perf's shape, on the same node.
+    want_filled_put = selected("single client put gigabytes", pattern)
+    want_zero = any(selected(n, pattern) for n in ("zero-copy get gigabytes", "zero-copy get per call"))
+    want_array = any(
+        selected(n, pattern) for n in ("array tasks", "array tasks compute floor", "array tasks ratio to floor")
+    )
+    want_chain = selected("dependent chain", pattern)
+    if (want_filled_put or want_zero or want_array or want_chain) and not ray.is_initialized():
+        real_init(**init_kwargs)
+
+    if want_filled_put:
+        filled = np.full(100_000_000, 1.5)  # 800 MB, every page written
+
+        def put_filled():
+            ray.put(filled)
+
+        rate, sd = timeit("single client put gigabytes (filled 800 MB array)", put_filled, 0.8)
+        emit("single client put gigabytes, filled array", rate, "GB/s", sd)
+        del filled
+
+    if want_zero:
+        big = np.zeros(100_000_000, dtype=np.float64)  # 800 MB
+        big_ref = ray.put(big)
+        del big
+        got = ray.get(big_ref)
+        assert not got.flags.writeable and not got.flags.owndata, "ray.get copied the array"
+        del got
+
+        def zero_copy_get():
+            ray.get(big_ref)
+
+        rate, sd = timeit("zero-copy get (800 MB numpy array)", zero_copy_get)
+        emit("zero-copy get gigabytes", rate * 0.8, "GB/s", sd * 0.8)
+        emit("zero-copy get per call", 1e6 / rate, "µs", 1e6 * sd / rate**2)
+        del big_ref
+
+    if want_array:
+        n_tasks = 20
+        arr = np.ones(12_500_000, dtype=np.float64)  # 100 MB
+
+        @ray.remote
+        def total(a):
+            return float(a.sum())
+
+        arr_ref = ray.put(arr)
+        assert ray.get([total.remote(arr_ref) for _ in range(n_tasks)]) == [12_500_000.0] * n_tasks
+
+        def array_tasks():
+            ray.get([total.remote(arr_ref) for _ in range(n_tasks)])
+
+        def compute_floor():
+            for _ in range(n_tasks):
+                arr.sum()
+
+        rate, sd = timeit("array tasks (20 tasks summing one 100 MB array)", array_tasks)
+        tasks_ms, tasks_sd = 1e3 / rate, 1e3 * sd / rate**2
+        rate, sd = timeit("array tasks compute floor (20 numpy sums in the driver)", compute_floor)
+        floor_ms, floor_sd = 1e3 / rate / args.num_cpus, 1e3 * sd / rate**2 / args.num_cpus
+        if selected("array tasks", pattern):
+            emit("array tasks", tasks_ms, "ms", tasks_sd)
+        if selected("array tasks compute floor", pattern):
+            emit("array tasks compute floor", floor_ms, "ms", floor_sd)
+        if selected("array tasks ratio to floor", pattern):
+            ratio = tasks_ms / floor_ms
+            emit("array tasks ratio to floor", ratio, "x", ratio * math.hypot(tasks_sd / tasks_ms, floor_sd / floor_ms))
+        del arr_ref, arr
+
+    if want_chain:
+        links = 1000
+
+        @ray.remote
+        def increment(n):
+            return n + 1
+
+        def chain():
+            r = increment.remote(0)
+            for _ in range(links - 1):
+                r = increment.remote(r)
+            assert ray.get(r) == links
+
+        rate, sd = timeit("dependent chain (1000 tasks, each taking the previous ref)", chain)
+        emit("dependent chain", 1e6 / rate / links, "µs/link", 1e6 * sd / rate**2 / links)
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+    # ---- Init and shutdown: each run in a fresh process, after all else.
+    if selected("init to first result", pattern) or selected("shutdown", pattern):
+        time.sleep(args.settle)
+        inits, downs = [], []
+        for i in range(args.init_runs):
+            p = subprocess.run(
+                [sys.executable, str(Path(__file__).resolve()), "--ray-init-child",
+                 "--num-cpus", str(args.num_cpus), "--object-store-bytes", str(args.object_store_bytes)],
+                stdout=subprocess.PIPE, text=True,
+            )
+            if p.returncode != 0:
+                print(f"init run {i + 1} failed (exit {p.returncode})", flush=True)
+                continue
+            res = json.loads(p.stdout.strip().splitlines()[-1])
+            inits.append(res["init_ms"])
+            downs.append(res["shutdown_ms"])
+            print(f"init to first result {res['init_ms']:.0f} ms, shutdown {res['shutdown_ms']:.0f} ms", flush=True)
+            time.sleep(1)
+        if inits:
+            if selected("init to first result", pattern):
+                emit("init to first result", float(np.mean(inits)), "ms", float(np.std(inits)))
+            if selected("shutdown", pattern):
+                emit("shutdown", float(np.mean(downs)), "ms", float(np.std(downs)))
+    out.close()
+
+
+def ray_init_child(args):
+    import ray
+
+    @ray.remote
+    def one():
+        return 1
+
+    t0 = time.perf_counter()
+    ray.init(num_cpus=args.num_cpus, object_store_memory=args.object_store_bytes)
+    assert ray.get(one.remote()) == 1
+    t1 = time.perf_counter()
+    ray.shutdown()
+    t2 = time.perf_counter()
+    print(json.dumps({"init_ms": (t1 - t0) * 1e3, "shutdown_ms": (t2 - t1) * 1e3}), flush=True)
+
+
+# --------------------------------------------------------------------------
+
+
+def main():
+    ap = argparse.ArgumentParser(
+        description="shoal bench against Ray's equivalents, in one run on this machine.",
+    )
+    ap.add_argument("--filter", metavar="PATTERN", help="only metrics whose shoal name contains PATTERN (both sides)")
+    ap.add_argument("--shoal-only", action="store_true", help="run shoal bench only")
+    ap.add_argument("--ray-only", action="store_true", help="run the Ray side only")
+    ap.add_argument("--shoal-output", metavar="FILE", help="reuse saved `shoal bench` stdout instead of running it")
+    ap.add_argument("--ray-output", metavar="FILE", help="reuse a saved Ray-side output (see --save) instead of running Ray")
+    ap.add_argument("--save", metavar="DIR", help="write the two raw outputs to DIR/shoal.tsv and DIR/ray.tsv")
+    ap.add_argument("--num-cpus", type=int, help="Ray's num_cpus (default: this machine's cores)")
+    ap.add_argument("--object-store-bytes", type=int, help=f"Ray's object store size (default {STORE_BYTES:.3g})")
+    ap.add_argument(
+        "--settle", type=float, default=5.0,
+        help="seconds Ray's timeit sleeps before each metric (Ray's default is 10; default here 5)",
+    )
+    ap.add_argument("--init-runs", type=int, default=5, help="fresh processes timed for init/shutdown (default 5)")
+    ap.add_argument("--ray-child", metavar="OUT", help=argparse.SUPPRESS)
+    ap.add_argument("--ray-init-child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    if args.ray_init_child:
+        return ray_init_child(args)
+    if args.ray_child:
+        return ray_child(args)
+    if args.shoal_only and args.ray_only:
+        ap.error("--shoal-only and --ray-only together leave nothing to run")
+
+    cores = os.cpu_count() or 1
+    load_before = os.getloadavg()[0]
+    log(f"== {platform.node()}: {cores} cores, {platform.platform()}, load average {load_before:.2f}")
+    ran_shoal = not args.ray_only and not args.shoal_output
+    ran_ray = not args.shoal_only and not args.ray_output
+    if load_before > 0.5 * cores and (ran_shoal or ran_ray):
+        log(f"warning: the machine is busy (1-minute load {load_before:.2f} on {cores} cores): figures will be disturbed")
+    shoal_text = ray_text = ""
+    if not args.ray_only:
+        if args.shoal_output:
+            shoal_text = Path(args.shoal_output).read_text()
+        else:
+            shoal_text = run_shoal(args.filter)
+    if not args.shoal_only:
+        if args.ray_output:
+            ray_text = Path(args.ray_output).read_text()
+        else:
+            ray_text = run_ray(args)
+    if args.save:
+        d = Path(args.save)
+        d.mkdir(parents=True, exist_ok=True)
+        if shoal_text:
+            (d / "shoal.tsv").write_text(shoal_text)
+        if ray_text:
+            (d / "ray.tsv").write_text(ray_text)
+
+    shoal, shoal_meta = parse_bench(shoal_text, "shoal bench")
+    ray_figs, ray_meta = parse_bench(ray_text, "Ray side")
+    if args.filter:
+        # A saved output may hold more than the filter asks for.
+        shoal = {k: v for k, v in shoal.items() if selected(k, args.filter) or k in LIMITS.values()}
+        ray_figs = {k: v for k, v in ray_figs.items() if selected(k, args.filter)}
+    print()
+    print_table(shoal, ray_figs, shoal_meta, ray_meta, args.filter)
+    if ran_shoal or ran_ray:
+        print()
+        print(f"1-minute load average on {cores} cores: {load_before:.2f} before, {os.getloadavg()[0]:.2f} after"
+              " (well above 0 means something else ran alongside)")
+
+
+if __name__ == "__main__":
+    main()
