@@ -5,6 +5,10 @@
 //! allocating, so a peer cannot make it reserve memory by lying.
 
 use std::io::{self, Read};
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use nix::errno::Errno;
+use nix::sys::socket::{MsgFlags, recv};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -127,6 +131,75 @@ impl<R: Read> FrameReader<io::BufReader<R>> {
     }
 }
 
+/// Frames from a socket read without blocking: bytes go in as they arrive
+/// (possibly ending mid-frame) and whole frames come out.
+///
+/// This is the reading side when more than one thread may read a connection
+/// (each under the connection's lock): one that sleeps until the socket is
+/// readable, and others that look in while they spin for a result.
+#[derive(Debug)]
+pub struct FrameBuffer {
+    buf: Vec<u8>,
+    /// Start of the first unread byte in `buf`.
+    start: usize,
+    max: usize,
+}
+
+impl Default for FrameBuffer {
+    fn default() -> Self {
+        FrameBuffer { buf: Vec::new(), start: 0, max: MAX_FRAME_BYTES }
+    }
+}
+
+impl FrameBuffer {
+    /// Bytes read at most per call of [`fill_from`](FrameBuffer::fill_from).
+    const CHUNK: usize = 64 * 1024;
+
+    /// Read what `fd` holds now, without blocking. `Ok(false)`: nothing was
+    /// waiting. End of stream is [`FrameError::Closed`].
+    pub fn fill_from(&mut self, fd: BorrowedFd<'_>) -> Result<bool, FrameError> {
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        } else if self.start > Self::CHUNK {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        let filled = self.buf.len();
+        self.buf.resize(filled + Self::CHUNK, 0);
+        let got = loop {
+            match recv(fd.as_raw_fd(), &mut self.buf[filled..], MsgFlags::MSG_DONTWAIT) {
+                Err(Errno::EINTR) => {}
+                other => break other,
+            }
+        };
+        self.buf.truncate(filled + got.unwrap_or(0));
+        match got {
+            Ok(0) => Err(FrameError::Closed),
+            Ok(_) => Ok(true),
+            Err(Errno::EAGAIN) => Ok(false),
+            Err(e) => Err(io::Error::from(e).into()),
+        }
+    }
+
+    /// Decode the next whole frame, if one has arrived. A length above the
+    /// cap is refused before anything else is read.
+    pub fn next<T: DeserializeOwned>(&mut self) -> Option<Result<T, FrameError>> {
+        let pending = &self.buf[self.start..];
+        let len = u32::from_le_bytes(*pending.first_chunk::<4>()?) as usize;
+        if len > self.max {
+            return Some(Err(FrameError::Oversized { len, max: self.max }));
+        }
+        let body = pending.get(4..4 + len)?;
+        self.start += 4 + len;
+        Some(match postcard::take_from_bytes(body) {
+            Ok((msg, [])) => Ok(msg),
+            Ok((_, rest)) => Err(FrameError::Malformed(format!("{} trailing bytes", rest.len()))),
+            Err(e) => Err(FrameError::Malformed(e.to_string())),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +227,33 @@ mod tests {
         assert_eq!(r.read::<Vec<u8>>().unwrap(), vec![9u8; 100]);
         assert!(!r.has_buffered_frame(), "a partial frame is not whole");
         assert_eq!(out.len() - whole, 5);
+    }
+
+    #[test]
+    fn frame_buffer_yields_whole_frames_as_bytes_arrive() {
+        use std::io::Write;
+        use std::os::fd::AsFd;
+        let (mut tx, rx) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut frames = FrameBuffer::default();
+        assert!(!frames.fill_from(rx.as_fd()).unwrap(), "nothing waiting: no block, no bytes");
+        let mut out = Vec::new();
+        encode_frame(&7u64, &mut out).unwrap();
+        encode_frame(&String::from("shoal"), &mut out).unwrap();
+        let cut = out.len() - 2;
+        tx.write_all(&out[..cut]).unwrap();
+        assert!(frames.fill_from(rx.as_fd()).unwrap());
+        assert_eq!(frames.next::<u64>().unwrap().unwrap(), 7);
+        assert!(frames.next::<String>().is_none(), "the second frame is cut short");
+        tx.write_all(&out[cut..]).unwrap();
+        assert!(frames.fill_from(rx.as_fd()).unwrap());
+        assert_eq!(frames.next::<String>().unwrap().unwrap(), "shoal");
+        assert!(frames.next::<u64>().is_none());
+        tx.write_all(&u32::MAX.to_le_bytes()).unwrap();
+        frames.fill_from(rx.as_fd()).unwrap();
+        assert!(matches!(frames.next::<u64>(), Some(Err(FrameError::Oversized { .. }))));
+        drop(tx);
+        let mut frames = FrameBuffer::default();
+        assert!(matches!(frames.fill_from(rx.as_fd()), Err(FrameError::Closed)));
     }
 
     #[test]

@@ -14,5 +14,5 @@ pub mod frame;
 pub mod handshake;
 pub mod peer;
 
-pub use frame::{FrameError, FrameReader, MAX_FRAME_BYTES, encode_frame};
+pub use frame::{FrameBuffer, FrameError, FrameReader, MAX_FRAME_BYTES, encode_frame};
 pub use handshake::{HandshakeReply, Hello, PROTOCOL_VERSION, Welcome};

@@ -40,6 +40,8 @@ const TASK_INLINE_BUDGET: usize = 8 << 20;
 
 /// How long a waiter spins for a result before it sleeps.
 const SPIN: Duration = Duration::from_micros(50);
+/// Longest a reader thread stands aside for a waiter reading its socket.
+const HELPED_PARK: Duration = Duration::from_micros(200);
 
 /// How long `init` waits for every worker to finish its handshake.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -60,6 +62,11 @@ pub(crate) struct Node {
     changes: std::sync::atomic::AtomicU64,
     /// Spinning only pays when another core can run the worker meanwhile.
     spin_enabled: bool,
+    /// Set while a waiting thread reads the workers' sockets (see `spin_until`).
+    helping: AtomicBool,
+    /// Where reader threads park while `helping` is set.
+    help_parked: Mutex<()>,
+    help_ended: Condvar,
     socket_dir: PathBuf,
     socket_path: PathBuf,
     accepted: AtomicUsize,
@@ -127,6 +134,9 @@ impl Node {
             stopped: AtomicBool::new(false),
             changes: std::sync::atomic::AtomicU64::new(0),
             spin_enabled: std::thread::available_parallelism().is_ok_and(|n| n.get() > 1),
+            helping: AtomicBool::new(false),
+            help_parked: Mutex::new(()),
+            help_ended: Condvar::new(),
             socket_dir,
             socket_path,
             accepted: AtomicUsize::new(0),
@@ -231,13 +241,66 @@ impl Node {
         self.changed.notify_all();
     }
 
-    /// Spin briefly, without the lock, until `notify` runs or `SPIN` passes:
-    /// a result that is a few microseconds away is then picked up without
-    /// the cost of sleeping and being woken.
-    fn spin_for_change(&self, seen: u64) {
-        let start = Instant::now();
-        while self.changes.load(Ordering::Acquire) == seen && start.elapsed() < SPIN {
-            std::hint::spin_loop();
+    /// For a connection's reader thread woken by input: while a waiting
+    /// thread is reading the sockets (`spin_until`), stand aside for up to
+    /// [`HELPED_PARK`] instead of competing with it for the input and for a
+    /// CPU. Returns whether it parked. A waiter that stops without its result
+    /// wakes parked readers at once, so input is never left unread.
+    pub(crate) fn park_while_helped(&self) -> bool {
+        if !self.helping.load(Ordering::Acquire) {
+            return false;
+        }
+        let guard = self.help_parked.lock().unwrap_or_else(|e| e.into_inner());
+        if self.helping.load(Ordering::Acquire) {
+            drop(self.help_ended.wait_timeout(guard, HELPED_PARK).unwrap_or_else(|e| e.into_inner()));
+        }
+        true
+    }
+
+    /// Spin, without the lock, until `done` holds or nothing has happened
+    /// for [`SPIN`]: a result a few microseconds away is then picked up
+    /// without the cost of sleeping and being woken.
+    ///
+    /// One waiting thread at a time also reads the workers' sockets itself
+    /// while it spins (see [`WorkerConn::help_read`]): a result then reaches
+    /// it with no other thread woken on the way, and the tasks that depend on
+    /// it are dispatched from here. The connections' reader threads do the
+    /// same whenever no one is spinning. `seen` is the change count read
+    /// under the lock, when `done` was last false.
+    fn spin_until(&self, mut seen: u64, conns: &[Arc<WorkerConn>], mut done: impl FnMut(&NodeState) -> bool) {
+        let reading = !self.helping.swap(true, Ordering::Acquire);
+        let mut quiet_since = Instant::now();
+        let mut finished = false;
+        loop {
+            let mut arrived = false;
+            if reading {
+                for conn in conns {
+                    arrived |= conn.help_read(self);
+                }
+            }
+            let changes = self.changes.load(Ordering::Acquire);
+            if changes != seen {
+                seen = changes;
+                arrived = true;
+                if done(&self.lock()) {
+                    finished = true;
+                    break;
+                }
+            }
+            if arrived {
+                quiet_since = Instant::now();
+            } else if quiet_since.elapsed() >= SPIN || self.is_stopped() {
+                break;
+            }
+            std::thread::yield_now();
+        }
+        if reading {
+            self.helping.store(false, Ordering::Release);
+            if !finished {
+                // Going to sleep: the readers take over now.
+                let _guard = self.help_parked.lock().unwrap_or_else(|e| e.into_inner());
+                self.help_ended.notify_all();
+            }
         }
     }
 
@@ -422,8 +485,11 @@ impl Node {
             if !spun && self.spin_enabled {
                 spun = true;
                 let seen = self.changes.load(Ordering::Acquire);
+                let conns = state.connections();
                 drop(state);
-                self.spin_for_change(seen);
+                self.spin_until(seen, &conns, |state| {
+                    state.objects.get(&id).is_none_or(|e| !matches!(e.state, ObjectState::Pending))
+                });
                 state = self.lock();
                 continue;
             }
@@ -443,15 +509,34 @@ impl Node {
     /// Wait until at least `num` of `ids` are sealed or failed, or the deadline
     /// passes; returns which are.
     pub(crate) fn wait_any(&self, ids: &[u64], num: usize, deadline: Option<Instant>) -> Vec<bool> {
+        // Only the first `num` finished ids matter: the scan stops there.
+        fn scan(state: &NodeState, ids: &[u64], num: usize) -> (Vec<bool>, usize) {
+            let mut done = vec![false; ids.len()];
+            let mut count = 0;
+            for (slot, id) in done.iter_mut().zip(ids) {
+                if count == num {
+                    break;
+                }
+                *slot = state.objects.get(id).is_none_or(|e| !matches!(e.state, ObjectState::Pending));
+                count += *slot as usize;
+            }
+            (done, count)
+        }
         let mut state = self.lock();
+        let mut spun = false;
         loop {
-            let done: Vec<bool> = ids
-                .iter()
-                .map(|id| state.objects.get(id).is_none_or(|e| !matches!(e.state, ObjectState::Pending)))
-                .collect();
-            let count = done.iter().filter(|&&d| d).count();
+            let (done, count) = scan(&state, ids, num);
             if count >= num || self.is_stopped() {
                 return done;
+            }
+            if !spun && self.spin_enabled {
+                spun = true;
+                let seen = self.changes.load(Ordering::Acquire);
+                let conns = state.connections();
+                drop(state);
+                self.spin_until(seen, &conns, |state| scan(state, ids, num).1 >= num);
+                state = self.lock();
+                continue;
             }
             state = match deadline {
                 None => self.changed.wait(state).unwrap_or_else(|e| e.into_inner()),

@@ -13,8 +13,8 @@
 //!   logged reason; the node keeps serving everyone else.
 
 use std::collections::HashMap;
-use std::io::{BufReader, Write};
-use std::os::fd::AsRawFd;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -25,8 +25,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{MsgFlags, send};
-use shoal_ipc::{FrameError, FrameReader, HandshakeReply, Hello, Welcome, encode_frame, handshake::HELLO_MAGIC};
+use shoal_ipc::{
+    FrameBuffer, FrameError, FrameReader, HandshakeReply, Hello, Welcome, encode_frame, handshake::HELLO_MAGIC,
+};
 
 use crate::error::Error;
 use crate::node::Node;
@@ -54,6 +57,20 @@ pub(crate) struct WorkerConn {
     stream: UnixStream,
     out: Mutex<Outgoing>,
     more: Condvar,
+    /// The receiving side, read by whoever holds this lock: the
+    /// connection's reader thread, or a driver thread waiting for a result
+    /// (see [`WorkerConn::help_read`]).
+    incoming: Mutex<Incoming>,
+}
+
+/// Bytes from the worker not yet handled, and what reading them left to do.
+#[derive(Default)]
+struct Incoming {
+    frames: FrameBuffer,
+    /// Tasks finished since the last dispatch.
+    finished: bool,
+    /// Why the connection must end, found by a thread other than its reader.
+    failed: Option<FrameError>,
 }
 
 #[derive(Default)]
@@ -66,7 +83,14 @@ struct Outgoing {
 impl WorkerConn {
     /// A connection and its sender thread.
     pub(crate) fn start(id: usize, pid: u32, stream: UnixStream) -> std::io::Result<Arc<WorkerConn>> {
-        let conn = Arc::new(WorkerConn { id, pid, stream, out: Mutex::default(), more: Condvar::new() });
+        let conn = Arc::new(WorkerConn {
+            id,
+            pid,
+            stream,
+            out: Mutex::default(),
+            more: Condvar::new(),
+            incoming: Mutex::default(),
+        });
         let draining = conn.clone();
         std::thread::Builder::new().name("shoal-send".into()).spawn(move || draining.drain())?;
         Ok(conn)
@@ -395,7 +419,8 @@ fn serve_connection(node: Arc<Node>, stream: UnixStream) {
         reserved_by: None,
         queued_ns: 0,
     });
-    let reason = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_worker(&node, &conn, stream)))
+    drop(stream); // `conn` holds the same socket
+    let reason = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_worker(&node, &conn)))
         .unwrap_or_else(|_| FrameError::Malformed("the connection's reader panicked".into()));
     if !node.is_stopped() {
         match &reason {
@@ -407,63 +432,118 @@ fn serve_connection(node: Arc<Node>, stream: UnixStream) {
     node.worker_lost(&conn);
 }
 
-/// Serve one worker's messages until its connection ends; returns why it ended.
-fn read_worker(node: &Node, conn: &Arc<WorkerConn>, stream: UnixStream) -> FrameError {
-    let mut reader = FrameReader::new(BufReader::with_capacity(64 * 1024, stream));
-    // Finished tasks are recorded as they are read; dispatching their
-    // successors, waking waiters and writing to workers wait until no whole
-    // frame is buffered, so a worker's batch of results costs one lock for
-    // the dispatch, one wake-up and one write per worker.
-    let mut finished = false;
+/// Serve one worker's messages until its connection ends; returns why it
+/// ended. The thread sleeps until the socket is readable, then reads under
+/// the connection's lock; a waiting driver thread may have read it first.
+fn read_worker(node: &Node, conn: &WorkerConn) -> FrameError {
     loop {
-        if finished && !reader.has_buffered_frame() {
-            finished = false;
-            let ready = {
-                let mut state = node.lock();
-                let mut outbox = Outbox::new();
-                state.dispatch(&mut outbox);
-                queue(outbox)
-            };
-            node.notify();
-            push(ready);
+        let mut fds = [PollFd::new(conn.stream.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return FrameError::Io(e.into()),
         }
-        let msg = match reader.read::<ToNode>() {
-            Ok(msg) => msg,
-            Err(e) => return e,
-        };
-        match msg {
-            ToNode::Refs(ops) => {
-                let mut state = node.lock();
-                for op in ops {
-                    match op {
-                        RefOp::Acquire(id) => state.worker_ref(conn.id, true, id),
-                        RefOp::Release(id) => state.worker_ref(conn.id, false, id),
-                    }
-                }
-            }
-            ToNode::Abandon(offsets) => {
-                let mut state = node.lock();
-                for offset in offsets {
-                    state.abandon(conn.id, offset);
-                }
-            }
-            ToNode::Allocate { size } => {
-                let mut result = node.lock().allocate_for(conn.id, size);
-                if let Ok(offset) = result {
-                    if let Err(e) = node.arena().wait_reserved(offset + size) {
-                        node.lock().abandon(conn.id, offset);
-                        result = Err(e.into());
-                    }
-                }
-                conn.send(&ToWorker::Allocated(result));
-            }
-            ToNode::TaskDone { task, outputs, elapsed_ns } => {
-                if let Err(e) = node.lock().task_done(conn.id, task, outputs, elapsed_ns) {
-                    node.notify();
-                    return FrameError::Malformed(format!("protocol violation: {e}"));
-                }
-                finished = true;
+        if node.park_while_helped() {
+            continue;
+        }
+        let mut incoming = conn.incoming();
+        if let Some(e) = incoming.failed.take() {
+            return e;
+        }
+        if let Err(e) = read_available(node, conn, &mut incoming) {
+            return e;
+        }
+    }
+}
+
+impl WorkerConn {
+    fn incoming(&self) -> std::sync::MutexGuard<'_, Incoming> {
+        self.incoming.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// For a driver thread spinning on a result: handle what this worker
+    /// has sent, unless another thread is reading it now. Returns whether
+    /// anything arrived. A broken connection is left to its reader thread,
+    /// woken by shutting the socket's reading side.
+    pub(crate) fn help_read(&self, node: &Node) -> bool {
+        let Ok(mut incoming) = self.incoming.try_lock() else { return false };
+        if incoming.failed.is_some() {
+            return false;
+        }
+        match read_available(node, self, &mut incoming) {
+            Ok(got) => got,
+            Err(e) => {
+                incoming.failed = Some(e);
+                let _ = self.stream.shutdown(std::net::Shutdown::Read);
+                true
             }
         }
     }
+}
+
+/// Handle every message the worker has sent so far, without blocking; then,
+/// if tasks finished, dispatch their successors and wake waiters, once for
+/// the whole batch. Returns whether any bytes arrived.
+fn read_available(node: &Node, conn: &WorkerConn, incoming: &mut Incoming) -> Result<bool, FrameError> {
+    let mut got = false;
+    let result = loop {
+        while let Some(msg) = incoming.frames.next::<ToNode>() {
+            if let Err(e) = msg.and_then(|msg| handle(node, conn, msg, &mut incoming.finished)) {
+                return Err(e);
+            }
+        }
+        match incoming.frames.fill_from(conn.stream.as_fd()) {
+            Ok(true) => got = true,
+            Ok(false) => break Ok(got),
+            Err(e) => break Err(e),
+        }
+    };
+    if std::mem::take(&mut incoming.finished) {
+        let ready = {
+            let mut state = node.lock();
+            let mut outbox = Outbox::new();
+            state.dispatch(&mut outbox);
+            queue(outbox)
+        };
+        node.notify();
+        push(ready);
+    }
+    result
+}
+
+/// Handle one message from a worker.
+fn handle(node: &Node, conn: &WorkerConn, msg: ToNode, finished: &mut bool) -> Result<(), FrameError> {
+    match msg {
+        ToNode::Refs(ops) => {
+            let mut state = node.lock();
+            for op in ops {
+                match op {
+                    RefOp::Acquire(id) => state.worker_ref(conn.id, true, id),
+                    RefOp::Release(id) => state.worker_ref(conn.id, false, id),
+                }
+            }
+        }
+        ToNode::Abandon(offsets) => {
+            let mut state = node.lock();
+            for offset in offsets {
+                state.abandon(conn.id, offset);
+            }
+        }
+        ToNode::Allocate { size } => {
+            let mut result = node.lock().allocate_for(conn.id, size);
+            if let Ok(offset) = result {
+                if let Err(e) = node.arena().wait_reserved(offset + size) {
+                    node.lock().abandon(conn.id, offset);
+                    result = Err(e.into());
+                }
+            }
+            conn.send(&ToWorker::Allocated(result));
+        }
+        ToNode::TaskDone { task, outputs, elapsed_ns } => {
+            if let Err(e) = node.lock().task_done(conn.id, task, outputs, elapsed_ns) {
+                return Err(FrameError::Malformed(format!("protocol violation: {e}")));
+            }
+            *finished = true;
+        }
+    }
+    Ok(())
 }

@@ -135,6 +135,11 @@ impl NodeState {
         }
     }
 
+    /// The connections of the live workers.
+    pub fn connections(&self) -> Vec<Arc<WorkerConn>> {
+        self.workers.values().map(|w| w.conn.clone()).collect()
+    }
+
     /// A new object id with one reference (the caller's handle). Ids are
     /// unique in the process, across nodes, so a ref that outlives its node
     /// can never name an object of a later one.
