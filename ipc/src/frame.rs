@@ -184,7 +184,7 @@ impl FrameBuffer {
 
     /// Decode the next whole frame, if one has arrived. A length above the
     /// cap is refused before anything else is read.
-    pub fn next<T: DeserializeOwned>(&mut self) -> Option<Result<T, FrameError>> {
+    pub fn next_frame<T: DeserializeOwned>(&mut self) -> Option<Result<T, FrameError>> {
         let pending = &self.buf[self.start..];
         let len = u32::from_le_bytes(*pending.first_chunk::<4>()?) as usize;
         if len > self.max {
@@ -242,15 +242,15 @@ mod tests {
         let cut = out.len() - 2;
         tx.write_all(&out[..cut]).unwrap();
         assert!(frames.fill_from(rx.as_fd()).unwrap());
-        assert_eq!(frames.next::<u64>().unwrap().unwrap(), 7);
-        assert!(frames.next::<String>().is_none(), "the second frame is cut short");
+        assert_eq!(frames.next_frame::<u64>().unwrap().unwrap(), 7);
+        assert!(frames.next_frame::<String>().is_none(), "the second frame is cut short");
         tx.write_all(&out[cut..]).unwrap();
         assert!(frames.fill_from(rx.as_fd()).unwrap());
-        assert_eq!(frames.next::<String>().unwrap().unwrap(), "shoal");
-        assert!(frames.next::<u64>().is_none());
+        assert_eq!(frames.next_frame::<String>().unwrap().unwrap(), "shoal");
+        assert!(frames.next_frame::<u64>().is_none());
         tx.write_all(&u32::MAX.to_le_bytes()).unwrap();
         frames.fill_from(rx.as_fd()).unwrap();
-        assert!(matches!(frames.next::<u64>(), Some(Err(FrameError::Oversized { .. }))));
+        assert!(matches!(frames.next_frame::<u64>(), Some(Err(FrameError::Oversized { .. }))));
         drop(tx);
         let mut frames = FrameBuffer::default();
         assert!(matches!(frames.fill_from(rx.as_fd()), Err(FrameError::Closed)));

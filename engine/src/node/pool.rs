@@ -486,10 +486,10 @@ impl WorkerConn {
 fn read_available(node: &Node, conn: &WorkerConn, incoming: &mut Incoming) -> Result<bool, FrameError> {
     let mut got = false;
     let result = loop {
-        while let Some(msg) = incoming.frames.next::<ToNode>() {
-            if let Err(e) = msg.and_then(|msg| handle(node, conn, msg, &mut incoming.finished)) {
-                return Err(e);
-            }
+        while let Some(msg) = incoming.frames.next_frame::<ToNode>() {
+            // An error ends the connection; `worker_lost` dispatches for
+            // whatever finished before it.
+            msg.and_then(|msg| handle(node, conn, msg, &mut incoming.finished))?;
         }
         match incoming.frames.fill_from(conn.stream.as_fd()) {
             Ok(true) => got = true,
