@@ -282,12 +282,12 @@ pub fn wait<T>(
         return Err(Error::InvalidArgument(format!("wait for {num_returns} of {} refs", refs.len())));
     }
     let node = driver()?;
-    let ids: Vec<u64> = refs.iter().map(|r| r.id()).collect();
-    let done = node.wait_any(&ids, num_returns, timeout.map(|t| Instant::now() + t));
-    let mut ready = Vec::new();
-    let mut pending = Vec::new();
-    for (r, done) in refs.iter().zip(done) {
-        if done && ready.len() < num_returns {
+    let done = node.wait_any(refs.len(), |i| refs[i].id(), num_returns, timeout.map(|t| Instant::now() + t));
+    let mut ready = Vec::with_capacity(done.len());
+    let mut pending = Vec::with_capacity(refs.len() - done.len());
+    let mut next_done = done.iter().peekable();
+    for (i, r) in refs.iter().enumerate() {
+        if next_done.next_if_eq(&&i).is_some() {
             ready.push(r.clone());
         } else {
             pending.push(r.clone());

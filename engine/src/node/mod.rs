@@ -506,27 +506,29 @@ impl Node {
         }
     }
 
-    /// Wait until at least `num` of `ids` are sealed or failed, or the deadline
-    /// passes; returns which are.
-    pub(crate) fn wait_any(&self, ids: &[u64], num: usize, deadline: Option<Instant>) -> Vec<bool> {
-        // Only the first `num` finished ids matter: the scan stops there.
-        fn scan(state: &NodeState, ids: &[u64], num: usize) -> (Vec<bool>, usize) {
-            let mut done = vec![false; ids.len()];
-            let mut count = 0;
-            for (slot, id) in done.iter_mut().zip(ids) {
-                if count == num {
-                    break;
-                }
-                *slot = state.objects.get(id).is_none_or(|e| !matches!(e.state, ObjectState::Pending));
-                count += *slot as usize;
-            }
-            (done, count)
-        }
+    /// Wait until at least `num` of `len` objects are sealed or failed, or the
+    /// deadline passes. Returns the positions of the first `num` that are, in
+    /// order (fewer if the deadline passed); `id(i)` is the id at position `i`.
+    pub(crate) fn wait_any(
+        &self,
+        len: usize,
+        id: impl Fn(usize) -> u64,
+        num: usize,
+        deadline: Option<Instant>,
+    ) -> Vec<usize> {
+        // Only the first `num` finished ids matter: the scan stops there, so
+        // Ray's `wait(pending, 1)` loop over finished refs costs O(1) here.
+        let scan = |state: &NodeState| -> Vec<usize> {
+            (0..len)
+                .filter(|&i| state.objects.get(&id(i)).is_none_or(|e| !matches!(e.state, ObjectState::Pending)))
+                .take(num)
+                .collect()
+        };
         let mut state = self.lock();
         let mut spun = false;
         loop {
-            let (done, count) = scan(&state, ids, num);
-            if count >= num || self.is_stopped() {
+            let done = scan(&state);
+            if done.len() >= num || self.is_stopped() {
                 return done;
             }
             if !spun && self.spin_enabled {
@@ -534,7 +536,7 @@ impl Node {
                 let seen = self.changes.load(Ordering::Acquire);
                 let conns = state.connections();
                 drop(state);
-                self.spin_until(seen, &conns, |state| scan(state, ids, num).1 >= num);
+                self.spin_until(seen, &conns, |state| scan(state).len() >= num);
                 state = self.lock();
                 continue;
             }
