@@ -104,7 +104,14 @@ impl<A: Element, D: Dimension> SharedArray<A, D> {
                 .keepalive
                 .clone()
                 .ok_or("a SharedArray needs an object in the store (use the owned Array type to copy instead)")?;
-            let elements: usize = buffer.shape.iter().product();
+            // `parse` already bounds the product of the non-zero axes by
+            // `isize::MAX`; checked anyway, so a descriptor-derived shape can
+            // never overflow here (nor in `dim.size()` later).
+            let elements = buffer
+                .shape
+                .iter()
+                .try_fold(1usize, |n, &d| n.checked_mul(d))
+                .ok_or_else(|| format!("array shape {:?} overflows the element count", buffer.shape))?;
             if !(buffer.dtype == A::DTYPE || (buffer.dtype == DType::Empty && elements == 0)) {
                 return Err(format!("array holds {:?}, not {:?}", buffer.dtype, A::DTYPE));
             }

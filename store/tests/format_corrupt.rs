@@ -70,7 +70,11 @@ fn decode_all_ways(bytes: &[u8]) -> [Result<(), DecodeError>; 4] {
             std::hint::black_box(v.values.view().sum());
         }
         std::hint::black_box(v.mask.view().iter().filter(|&&b| b).count());
-        std::hint::black_box(v.counts.view().sum());
+        // Elements are data, not structure: any i32 is valid, so a corrupt
+        // element may be i32::MIN or i32::MAX. Sum them wrapping (ndarray's
+        // `sum()` would overflow-panic in a debug build: the harness must not
+        // be what panics).
+        std::hint::black_box(v.counts.view().iter().fold(0i32, |acc, &x| acc.wrapping_add(x)));
         std::hint::black_box((v.label.len(), v.n));
     });
     [owned, other, fp, view]
@@ -103,6 +107,48 @@ fn the_sample_is_valid() {
     assert_eq!(descs.len(), 3);
     assert_eq!(descs[0].len, 128);
     assert_eq!(descs[1].dtype, shoal_store::DType::Bool as u8);
+}
+
+/// The corrupt case `random_byte_overwrites_never_panic` once hit: a single
+/// byte edit inside the `counts` buffer (i32 `[-1, 0, 1]` at object offset
+/// 384). The object stays structurally valid — element bytes are data — and
+/// decodes to other values; what panicked ("attempt to add with overflow") was
+/// `decode_all_ways` summing the view with ndarray's overflow-checked `sum()`,
+/// not the decoder.
+#[test]
+fn element_values_that_overflow_a_sum_decode_and_do_not_panic() {
+    let counts = descriptors(&sample_bytes())[2].offset as usize;
+    assert_eq!(counts, 384, "the sample's layout changed; the edits below assume it");
+    // byte 387 = 0x7f: counts[0] = 0x7fff_ffff, and i32::MAX + 0 + 1 overflows.
+    // byte 391 = 0x80: counts[1] = i32::MIN, and -1 + i32::MIN overflows.
+    for (at, v, expected) in [(counts + 3, 0x7f, [i32::MAX, 0, 1]), (counts + 7, 0x80, [-1, i32::MIN, 1])] {
+        let bytes = with(|b, _| b[at] = v);
+        let [owned, other, fp, view] = decode_all_ways(&bytes);
+        assert_eq!((owned, fp, view), (Ok(()), Ok(()), Ok(())), "byte {at} = {v:#04x}");
+        assert!(matches!(other, Err(DecodeError::Invalid { .. })), "byte {at} = {v:#04x}: {other:?}");
+        let decoded = decode::<Sample>(&bytes, FP).unwrap();
+        assert_eq!(decoded.counts, arr1(&expected), "byte {at} = {v:#04x}");
+        let aligned = AlignedBytes::new(&bytes);
+        // SAFETY: `aligned` is not written and outlives the view.
+        let view = unsafe { decode_in_place::<SampleView>(aligned.as_slice(), FP, keepalive()) }.unwrap();
+        assert_eq!(view.counts.as_slice(), &expected);
+    }
+}
+
+/// Every single-byte overwrite of the sample, every value: no reader panics.
+/// (Exhaustive over one edit, so the one-edit cases of
+/// `random_byte_overwrites_never_panic` cannot hide behind luck.)
+#[test]
+fn every_single_byte_overwrite_never_panics() {
+    let base = sample_bytes();
+    let mut bytes = base.clone();
+    for i in 0..base.len() {
+        for v in 0..=u8::MAX {
+            bytes[i] = v;
+            let _ = decode_all_ways(&bytes);
+        }
+        bytes[i] = base[i];
+    }
 }
 
 #[test]
