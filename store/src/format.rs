@@ -138,12 +138,13 @@ impl Layout {
 
     /// [`write_to`](Self::write_to), with a fast path: when `value` is an
     /// owned ndarray `Array` in standard layout, its elements are copied with
-    /// one `memcpy` instead of one serde call each.
+    /// `memcpy` (split across a few threads when large) instead of one serde
+    /// call each.
     pub fn write_value_to<T: Serialize + Any>(&self, value: &T, dst: &mut [u8]) -> Result<(), EncodeError> {
         if let (Some((bytes, dtype)), [(offset, len, slot_dtype)]) = (contiguous_array_bytes(value), &self.slots[..]) {
             if bytes.len() == *len && (dtype == *slot_dtype || *len == 0) {
                 self.write_head(dst);
-                dst[*offset..offset + len].copy_from_slice(bytes);
+                crate::copy::copy_bytes(&mut dst[*offset..offset + len], bytes);
                 return Ok(());
             }
         }

@@ -19,6 +19,7 @@
 
 pub mod alloc;
 pub mod arena;
+mod copy;
 mod de;
 mod element;
 mod error;
