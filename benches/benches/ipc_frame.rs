@@ -16,8 +16,17 @@ use shoal_ipc::{FrameReader, encode_frame};
 /// One argument of a task (the shape of the engine's `ArgData`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 enum ArgData {
-    Inline { bytes: Vec<u8>, fingerprint: u64 },
-    Arena { id: u64, offset: u64, len: u64, fingerprint: u64 },
+    Inline {
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+        fingerprint: u64,
+    },
+    Arena {
+        id: u64,
+        offset: u64,
+        len: u64,
+        fingerprint: u64,
+    },
 }
 
 /// A task to run (the shape of the engine's `Execute`).

@@ -23,7 +23,8 @@ pub(crate) enum RefOp {
 pub(crate) enum Placed {
     /// Small: the whole object.
     Inline {
-        /// The encoded object.
+        /// The encoded object (one copy in and out, not a serde call per byte).
+        #[serde(with = "serde_bytes")]
         bytes: Vec<u8>,
         /// Ids of the refs serialized inside it.
         refs: Vec<u64>,
@@ -70,7 +71,8 @@ pub(crate) enum ToNode {
 pub(crate) enum ArgData {
     /// A small object, whole.
     Inline {
-        /// The encoded object.
+        /// The encoded object (one copy in and out, not a serde call per byte).
+        #[serde(with = "serde_bytes")]
         bytes: Vec<u8>,
         /// Fingerprint of the type it must have been written as.
         fingerprint: u64,
