@@ -64,6 +64,10 @@ COMPARED = [
     ("array tasks", "ms"),
     ("array tasks compute floor", "ms"),
     ("array tasks ratio to floor", "x"),
+    # shoal only: the same sums on as many threads of one process (the
+    # machine's memory bandwidth shared, as the workers share it).
+    ("array tasks threaded floor", "ms"),
+    ("array tasks ratio to threaded floor", "x"),
     ("dependent chain", "µs/link"),
     ("init to first result", "ms"),
     ("shutdown", "ms"),

@@ -78,7 +78,16 @@ const GROUPS: &[Group] = &[
     Group { metrics: &["single client get object containing 10k refs"], run: get_10k_refs },
     Group { metrics: &["single client wait 1k refs"], run: wait_1k_refs },
     Group { metrics: &["zero-copy get gigabytes", "zero-copy get per call"], run: zero_copy_get },
-    Group { metrics: &["array tasks", "array tasks compute floor", "array tasks ratio to floor"], run: array_tasks },
+    Group {
+        metrics: &[
+            "array tasks",
+            "array tasks compute floor",
+            "array tasks ratio to floor",
+            "array tasks threaded floor",
+            "array tasks ratio to threaded floor",
+        ],
+        run: array_tasks,
+    },
     Group { metrics: &["dependent chain"], run: dependent_chain },
 ];
 
@@ -423,7 +432,10 @@ fn zero_copy_get(bench: &mut Bench) -> anyhow::Result<()> {
 }
 
 /// 20 tasks each summing one shared 100 MB array, against the compute floor:
-/// the same 20 sums in this process, divided by the worker count.
+/// the same 20 sums in this process, divided by the worker count. That floor
+/// assumes the workers' cores each sum as fast as one core alone; the
+/// threaded floor (the sums split over as many threads of this process)
+/// shows what the machine gives when they share its memory bandwidth.
 fn array_tasks(bench: &mut Bench) -> anyhow::Result<()> {
     let workers = bench.node()?.live_workers();
     let array = Array1::from_shape_fn(bench.large / 8 / 8, |i| (i % 7) as f64);
@@ -432,11 +444,28 @@ fn array_tasks(bench: &mut Bench) -> anyhow::Result<()> {
     let local = shoal::get_shared(&a)?;
     let mut floors = Vec::new();
     let mut ratios = Vec::new();
+    let mut threaded_floors = Vec::new();
+    let mut threaded_ratios = Vec::new();
     let tasks_ms = measure(|| {
         let t = Instant::now();
         let sums: f64 = (0..ARRAY_TASKS).map(|_| black_box(local.view()).sum()).sum();
         let floor_ms = t.elapsed().as_secs_f64() * 1e3 / workers as f64;
         ensure!(sums == expected * ARRAY_TASKS as f64, "wrong local sums");
+        // The same sums on `workers` threads of this process: what the
+        // hardware gives when that many cores share the memory bus.
+        let t = Instant::now();
+        let threaded: f64 = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..workers)
+                .map(|w| {
+                    let local = &local;
+                    let mine = (w..ARRAY_TASKS).step_by(workers).count();
+                    s.spawn(move || (0..mine).map(|_| black_box(local.view()).sum()).sum::<f64>())
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().expect("summing thread panicked")).sum()
+        });
+        let threaded_ms = t.elapsed().as_secs_f64() * 1e3;
+        ensure!(threaded == expected * ARRAY_TASKS as f64, "wrong threaded sums");
         let t = Instant::now();
         let refs: Vec<ObjectRef<f64>> = (0..ARRAY_TASKS).map(|_| sum_in_place::remote(&a)).collect();
         let values = shoal::get_all(&refs)?;
@@ -444,11 +473,15 @@ fn array_tasks(bench: &mut Bench) -> anyhow::Result<()> {
         ensure!(values.iter().all(|&v| v == expected), "wrong sums from the tasks");
         floors.push(floor_ms);
         ratios.push(tasks_ms / floor_ms);
+        threaded_floors.push(threaded_ms);
+        threaded_ratios.push(tasks_ms / threaded_ms);
         Ok(tasks_ms)
     })?;
     report("array tasks", &tasks_ms, "ms");
     report("array tasks compute floor", &floors[1..], "ms");
     report("array tasks ratio to floor", &ratios[1..], "x");
+    report("array tasks threaded floor", &threaded_floors[1..], "ms");
+    report("array tasks ratio to threaded floor", &threaded_ratios[1..], "x");
     Ok(())
 }
 

@@ -78,7 +78,16 @@ fn bench_filter_runs_only_matching_metrics_and_prints_metric_lines() {
     for (filter, expected) in [
         ("single client get calls", &["single client get calls"][..]),
         ("ping-pong", &["machine unix socket ping-pong"][..]),
-        ("array tasks", &["array tasks", "array tasks compute floor", "array tasks ratio to floor"][..]),
+        (
+            "array tasks",
+            &[
+                "array tasks",
+                "array tasks compute floor",
+                "array tasks ratio to floor",
+                "array tasks threaded floor",
+                "array tasks ratio to threaded floor",
+            ][..],
+        ),
     ] {
         let output = run_bench(&["--filter", filter, "--large-mb", "8", "--workers", "2"]);
         let stdout = String::from_utf8_lossy(&output.stdout);
