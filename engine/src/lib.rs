@@ -132,7 +132,7 @@ use ndarray::{Array, Dimension};
 use node::Node;
 use node::state::ObjectState;
 use object_ref::{fingerprint, read_in_place};
-use runtime::Runtime;
+use runtime::{DecodeScope, Precounted, Runtime};
 
 /// A running embedded node. Dropping it stops every worker. Afterwards, new
 /// calls report [`Error::NotInitialized`]; a ref that outlives the node still
@@ -261,10 +261,20 @@ fn read<V: Value>(handle_of: &ObjectRef<impl Sized>, written_as: u64, timeout: O
         }
     };
     let deadline = timeout.map(|t| Instant::now() + t);
-    match node.wait_sealed(handle.id, deadline, timeout)? {
+    // Refs inside the value belong to the process's runtime (looked up once
+    // here, not per ref). When that is this node, it counts a reference to
+    // each contained object while it finds the object sealed, and decoding
+    // adopts those instead of locking the node once per ref.
+    let current = Runtime::current().ok();
+    let same_node = matches!(&current, Some(Runtime::Driver(n)) if Arc::ptr_eq(n, &node));
+    let (state, precounted) = node.wait_sealed(handle.id, deadline, timeout, same_node)?;
+    // Leftover precounted references are released when the scope ends,
+    // however decoding ends.
+    let _scope = DecodeScope::enter(current, Precounted::new(precounted));
+    match state {
         ObjectState::Inline(bytes) => Ok(shoal_store::decode(&bytes, written_as)?),
         ObjectState::Arena { offset, len } => read_in_place(&handle.runtime, offset, len, written_as, handle.clone()),
-        ObjectState::Failed(e) => Err(e),
+        ObjectState::Failed(e) => Err(*e),
         ObjectState::Pending => unreachable!("wait_sealed returns sealed states"),
     }
 }

@@ -13,7 +13,7 @@ use shoal_store::{Element, Keepalive, SharedArray};
 
 use crate::error::{Error, Result};
 use crate::protocol::ArgData;
-use crate::runtime::{RefHandle, Runtime};
+use crate::runtime::{DecodeScope, Precounted, RefHandle, Runtime};
 
 /// What can be stored in the object store and passed to or returned from a
 /// remote function: any `Serialize + DeserializeOwned + Send + 'static` type.
@@ -102,8 +102,11 @@ impl<'de, T> Deserialize<'de> for ObjectRef<T> {
             }
         }
         let id = deserializer.deserialize_newtype_struct(shoal_store::REF_MARKER, IdVisitor)?;
-        let runtime = Runtime::current().map_err(serde::de::Error::custom)?;
-        Ok(ObjectRef::from_handle(runtime.acquire(id)))
+        // The thread's decoding context (set while `get` or a task's
+        // arguments decode) saves the global lookup, and may hold a reference
+        // already counted for this id.
+        let handle = Runtime::deserialized_ref(id).map_err(serde::de::Error::custom)?;
+        Ok(ObjectRef::from_handle(handle))
     }
 }
 
@@ -246,6 +249,7 @@ pub struct ArgReader<'a> {
 impl ArgReader<'_> {
     /// Decode the next argument as a `P`.
     pub fn read_next<P: Value>(&mut self) -> Result<P> {
+        let _scope = DecodeScope::enter(Some(self.runtime.clone()), Precounted::default());
         match self.args.next() {
             None => Err(Error::InvalidArgument("too few arguments for the function".into())),
             Some(ArgData::Inline { bytes, fingerprint }) => Ok(shoal_store::decode(&bytes, fingerprint)?),

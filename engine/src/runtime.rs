@@ -4,12 +4,14 @@
 //! In the driver the node lives in this process and handles call it directly;
 //! in a worker they batch reference changes into the worker's next message.
 
+use std::cell::RefCell;
 use std::sync::{Arc, RwLock};
 
 use shoal_store::Arena;
 
 use crate::error::{Error, Result};
 use crate::node::Node;
+use crate::node::state::IdMap;
 use crate::protocol::RefOp;
 use crate::worker::WorkerClient;
 
@@ -57,7 +59,12 @@ impl Runtime {
     /// handle to an id the node does not know counts nothing and releases
     /// nothing; reading through it gives `ObjectNotFound`.
     pub(crate) fn acquire(&self, id: u64) -> Arc<RefHandle> {
-        let counted = match self {
+        self.clone().acquire_owned(id)
+    }
+
+    /// [`acquire`](Self::acquire), keeping this runtime in the handle.
+    fn acquire_owned(self, id: u64) -> Arc<RefHandle> {
+        let counted = match &self {
             Runtime::Driver(node) => node.acquire(id),
             // The node ignores (and will not release) an unknown id.
             Runtime::Worker(worker) => {
@@ -65,12 +72,141 @@ impl Runtime {
                 true
             }
         };
-        Arc::new(RefHandle { id, runtime: self.clone(), counted })
+        Arc::new(RefHandle { id, runtime: self, counted })
     }
 
     /// Wrap a reference the node already counted for us (a new object).
     pub(crate) fn adopt(&self, id: u64) -> Arc<RefHandle> {
         Arc::new(RefHandle { id, runtime: self.clone(), counted: true })
+    }
+
+    /// A counted handle to `id` for a ref being deserialized: adopts one of
+    /// the references the decoding context counted in advance, if it holds
+    /// one for `id`, else acquires one. Outside a decoding context, uses the
+    /// process's runtime.
+    pub(crate) fn deserialized_ref(id: u64) -> Result<Arc<RefHandle>> {
+        // The context's borrow ends before the node is called.
+        let found = DECODING.with(|slot| {
+            let mut slot = slot.borrow_mut();
+            let context = slot.as_mut()?;
+            Some(match &context.runtime {
+                Some(runtime) => Ok((runtime.clone(), context.precounted.take(id))),
+                None => Err(Error::NotInitialized),
+            })
+        });
+        let (runtime, counted) = match found {
+            Some(found) => found?,
+            None => (Runtime::current()?, false),
+        };
+        Ok(if counted { Arc::new(RefHandle { id, runtime, counted }) } else { runtime.acquire_owned(id) })
+    }
+}
+
+/// What this thread is decoding with: the runtime deserialized refs belong
+/// to, and references the node counted in advance for the refs the object
+/// contains (see [`Node::wait_sealed`]).
+struct DecodeContext {
+    /// `None` when no runtime is installed: a ref then fails to decode with
+    /// `NotInitialized`, as it does outside a context.
+    runtime: Option<Runtime>,
+    precounted: Precounted,
+}
+
+thread_local! {
+    static DECODING: RefCell<Option<DecodeContext>> = const { RefCell::new(None) };
+}
+
+/// References counted in advance, one per entry of `ids` (in the order the
+/// object serialized them, which is the order decoding meets them).
+#[derive(Default)]
+pub(crate) struct Precounted {
+    ids: Vec<u64>,
+    /// `ids[..next]` were taken in order.
+    next: usize,
+    /// Once decoding meets an id out of order, what is left of `ids`, as counts.
+    rest: Option<IdMap<usize>>,
+}
+
+impl Precounted {
+    /// `ids` must each hold one reference counted for this decode (an id
+    /// twice, two).
+    pub(crate) fn new(ids: Vec<u64>) -> Self {
+        Precounted { ids, next: 0, rest: None }
+    }
+
+    /// Take one counted reference to `id`, if one is left.
+    fn take(&mut self, id: u64) -> bool {
+        if self.rest.is_none() {
+            let ids = &self.ids;
+            if ids.get(self.next) == Some(&id) {
+                self.next += 1;
+                return true;
+            }
+            if self.next == ids.len() {
+                return false;
+            }
+            // Out of order (an id that did not exist when the object was
+            // made is not counted, so not listed): count what is left.
+            let mut rest = IdMap::default();
+            for &left in &ids[self.next..] {
+                *rest.entry(left).or_insert(0) += 1;
+            }
+            self.next = ids.len();
+            self.rest = Some(rest);
+        }
+        match self.rest.as_mut().and_then(|rest| rest.get_mut(&id)) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The references not taken, an id once per reference.
+    fn into_leftovers(mut self) -> Vec<u64> {
+        let mut left = self.ids.split_off(self.next);
+        if let Some(rest) = self.rest {
+            for (id, n) in rest {
+                left.extend(std::iter::repeat_n(id, n));
+            }
+        }
+        left
+    }
+}
+
+/// While it lives, refs this thread deserializes belong to `runtime` and
+/// adopt the references in `precounted` first. Dropping it restores the
+/// context it replaced (decodes nest) and releases the references nobody
+/// took — say the decode failed — in one go.
+pub(crate) struct DecodeScope {
+    previous: Option<DecodeContext>,
+}
+
+impl DecodeScope {
+    /// `precounted` must be counted on `runtime`'s node (a driver's).
+    pub(crate) fn enter(runtime: Option<Runtime>, precounted: Precounted) -> DecodeScope {
+        let context = DecodeContext { runtime, precounted };
+        let previous = DECODING.with(|slot| slot.borrow_mut().replace(context));
+        DecodeScope { previous }
+    }
+}
+
+impl Drop for DecodeScope {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        // `try_with`: the thread's locals may be gone if this runs while the
+        // thread exits; the references then cannot be released (a leak, never
+        // a double release).
+        let ours = DECODING.try_with(|slot| std::mem::replace(&mut *slot.borrow_mut(), previous)).ok().flatten();
+        let Some(DecodeContext { runtime, precounted }) = ours else { return };
+        let left = precounted.into_leftovers();
+        if left.is_empty() {
+            return;
+        }
+        if let Some(Runtime::Driver(node)) = runtime {
+            node.release_all(&left);
+        }
     }
 }
 

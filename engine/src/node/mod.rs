@@ -362,6 +362,14 @@ impl Node {
         self.lock().release(id);
     }
 
+    /// Drop one reference per entry of `ids`, in one lock hold.
+    pub(crate) fn release_all(&self, ids: &[u64]) {
+        let mut state = self.lock();
+        for &id in ids {
+            state.release(id);
+        }
+    }
+
     /// Whether a value of this layout travels inline rather than in the arena.
     pub(crate) fn is_inline(&self, layout: &Layout) -> bool {
         !layout.has_buffers() && layout.total_len() <= self.config.inline_max
@@ -466,19 +474,30 @@ impl Node {
         outputs.into_iter().map(|id| runtime.adopt(id)).collect()
     }
 
-    /// Wait until object `id` is sealed or failed; returns its state.
+    /// Wait until object `id` is sealed or failed; returns its state, and,
+    /// with `precount`, the objects it contains with one reference counted
+    /// for the caller per entry (an id contained twice is listed, and
+    /// counted, twice), in the order the object serialized them.
     pub(crate) fn wait_sealed(
         &self,
         id: u64,
         deadline: Option<Instant>,
         timeout: Option<Duration>,
-    ) -> Result<ObjectState> {
+        precount: bool,
+    ) -> Result<(ObjectState, Vec<u64>)> {
         let mut state = self.lock();
         let mut spun = false;
         loop {
             match state.objects.get(&id) {
                 None => return Err(Error::ObjectNotFound(id)),
-                Some(entry) if !matches!(entry.state, ObjectState::Pending) => return Ok(entry.state.clone()),
+                Some(entry) if !matches!(entry.state, ObjectState::Pending) => {
+                    let sealed = entry.state.clone();
+                    let mut counted = if precount { entry.contained.clone() } else { Vec::new() };
+                    // Each is live (this object counts it), but only what was
+                    // really counted is handed out.
+                    counted.retain(|&c| state.add_ref(c));
+                    return Ok((sealed, counted));
+                }
                 Some(_) if self.is_stopped() => return Err(Error::NodeStopped),
                 Some(_) => {}
             }

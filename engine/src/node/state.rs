@@ -85,7 +85,7 @@ pub(crate) enum ObjectState {
     /// A sealed object in the arena.
     Arena { offset: u64, len: u64 },
     /// Its task failed (or one it depended on did).
-    Failed(Error),
+    Failed(Box<Error>),
 }
 
 #[derive(Debug)]
@@ -94,7 +94,8 @@ pub(crate) struct ObjectEntry {
     pub state: ObjectState,
     /// Tasks waiting for this object, once per argument position.
     pub dependents: Vec<u64>,
-    /// Objects referenced from inside this one (each counted once in its `refs`).
+    /// Objects referenced from inside this one, in the order it serialized
+    /// them (each counted once in its `refs`; an id there twice, twice).
     pub contained: Vec<u64>,
 }
 
@@ -178,8 +179,9 @@ impl NodeState {
     /// Count one reference to each contained id that exists; returns those.
     /// (An id that does not exist, forged or long freed, is never counted, so
     /// it is never released either.)
-    fn count_contained(&mut self, contained: Vec<u64>) -> Vec<u64> {
-        contained.into_iter().filter(|&c| self.add_ref(c)).collect()
+    fn count_contained(&mut self, mut contained: Vec<u64>) -> Vec<u64> {
+        contained.retain(|&c| self.add_ref(c));
+        contained
     }
 
     /// Count one more reference to `id`; false (and nothing counted) if no
@@ -197,18 +199,27 @@ impl NodeState {
     /// Drop one reference; frees the object (and, transitively, what it
     /// contains) when none are left and it is not pending.
     pub fn release(&mut self, id: u64) {
-        let mut work = vec![id];
+        // The common case, a count that stays above zero, allocates nothing.
+        let Some(mut work) = self.release_one(id) else { return };
         while let Some(id) = work.pop() {
-            let Some(entry) = self.objects.get_mut(&id) else { continue };
-            entry.refs = entry.refs.saturating_sub(1);
-            if entry.refs == 0 && !matches!(entry.state, ObjectState::Pending) {
-                let entry = self.objects.remove(&id).expect("present");
-                if let ObjectState::Arena { offset, .. } = entry.state {
-                    self.allocator.free(offset);
-                }
-                work.extend(entry.contained);
+            if let Some(contained) = self.release_one(id) {
+                work.extend(contained);
             }
         }
+    }
+
+    /// Drop one reference to `id`; if that frees it, returns what it contained.
+    fn release_one(&mut self, id: u64) -> Option<Vec<u64>> {
+        let entry = self.objects.get_mut(&id)?;
+        entry.refs = entry.refs.saturating_sub(1);
+        if entry.refs != 0 || matches!(entry.state, ObjectState::Pending) {
+            return None;
+        }
+        let entry = self.objects.remove(&id).expect("present");
+        if let ObjectState::Arena { offset, .. } = entry.state {
+            self.allocator.free(offset);
+        }
+        Some(entry.contained)
     }
 
     /// Record a task; returns its output ids (each with one reference, the
@@ -244,7 +255,7 @@ impl NodeState {
                                 entry.dependents.push(task_id);
                                 waiting_on += 1;
                             }
-                            ObjectState::Failed(e) => failed = failed.or(Some(e.clone())),
+                            ObjectState::Failed(e) => failed = failed.or(Some((**e).clone())),
                             _ => {}
                         }
                     }
@@ -288,7 +299,7 @@ impl NodeState {
             let Some(task) = self.tasks.remove(&task_id) else { continue };
             self.ready.retain(|&t| t != task_id);
             for out in self.release_task(task) {
-                self.seal_one(out, ObjectState::Failed(error.clone()), Vec::new(), &mut failures);
+                self.seal_one(out, ObjectState::Failed(Box::new(error.clone())), Vec::new(), &mut failures);
             }
         }
     }
@@ -305,7 +316,7 @@ impl NodeState {
         }
         let contained = self.count_contained(contained);
         let entry = self.objects.get_mut(&id).expect("checked above");
-        let failed = if let ObjectState::Failed(e) = &state { Some(e.clone()) } else { None };
+        let failed = if let ObjectState::Failed(e) = &state { Some((**e).clone()) } else { None };
         entry.state = state;
         entry.contained = contained;
         let dependents = std::mem::take(&mut entry.dependents);
@@ -335,7 +346,7 @@ impl NodeState {
         let Some(task) = self.tasks.remove(&task_id) else { return };
         self.ready.retain(|&t| t != task_id);
         for out in self.release_task(task) {
-            self.seal(out, ObjectState::Failed(error.clone()), Vec::new());
+            self.seal(out, ObjectState::Failed(Box::new(error.clone())), Vec::new());
         }
     }
 
@@ -351,7 +362,7 @@ impl NodeState {
                 // Its worker may still be reading its arguments: keep them
                 // pinned until the worker reports or dies; fail the outputs.
                 for out in task.outputs.clone() {
-                    self.seal(out, ObjectState::Failed(Error::NodeStopped), Vec::new());
+                    self.seal(out, ObjectState::Failed(Box::new(Error::NodeStopped)), Vec::new());
                 }
             }
         }
@@ -422,7 +433,7 @@ impl NodeState {
             .map(|placed| match placed {
                 Placed::Inline { bytes, refs } => (ObjectState::Inline(bytes.into()), refs),
                 Placed::Arena { offset, len, refs } => (ObjectState::Arena { offset, len }, refs),
-                Placed::Failed(e) => (ObjectState::Failed(e), Vec::new()),
+                Placed::Failed(e) => (ObjectState::Failed(Box::new(e)), Vec::new()),
             })
             .collect();
         let task = self.tasks.remove(&task_id).expect("checked above");
@@ -436,7 +447,7 @@ impl NodeState {
                 }
             }
             let error = match checked.pop() {
-                Some((ObjectState::Failed(e), _)) if checked.is_empty() => e,
+                Some((ObjectState::Failed(e), _)) if checked.is_empty() => *e,
                 _ => Error::Serialization(format!("`{}` returned the wrong number of values", task.function)),
             };
             self.tasks.insert(task_id, task);
@@ -663,7 +674,9 @@ mod tests {
         state.dispatch(&mut Outbox::new());
         assert_eq!(state.workers[&0].in_flight, [first, second], "both pipelined to the one worker");
         state.worker_lost(0, 1000);
-        assert!(matches!(&state.objects[&first_out].state, ObjectState::Failed(Error::WorkerDied { attempts: 1, .. })));
+        assert!(
+            matches!(&state.objects[&first_out].state, ObjectState::Failed(e) if matches!(**e, Error::WorkerDied { attempts: 1, .. }))
+        );
         assert_eq!(state.ready, [second], "the queued task never ran: requeued, not charged");
         assert_eq!(state.tasks[&second].attempts, 0);
     }
