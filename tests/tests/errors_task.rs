@@ -284,3 +284,33 @@ fn more_cpus_than_the_node_has_is_unschedulable() -> anyhow::Result<()> {
     assert_eq!(shoal::get_timeout(&increment::options().num_cpus(2).remote(1), PATIENCE)?, 2);
     Ok(())
 }
+
+#[test]
+fn get_timeout_keeps_its_deadline_while_other_results_stream_in() -> shoal::Result<()> {
+    let _serial = serial();
+    shared_node();
+    let slow = sleep_then::remote(2500, 7);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        // Results arriving all the time keep a spinning waiter busy; its
+        // deadline must still end the wait. (Bounded, so a broken engine
+        // fails the assertion below instead of hanging.)
+        let traffic = s.spawn(|| {
+            let start = Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && start.elapsed() < Duration::from_secs(8) {
+                let refs: Vec<ObjectRef<i64>> = (0..1000).map(|_| increment::remote(1)).collect();
+                shoal::get_all(&refs).expect("traffic tasks");
+            }
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        let start = Instant::now();
+        let waited = shoal::get_timeout(&slow, Duration::from_millis(100));
+        let elapsed = start.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        traffic.join().expect("traffic thread");
+        assert!(matches!(waited, Err(Error::Timeout(_))), "{waited:?}");
+        assert!(elapsed < Duration::from_millis(1500), "get_timeout(100 ms) took {elapsed:?}");
+    });
+    assert_eq!(shoal::get_timeout(&slow, PATIENCE)?, 7);
+    Ok(())
+}

@@ -40,6 +40,39 @@ const TASK_INLINE_BUDGET: usize = 8 << 20;
 
 /// How long a waiter spins for a result before it sleeps.
 const SPIN: Duration = Duration::from_micros(50);
+/// A waiter reading the workers' sockets (see `Node::spin_until`). Dropping
+/// it, on any path out (a panic included), hands the connections back to
+/// their reader threads.
+struct Helping<'a> {
+    node: &'a Node,
+    conns: &'a [Arc<WorkerConn>],
+    /// Whether parked readers must be woken now (the waiter goes to sleep
+    /// without its result, so someone else must read); not when it got it.
+    wake_readers: bool,
+}
+
+impl<'a> Helping<'a> {
+    fn start(node: &'a Node, conns: &'a [Arc<WorkerConn>]) -> Self {
+        for conn in conns {
+            conn.helped.store(true, Ordering::Release);
+        }
+        Helping { node, conns, wake_readers: true }
+    }
+}
+
+impl Drop for Helping<'_> {
+    fn drop(&mut self) {
+        for conn in self.conns {
+            conn.helped.store(false, Ordering::Release);
+        }
+        self.node.helping.store(false, Ordering::Release);
+        if self.wake_readers {
+            let _guard = self.node.help_parked.lock().unwrap_or_else(|e| e.into_inner());
+            self.node.help_ended.notify_all();
+        }
+    }
+}
+
 /// Longest a reader thread stands aside for a waiter reading its socket.
 const HELPED_PARK: Duration = Duration::from_micros(200);
 
@@ -242,38 +275,43 @@ impl Node {
     }
 
     /// For a connection's reader thread woken by input: while a waiting
-    /// thread is reading the sockets (`spin_until`), stand aside for up to
-    /// [`HELPED_PARK`] instead of competing with it for the input and for a
-    /// CPU. Returns whether it parked. A waiter that stops without its result
-    /// wakes parked readers at once, so input is never left unread.
-    pub(crate) fn park_while_helped(&self) -> bool {
-        if !self.helping.load(Ordering::Acquire) {
+    /// thread is reading this connection (`spin_until`), stand aside for up
+    /// to [`HELPED_PARK`] instead of competing with it for the input and for
+    /// a CPU. Returns whether it parked. A waiter that stops without its
+    /// result (or with tasks still to read) wakes parked readers at once.
+    pub(crate) fn park_while_helped(&self, conn: &WorkerConn) -> bool {
+        if !conn.helped.load(Ordering::Acquire) {
             return false;
         }
         let guard = self.help_parked.lock().unwrap_or_else(|e| e.into_inner());
-        if self.helping.load(Ordering::Acquire) {
+        if conn.helped.load(Ordering::Acquire) {
             drop(self.help_ended.wait_timeout(guard, HELPED_PARK).unwrap_or_else(|e| e.into_inner()));
         }
         true
     }
 
-    /// Spin, without the lock, until `done` holds or nothing has happened
-    /// for [`SPIN`]: a result a few microseconds away is then picked up
-    /// without the cost of sleeping and being woken.
+    /// Spin, without the lock, until `done` holds, the deadline passes, or
+    /// nothing has happened for [`SPIN`]: a result a few microseconds away is
+    /// then picked up without the cost of sleeping and being woken.
     ///
     /// One waiting thread at a time also reads the workers' sockets itself
     /// while it spins (see [`WorkerConn::help_read`]): a result then reaches
     /// it with no other thread woken on the way, and the tasks that depend on
-    /// it are dispatched from here. The connections' reader threads do the
-    /// same whenever no one is spinning. `seen` is the change count read
-    /// under the lock, when `done` was last false.
-    fn spin_until(&self, mut seen: u64, conns: &[Arc<WorkerConn>], mut done: impl FnMut(&NodeState) -> bool) {
-        let reading = !self.helping.swap(true, Ordering::Acquire);
+    /// it are dispatched from here. The connections' reader threads stand
+    /// aside meanwhile, and do the reading whenever no one is spinning. `seen`
+    /// is the change count read under the lock, when `done` was last false.
+    fn spin_until(
+        &self,
+        mut seen: u64,
+        conns: &[Arc<WorkerConn>],
+        deadline: Option<Instant>,
+        mut done: impl FnMut(&NodeState) -> bool,
+    ) {
+        let helping = (!self.helping.swap(true, Ordering::Acquire)).then(|| Helping::start(self, conns));
         let mut quiet_since = Instant::now();
-        let mut finished = false;
         loop {
             let mut arrived = false;
-            if reading {
+            if helping.is_some() {
                 for conn in conns {
                     arrived |= conn.help_read(self);
                 }
@@ -283,24 +321,22 @@ impl Node {
                 seen = changes;
                 arrived = true;
                 if done(&self.lock()) {
-                    finished = true;
-                    break;
+                    if let Some(mut helping) = helping {
+                        helping.wake_readers = false;
+                    }
+                    return;
                 }
             }
+            let now = Instant::now();
             if arrived {
-                quiet_since = Instant::now();
-            } else if quiet_since.elapsed() >= SPIN || self.is_stopped() {
-                break;
+                quiet_since = now;
+            } else if now - quiet_since >= SPIN || self.is_stopped() {
+                return;
+            }
+            if deadline.is_some_and(|d| now >= d) {
+                return;
             }
             std::thread::yield_now();
-        }
-        if reading {
-            self.helping.store(false, Ordering::Release);
-            if !finished {
-                // Going to sleep: the readers take over now.
-                let _guard = self.help_parked.lock().unwrap_or_else(|e| e.into_inner());
-                self.help_ended.notify_all();
-            }
         }
     }
 
@@ -506,7 +542,7 @@ impl Node {
                 let seen = self.changes.load(Ordering::Acquire);
                 let conns = state.connections();
                 drop(state);
-                self.spin_until(seen, &conns, |state| {
+                self.spin_until(seen, &conns, deadline, |state| {
                     state.objects.get(&id).is_none_or(|e| !matches!(e.state, ObjectState::Pending))
                 });
                 state = self.lock();
@@ -555,7 +591,7 @@ impl Node {
                 let seen = self.changes.load(Ordering::Acquire);
                 let conns = state.connections();
                 drop(state);
-                self.spin_until(seen, &conns, |state| scan(state).len() >= num);
+                self.spin_until(seen, &conns, deadline, |state| scan(state).len() >= num);
                 state = self.lock();
                 continue;
             }

@@ -19,7 +19,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,10 @@ pub(crate) const ENV_PARENT: &str = "SHOAL_WORKER_PARENT";
 /// Environment variable with the node's worker token (see `Hello::token`).
 pub(crate) const ENV_TOKEN: &str = "SHOAL_WORKER_TOKEN";
 
+/// Longest run time a worker's report is taken at (an hour): the node's
+/// averages and sums of run times never overflow.
+const MAX_REPORTED_RUN_NS: u64 = 3_600_000_000_000;
+
 /// The sending half of a worker connection.
 ///
 /// Sending never blocks: bytes go straight into the socket with a
@@ -61,6 +65,9 @@ pub(crate) struct WorkerConn {
     /// connection's reader thread, or a driver thread waiting for a result
     /// (see [`WorkerConn::help_read`]).
     incoming: Mutex<Incoming>,
+    /// Set while a waiting driver thread reads this connection: its reader
+    /// thread stands aside meanwhile.
+    pub(crate) helped: AtomicBool,
 }
 
 /// Bytes from the worker not yet handled, and what reading them left to do.
@@ -71,6 +78,8 @@ struct Incoming {
     finished: bool,
     /// Why the connection must end, found by a thread other than its reader.
     failed: Option<FrameError>,
+    /// The connection is ending: nothing more is read from it.
+    ended: bool,
 }
 
 #[derive(Default)]
@@ -90,6 +99,7 @@ impl WorkerConn {
             out: Mutex::default(),
             more: Condvar::new(),
             incoming: Mutex::default(),
+            helped: AtomicBool::new(false),
         });
         let draining = conn.clone();
         std::thread::Builder::new().name("shoal-send".into()).spawn(move || draining.drain())?;
@@ -442,14 +452,16 @@ fn read_worker(node: &Node, conn: &WorkerConn) -> FrameError {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => return FrameError::Io(e.into()),
         }
-        if node.park_while_helped() {
+        if node.park_while_helped(conn) {
             continue;
         }
         let mut incoming = conn.incoming();
         if let Some(e) = incoming.failed.take() {
+            incoming.ended = true;
             return e;
         }
         if let Err(e) = read_available(node, conn, &mut incoming) {
+            incoming.ended = true;
             return e;
         }
     }
@@ -462,21 +474,23 @@ impl WorkerConn {
 
     /// For a driver thread spinning on a result: handle what this worker
     /// has sent, unless another thread is reading it now. Returns whether
-    /// anything arrived. A broken connection is left to its reader thread,
-    /// woken by shutting the socket's reading side.
+    /// anything arrived. A broken connection (or a panic while handling its
+    /// input) is left to its reader thread, woken by shutting the socket's
+    /// reading side; the panic does not reach the caller.
     pub(crate) fn help_read(&self, node: &Node) -> bool {
         let Ok(mut incoming) = self.incoming.try_lock() else { return false };
-        if incoming.failed.is_some() {
+        if incoming.failed.is_some() || incoming.ended {
             return false;
         }
-        match read_available(node, self, &mut incoming) {
-            Ok(got) => got,
-            Err(e) => {
-                incoming.failed = Some(e);
-                let _ = self.stream.shutdown(std::net::Shutdown::Read);
-                true
-            }
-        }
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_available(node, self, &mut incoming)));
+        let error = match read {
+            Ok(Ok(got)) => return got,
+            Ok(Err(e)) => e,
+            Err(_) => FrameError::Malformed("handling the connection's input panicked".into()),
+        };
+        incoming.failed = Some(error);
+        let _ = self.stream.shutdown(std::net::Shutdown::Read);
+        true
     }
 }
 
@@ -498,16 +512,21 @@ fn read_available(node: &Node, conn: &WorkerConn, incoming: &mut Incoming) -> Re
         }
     };
     if std::mem::take(&mut incoming.finished) {
-        let ready = {
-            let mut state = node.lock();
-            let mut outbox = Outbox::new();
-            state.dispatch(&mut outbox);
-            queue(outbox)
-        };
-        node.notify();
-        push(ready);
+        dispatch_finished(node);
     }
     result
+}
+
+/// After tasks finished: dispatch their successors and wake waiters.
+fn dispatch_finished(node: &Node) {
+    let ready = {
+        let mut state = node.lock();
+        let mut outbox = Outbox::new();
+        state.dispatch(&mut outbox);
+        queue(outbox)
+    };
+    node.notify();
+    push(ready);
 }
 
 /// Handle one message from a worker.
@@ -529,6 +548,11 @@ fn handle(node: &Node, conn: &WorkerConn, msg: ToNode, finished: &mut bool) -> R
             }
         }
         ToNode::Allocate { size } => {
+            // The reply may wait for the arena's reservation: what finished
+            // before goes out first.
+            if std::mem::take(finished) {
+                dispatch_finished(node);
+            }
             let mut result = node.lock().allocate_for(conn.id, size);
             if let Ok(offset) = result {
                 if let Err(e) = node.arena().wait_reserved(offset + size) {
@@ -539,6 +563,7 @@ fn handle(node: &Node, conn: &WorkerConn, msg: ToNode, finished: &mut bool) -> R
             conn.send(&ToWorker::Allocated(result));
         }
         ToNode::TaskDone { task, outputs, elapsed_ns } => {
+            let elapsed_ns = elapsed_ns.min(MAX_REPORTED_RUN_NS);
             if let Err(e) = node.lock().task_done(conn.id, task, outputs, elapsed_ns) {
                 return Err(FrameError::Malformed(format!("protocol violation: {e}")));
             }

@@ -424,7 +424,7 @@ impl NodeState {
         }
         let slot = self.workers.get_mut(&worker).expect("checked above");
         slot.in_flight.remove(pos);
-        slot.queued_ns -= self.tasks[&task_id].expected_ns;
+        slot.queued_ns = slot.queued_ns.saturating_sub(self.tasks[&task_id].expected_ns);
         for offset in &claimed {
             slot.unsealed.remove(offset);
         }
@@ -438,7 +438,7 @@ impl NodeState {
             .collect();
         let task = self.tasks.remove(&task_id).expect("checked above");
         let average = self.run_times.entry(task.function).or_insert(elapsed_ns);
-        *average = (*average * 3 + elapsed_ns) / 4;
+        *average = average.saturating_mul(3).saturating_add(elapsed_ns) / 4;
         if checked.len() != task.outputs.len() {
             // A task that failed before producing outputs reports one error for all.
             for (state, _) in &checked {
@@ -574,7 +574,7 @@ impl NodeState {
             let execute = Execute { task: task_id, function: task.function.to_string(), args };
             let slot = self.workers.get_mut(&worker).expect("picked worker exists");
             slot.in_flight.push_back(task_id);
-            slot.queued_ns += expected_ns;
+            slot.queued_ns = slot.queued_ns.saturating_add(expected_ns);
             out.push((slot.conn.clone(), ToWorker::Execute(execute)));
         }
     }
@@ -587,7 +587,7 @@ impl NodeState {
         let free = |s: &WorkerSlot| s.reserved_by.is_none();
         let room = |s: &WorkerSlot| {
             s.in_flight.len() < self.pipeline_depth
-                || (s.in_flight.len() < MAX_PIPELINE && s.queued_ns + expected_ns <= PIPELINE_BUDGET_NS)
+                || (s.in_flight.len() < MAX_PIPELINE && s.queued_ns.saturating_add(expected_ns) <= PIPELINE_BUDGET_NS)
         };
         if cpus == 1 {
             return self
