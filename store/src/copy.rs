@@ -7,6 +7,7 @@
 //! for the sizes that use them.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Copies smaller than this use one thread.
 const PARALLEL_MIN: usize = 32 << 20;
@@ -21,13 +22,51 @@ fn cores() -> usize {
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
+/// Copy threads running in this process, the callers included.
+static BUSY: AtomicUsize = AtomicUsize::new(0);
+
+/// Threads one copy holds, counted in [`BUSY`] until dropped.
+struct CopyThreads {
+    threads: usize,
+}
+
+impl CopyThreads {
+    /// One thread (the caller's) always; up to `wanted` while the process's
+    /// copies together stay within its cores.
+    fn claim(wanted: usize) -> CopyThreads {
+        let mut busy = BUSY.load(Ordering::Relaxed);
+        loop {
+            let threads = wanted.min(cores().saturating_sub(busy)).max(1);
+            match BUSY.compare_exchange_weak(busy, busy + threads, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return CopyThreads { threads },
+                Err(now) => busy = now,
+            }
+        }
+    }
+}
+
+impl Drop for CopyThreads {
+    fn drop(&mut self) {
+        BUSY.fetch_sub(self.threads, Ordering::Relaxed);
+    }
+}
+
 /// `dst.copy_from_slice(src)`, split across threads when it is large.
 ///
 /// # Panics
 /// If the lengths differ, as `copy_from_slice` does.
 pub(crate) fn copy_bytes(dst: &mut [u8], src: &[u8]) {
     assert_eq!(dst.len(), src.len(), "copy_bytes: lengths differ");
-    let threads = if src.len() < PARALLEL_MIN { 1 } else { cores().min(MAX_THREADS).min(src.len() / PER_THREAD_MIN) };
+    // Copies running at once share the cores: each large one claims the
+    // threads still free (itself always), so concurrent puts do not
+    // oversubscribe the machine.
+    let wanted = if src.len() < PARALLEL_MIN { 1 } else { cores().min(MAX_THREADS).min(src.len() / PER_THREAD_MIN) };
+    if wanted <= 1 {
+        dst.copy_from_slice(src);
+        return;
+    }
+    let claim = CopyThreads::claim(wanted);
+    let threads = claim.threads;
     if threads <= 1 {
         dst.copy_from_slice(src);
         return;
@@ -56,8 +95,15 @@ pub(crate) fn copy_bytes(dst: &mut [u8], src: &[u8]) {
 mod tests {
     use super::*;
 
+    /// The copy tests count [`BUSY`], so they run one at a time.
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     #[test]
     fn large_copies_are_exact_across_thread_boundaries() {
+        let _serial = serial();
         // Not a multiple of the part size, so the last part is short.
         let len = PARALLEL_MIN * 2 + 12_345;
         let src: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
@@ -67,6 +113,29 @@ mod tests {
         let mut small = [0u8; 3];
         copy_bytes(&mut small, &[1, 2, 3]);
         assert_eq!(small, [1, 2, 3]);
+    }
+
+    #[test]
+    fn concurrent_copies_share_the_cores_and_give_their_threads_back() {
+        let _serial = serial();
+        let len = PARALLEL_MIN * 2;
+        let src = vec![7u8; len];
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    let mut dst = vec![0u8; len];
+                    copy_bytes(&mut dst, &src);
+                    assert!(dst == src);
+                });
+            }
+        });
+        assert_eq!(BUSY.load(Ordering::Relaxed), 0, "every claim was given back");
+        let first = CopyThreads::claim(usize::MAX);
+        assert_eq!(first.threads, cores(), "an idle process gives one copy every core");
+        let second = CopyThreads::claim(usize::MAX);
+        assert_eq!(second.threads, 1, "a copy while the cores are taken uses its own thread only");
+        drop((first, second));
+        assert_eq!(BUSY.load(Ordering::Relaxed), 0);
     }
 
     #[test]
