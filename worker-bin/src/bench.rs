@@ -347,39 +347,37 @@ fn get_calls(bench: &mut Bench) -> anyhow::Result<()> {
 
 /// `put` of an 800 MB f64 array; the array is built outside the timing.
 fn put_gigabytes(bench: &mut Bench) -> anyhow::Result<()> {
-    bench.node()?;
-    let bytes = bench.large;
-    let template = Array1::from_elem(bytes / 8, 1.5f64);
-    let samples = measure(|| {
-        let copy = template.clone();
-        let t = Instant::now();
-        let r = shoal::put(copy)?;
-        let secs = t.elapsed().as_secs_f64();
-        drop(r);
-        Ok(bytes as f64 / secs / 1e9)
-    })?;
-    report("single client put gigabytes", &samples, "GB/s");
-    Ok(())
+    put_from_clients(bench, 1, "single client put gigabytes")
 }
 
 /// 800 MB in all, `put` as [`CLIENTS`] arrays from as many driver threads at
 /// once (Ray's runs in actors; shoal tasks cannot `put` yet).
 fn multi_client_put_gigabytes(bench: &mut Bench) -> anyhow::Result<()> {
+    put_from_clients(bench, CLIENTS, "multi client put gigabytes")
+}
+
+/// `put` of the large size in all, split into `clients` arrays put at once
+/// (one client: from this thread, no thread started).
+fn put_from_clients(bench: &mut Bench, clients: usize, metric: &str) -> anyhow::Result<()> {
     bench.node()?;
     let bytes = bench.large;
-    let template = Array1::from_elem(bytes / 8 / CLIENTS, 1.5f64);
+    let template = Array1::from_elem(bytes / 8 / clients, 1.5f64);
     let samples = measure(|| {
-        let copies: Vec<Array1<f64>> = (0..CLIENTS).map(|_| template.clone()).collect();
+        let mut copies: Vec<Array1<f64>> = (0..clients).map(|_| template.clone()).collect();
         let t = Instant::now();
-        let refs = std::thread::scope(|s| {
-            let clients: Vec<_> = copies.into_iter().map(|c| s.spawn(|| shoal::put(c))).collect();
-            clients.into_iter().map(|c| c.join().expect("client thread panicked")).collect::<Result<Vec<_>, _>>()
-        })?;
+        let refs = if clients == 1 {
+            vec![shoal::put(copies.pop().expect("one copy"))?]
+        } else {
+            std::thread::scope(|s| {
+                let threads: Vec<_> = copies.into_iter().map(|c| s.spawn(|| shoal::put(c))).collect();
+                threads.into_iter().map(|c| c.join().expect("client thread panicked")).collect::<Result<Vec<_>, _>>()
+            })?
+        };
         let secs = t.elapsed().as_secs_f64();
         drop(refs);
         Ok(bytes as f64 / secs / 1e9)
     })?;
-    report("multi client put gigabytes", &samples, "GB/s");
+    report(metric, &samples, "GB/s");
     Ok(())
 }
 

@@ -360,30 +360,32 @@ impl Node {
         self.notify();
     }
 
-    fn register_worker(&self, slot: WorkerSlot) {
-        let ready = {
+    /// Change the bookkeeping with `change`, then dispatch what became
+    /// ready and wake waiters: messages are queued under the lock and sent
+    /// after it (see `state.rs`). Returns what `change` returned.
+    pub(crate) fn change_and_dispatch<R>(&self, change: impl FnOnce(&mut NodeState) -> R) -> R {
+        let (result, ready) = {
             let mut state = self.lock();
-            state.workers.insert(slot.conn.id, slot);
+            let result = change(&mut state);
             let mut outbox = Outbox::new();
             state.dispatch(&mut outbox);
-            // Under the lock, so `wait_for_workers` cannot miss the wake-up.
-            self.accepted.fetch_add(1, Ordering::SeqCst);
-            pool::queue(outbox)
+            (result, pool::queue(outbox))
         };
         self.notify();
         pool::push(ready);
+        result
+    }
+
+    fn register_worker(&self, slot: WorkerSlot) {
+        self.change_and_dispatch(|state| {
+            state.workers.insert(slot.conn.id, slot);
+            // Under the lock, so `wait_for_workers` cannot miss the wake-up.
+            self.accepted.fetch_add(1, Ordering::SeqCst);
+        });
     }
 
     fn worker_lost(&self, conn: &Arc<WorkerConn>) {
-        let ready = {
-            let mut state = self.lock();
-            state.worker_lost(conn.id, conn.pid);
-            let mut outbox = Outbox::new();
-            state.dispatch(&mut outbox);
-            pool::queue(outbox)
-        };
-        self.notify();
-        pool::push(ready);
+        self.change_and_dispatch(|state| state.worker_lost(conn.id, conn.pid));
         if let Some((tx, _)) = &*self.supervisor.lock().unwrap_or_else(|e| e.into_inner()) {
             let _ = tx.send(SupervisorCmd::Lost(conn.pid));
         }

@@ -512,21 +512,9 @@ fn read_available(node: &Node, conn: &WorkerConn, incoming: &mut Incoming) -> Re
         }
     };
     if std::mem::take(&mut incoming.finished) {
-        dispatch_finished(node);
+        node.change_and_dispatch(|_| ());
     }
     result
-}
-
-/// After tasks finished: dispatch their successors and wake waiters.
-fn dispatch_finished(node: &Node) {
-    let ready = {
-        let mut state = node.lock();
-        let mut outbox = Outbox::new();
-        state.dispatch(&mut outbox);
-        queue(outbox)
-    };
-    node.notify();
-    push(ready);
 }
 
 /// Handle one message from a worker.
@@ -551,7 +539,7 @@ fn handle(node: &Node, conn: &WorkerConn, msg: ToNode, finished: &mut bool) -> R
             // The reply may wait for the arena's reservation: what finished
             // before goes out first.
             if std::mem::take(finished) {
-                dispatch_finished(node);
+                node.change_and_dispatch(|_| ());
             }
             let mut result = node.lock().allocate_for(conn.id, size);
             if let Ok(offset) = result {
