@@ -19,6 +19,8 @@ pub struct Config {
     pub(crate) worker_program: Option<PathBuf>,
     pub(crate) pipeline_depth: usize,
     pub(crate) socket_dir: Option<PathBuf>,
+    pub(crate) max_workers: Option<usize>,
+    pub(crate) resources: Vec<(String, f64)>,
 }
 
 impl Default for Config {
@@ -33,6 +35,8 @@ impl Default for Config {
             worker_program: None,
             pipeline_depth: 2,
             socket_dir: None,
+            max_workers: None,
+            resources: Vec::new(),
         }
     }
 }
@@ -91,6 +95,37 @@ impl Config {
     pub fn socket_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.socket_dir = Some(dir.into());
         self
+    }
+}
+
+impl Config {
+    /// Most worker processes the node runs at once (default: four times
+    /// `workers`). A task blocked in a nested `get` or `wait` gives back its
+    /// CPU; when every CPU is held by blocked tasks and work is ready that
+    /// none of them may run meanwhile, the node starts an extra worker, up to
+    /// this many in all, and stops extra workers again once they are idle.
+    /// Recursion (a task waiting on its own children) needs no extra
+    /// process: a blocked task thread runs its children itself. At least
+    /// `workers`.
+    pub fn max_workers(mut self, n: usize) -> Self {
+        self.max_workers = Some(n);
+        self
+    }
+
+    /// Declare `amount` of a custom resource the node has (a GPU, a licence,
+    /// a memory budget): tasks asking for it with
+    /// [`TaskOptions::resource`](crate::TaskOptions::resource) run only while
+    /// enough of it is free. Declaring a name twice sets it again.
+    pub fn resource(mut self, name: impl Into<String>, amount: f64) -> Self {
+        let name = name.into();
+        self.resources.retain(|(n, _)| *n != name);
+        self.resources.push((name, amount.max(0.0)));
+        self
+    }
+
+    /// The cap on worker processes, never below `workers`.
+    pub(crate) fn worker_cap(&self) -> usize {
+        self.max_workers.unwrap_or(self.workers.saturating_mul(4)).max(self.workers)
     }
 }
 

@@ -86,18 +86,20 @@ pub enum Error {
     /// A call's arguments make no sense (for example `wait` for more refs than given).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
-    /// The task asks for more CPUs than the node has.
-    #[error("task `{function}` needs {needed} CPUs but the node has {available}")]
+    /// The task asks for more of a resource (CPUs or a custom one) than the
+    /// node has.
+    #[error("task `{function}` needs {needed} {resource} but the node has {available}")]
     Unschedulable {
         /// The function.
         function: String,
-        /// CPUs requested.
-        needed: u32,
-        /// CPUs the node has.
-        available: u32,
+        /// The resource: `CPU`, or a custom resource's name.
+        resource: String,
+        /// Amount requested.
+        needed: f64,
+        /// Amount the node has.
+        available: f64,
     },
-    /// The operation is not available where it was called (for example
-    /// submitting tasks from inside a task, which a later release adds).
+    /// The operation is not available where it was called.
     #[error("unsupported here: {0}")]
     Unsupported(String),
 }

@@ -98,18 +98,45 @@
 //! that depends on it. Reading an object as another type than it was written
 //! as is [`Error::TypeMismatch`].
 //!
-//! ## Not yet
-//! Inside a task, submitting tasks or calling `get`/`put` is not supported yet
-//! (nested tasks come in a later release): refs received inside arguments can
-//! be passed on and returned, not read.
+//! ## Nested tasks
+//! Inside a task the whole API works unchanged — `NAME::remote`, `put`,
+//! `get`, `wait` and the rest — from the task's own thread and from threads
+//! it starts. Refs a task makes can be returned, stored in values and passed
+//! on; their objects live while any handle anywhere holds them.
+//!
+//! ```no_run
+//! #[shoal::remote]
+//! fn fib(n: u64) -> u64 {
+//!     if n < 2 {
+//!         return n;
+//!     }
+//!     let (a, b) = (fib::remote(n - 1), fib::remote(n - 2));
+//!     shoal::get(&a).unwrap() + shoal::get(&b).unwrap()
+//! }
+//!
+//! # fn main() -> shoal::Result<()> {
+//! let _node = shoal::init(shoal::Config::default().workers(2))?;
+//! assert_eq!(shoal::get(&fib::remote(15))?, 610); // ~2 000 tasks on 2 workers
+//! # Ok(()) }
+//! ```
+//!
+//! A task blocked in `get` or `wait` gives its CPU back while it waits, and
+//! its thread runs the tasks it waits for itself (its descendants, and
+//! tasks older than it) — as rayon's `join` does — so recursion needs no
+//! extra process and cannot deadlock. Other work that needs a CPU while
+//! every task is blocked gets an extra worker, up to
+//! [`Config::max_workers`]. A failed child is an `Err` for its parent to
+//! handle.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod client;
 mod config;
 mod error;
 mod node;
 mod object_ref;
+mod options;
 mod protocol;
 mod registry;
 mod runtime;
@@ -124,14 +151,15 @@ pub use config::Config;
 pub use error::{Error, Result};
 pub use ndarray;
 pub use object_ref::{Arg, IntoArg, ObjectRef, Value, ViewOf};
+pub use options::TaskOptions;
 pub use shoal_macros::remote;
 pub use shoal_store::{Element, SharedArray};
-pub use task::TaskOptions;
 
 use ndarray::{Array, Dimension};
 use node::Node;
 use node::state::ObjectState;
 use object_ref::{fingerprint, read_in_place};
+use protocol::ObjectData;
 use runtime::{DecodeScope, Precounted, Runtime};
 
 /// A running embedded node. Dropping it stops every worker. Afterwards, new
@@ -194,21 +222,12 @@ pub fn init(config: Config) -> Result<Shoal> {
     if Runtime::current().is_ok() {
         return Err(Error::AlreadyInitialized);
     }
-    let node = Node::start(config)?;
-    if let Err(e) = Runtime::install(Runtime::Driver(node.clone())) {
+    let node = Node::start(config, registry::code())?;
+    if let Err(e) = Runtime::install(Runtime::Local(node.clone())) {
         node.shutdown();
         return Err(e);
     }
     Ok(Shoal { node })
-}
-
-fn driver() -> Result<Arc<Node>> {
-    match Runtime::current()? {
-        Runtime::Driver(node) => Ok(node),
-        Runtime::Worker(_) => {
-            Err(Error::Unsupported("put/get/wait inside a task: nested tasks are not supported yet".into()))
-        }
-    }
 }
 
 /// Store `value` in the object store (one copy) and return a reference to it.
@@ -217,11 +236,11 @@ fn driver() -> Result<Arc<Node>> {
 /// shared-memory arena, where every process can read them in place. A store
 /// without room gives [`Error::ObjectStoreFull`].
 pub fn put<T: Value>(value: T) -> Result<ObjectRef<T>> {
-    let node = driver()?;
+    let runtime = Runtime::current()?;
     let layout = shoal_store::measure(&value, fingerprint::<T>())?;
-    let id = node.put(layout, &value)?;
+    let handle = runtime.put(layout, &value)?;
     drop(value);
-    Ok(ObjectRef::from_handle(Runtime::Driver(node).adopt(id)))
+    Ok(ObjectRef::from_handle(handle))
 }
 
 /// Wait for the object and return its value (a copy; see [`get_shared`] and
@@ -254,19 +273,28 @@ pub fn get_view<V: ViewOf<T>, T: Value>(r: &ObjectRef<T>) -> Result<V> {
 
 fn read<V: Value>(handle_of: &ObjectRef<impl Sized>, written_as: u64, timeout: Option<Duration>) -> Result<V> {
     let handle = &handle_of.handle;
+    let deadline = timeout.map(|t| Instant::now() + t);
     let node = match &handle.runtime {
-        Runtime::Driver(node) => node.clone(),
-        Runtime::Worker(_) => {
-            return Err(Error::Unsupported("get inside a task: nested tasks are not supported yet".into()));
+        Runtime::Local(node) => node.clone(),
+        Runtime::Client(client) => {
+            let (data, contained) = client.get(handle.id, deadline, timeout.unwrap_or_default())?;
+            // The node counted a reference to each contained object for us.
+            let _scope = DecodeScope::enter(Some(handle.runtime.clone()), Precounted::new(contained));
+            return match data {
+                ObjectData::Inline(bytes) => Ok(shoal_store::decode(&bytes, written_as)?),
+                ObjectData::Arena { offset, len } => {
+                    read_in_place(&handle.runtime, offset, len, written_as, handle.clone())
+                }
+                ObjectData::Failed(e) => Err(e),
+            };
         }
     };
-    let deadline = timeout.map(|t| Instant::now() + t);
     // Refs inside the value belong to the process's runtime (looked up once
     // here, not per ref). When that is this node, it counts a reference to
     // each contained object while it finds the object sealed, and decoding
     // adopts those instead of locking the node once per ref.
     let current = Runtime::current().ok();
-    let same_node = matches!(&current, Some(Runtime::Driver(n)) if Arc::ptr_eq(n, &node));
+    let same_node = matches!(&current, Some(Runtime::Local(n)) if Arc::ptr_eq(n, &node));
     let (state, precounted) = node.wait_sealed(handle.id, deadline, timeout, same_node)?;
     // Leftover precounted references are released when the scope ends,
     // however decoding ends.
@@ -291,8 +319,14 @@ pub fn wait<T>(
     if num_returns > refs.len() {
         return Err(Error::InvalidArgument(format!("wait for {num_returns} of {} refs", refs.len())));
     }
-    let node = driver()?;
-    let done = node.wait_any(refs.len(), |i| refs[i].id(), num_returns, timeout.map(|t| Instant::now() + t));
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let done = match Runtime::current()? {
+        Runtime::Local(node) => node.wait_any(refs.len(), |i| refs[i].id(), num_returns, deadline),
+        Runtime::Client(client) => {
+            let ids: Vec<u64> = refs.iter().map(|r| r.id()).collect();
+            client.wait(&ids, num_returns, deadline)?
+        }
+    };
     let mut ready = Vec::with_capacity(done.len());
     let mut pending = Vec::with_capacity(refs.len() - done.len());
     let mut next_done = done.iter().peekable();

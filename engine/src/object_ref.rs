@@ -131,19 +131,13 @@ impl Arg {
     pub fn from_value<P: Value>(value: &P) -> Arg {
         let fingerprint = fingerprint::<P>();
         let prepared = Runtime::current().and_then(|runtime| {
-            let Runtime::Driver(node) = &runtime else {
-                return Err(Error::Unsupported(
-                    "passing arguments inside a task: nested tasks are not supported yet".into(),
-                ));
-            };
             let layout = shoal_store::measure(value, fingerprint)?;
-            if node.is_inline(&layout) {
+            if runtime.is_inline(&layout) {
                 let refs = layout.contained_refs().iter().map(|&id| runtime.acquire(id)).collect();
                 let bytes = layout.into_inline().expect("inline layouts hold no arrays");
                 return Ok(ArgKind::Inline { bytes, fingerprint, refs });
             }
-            let id = node.put(layout, value)?;
-            Ok(ArgKind::Ref { handle: runtime.adopt(id), fingerprint })
+            Ok(ArgKind::Ref { handle: runtime.put(layout, value)?, fingerprint })
         });
         Arg(prepared.unwrap_or_else(ArgKind::Failed))
     }

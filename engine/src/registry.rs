@@ -46,6 +46,11 @@ pub(crate) fn table() -> Vec<String> {
     names
 }
 
+/// What a node of this binary runs.
+pub(crate) fn code() -> crate::node::NodeCode {
+    crate::node::NodeCode { names: REMOTE_FUNCTIONS.iter().map(|f| f.name).collect(), build_hash: build_hash() }
+}
+
 /// Hash of the shoal version, the protocol version, and every registered
 /// function's name and source: equal on both ends of a handshake exactly when
 /// they can work together.

@@ -1,27 +1,33 @@
-//! The per-process runtime: which node this process talks to, and how an
-//! object handle reaches it.
+//! The per-process runtime: which node this process talks to — in this
+//! process (`Local`: the embedded driver's direct path) or over its socket
+//! (`Client`: a worker, later a connecting driver) — and the counted
+//! handles (`RefHandle`) that the public API wraps as typed `ObjectRef`s.
 //!
-//! In the driver the node lives in this process and handles call it directly;
-//! in a worker they batch reference changes into the worker's next message.
+//! This layer turns handles into ids and back; below it the node and the
+//! client know only ids.
 
 use std::cell::RefCell;
 use std::sync::{Arc, RwLock};
 
 use shoal_store::Arena;
 
+use serde::Serialize;
+use shoal_store::Layout;
+
+use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::node::Node;
 use crate::node::state::IdMap;
-use crate::protocol::RefOp;
-use crate::worker::WorkerClient;
+use crate::options::TaskOptions;
+use crate::protocol::{RefOp, SubmitArg};
 
 /// This process's connection to its node.
 #[derive(Clone)]
 pub(crate) enum Runtime {
-    /// The driver: the node runs in this process.
-    Driver(Arc<Node>),
-    /// A worker process.
-    Worker(Arc<WorkerClient>),
+    /// The node runs in this process (the embedded driver).
+    Local(Arc<Node>),
+    /// The node is another process, reached over its socket (a worker).
+    Client(Arc<Client>),
 }
 
 static CURRENT: RwLock<Option<Runtime>> = RwLock::new(None);
@@ -50,8 +56,59 @@ impl Runtime {
     /// The arena mapping of this process.
     pub(crate) fn arena(&self) -> &Arc<Arena> {
         match self {
-            Runtime::Driver(node) => node.arena(),
-            Runtime::Worker(worker) => worker.arena(),
+            Runtime::Local(node) => node.arena(),
+            Runtime::Client(client) => client.arena(),
+        }
+    }
+
+    /// Whether a value of this layout travels inline rather than in the arena.
+    pub(crate) fn is_inline(&self, layout: &Layout) -> bool {
+        match self {
+            Runtime::Local(node) => node.is_inline(layout),
+            Runtime::Client(client) => client.is_inline(layout),
+        }
+    }
+
+    /// Store `value`, measured as `layout`; returns a handle to it.
+    pub(crate) fn put<T: Serialize + 'static>(&self, layout: Layout, value: &T) -> Result<Arc<RefHandle>> {
+        let id = match self {
+            Runtime::Local(node) => node.put(layout, value)?,
+            Runtime::Client(client) => client.put(layout, value)?,
+        };
+        Ok(self.adopt(id))
+    }
+
+    /// Store an already encoded object holding no arrays, in the arena.
+    pub(crate) fn put_bytes(&self, bytes: &[u8], refs: Vec<u64>) -> Result<Arc<RefHandle>> {
+        let id = match self {
+            Runtime::Local(node) => node.put_bytes(bytes, refs)?,
+            Runtime::Client(client) => client.put_bytes(bytes, refs)?,
+        };
+        Ok(self.adopt(id))
+    }
+
+    /// Submit a task; `failure` fails it at once. The caller keeps the
+    /// objects in `args` alive until this returns. One handle per output.
+    pub(crate) fn submit(
+        &self,
+        function: &'static str,
+        options: &TaskOptions,
+        args: Vec<SubmitArg>,
+        num_returns: usize,
+        failure: Option<Error>,
+    ) -> Vec<Arc<RefHandle>> {
+        let outputs = match self {
+            Runtime::Local(node) => node.submit(function, options, args, num_returns, failure),
+            Runtime::Client(client) => client.submit(function, options, args, num_returns, failure),
+        };
+        outputs.into_iter().map(|id| self.adopt(id)).collect()
+    }
+
+    /// Drop one reference per entry of `ids`.
+    pub(crate) fn release_all(&self, ids: &[u64]) {
+        match self {
+            Runtime::Local(node) => node.release_all(ids),
+            Runtime::Client(client) => ids.iter().for_each(|&id| client.push_ref_op(RefOp::Release(id))),
         }
     }
 
@@ -65,10 +122,10 @@ impl Runtime {
     /// [`acquire`](Self::acquire), keeping this runtime in the handle.
     fn acquire_owned(self, id: u64) -> Arc<RefHandle> {
         let counted = match &self {
-            Runtime::Driver(node) => node.acquire(id),
+            Runtime::Local(node) => node.acquire(id),
             // The node ignores (and will not release) an unknown id.
-            Runtime::Worker(worker) => {
-                worker.push_ref_op(RefOp::Acquire(id));
+            Runtime::Client(client) => {
+                client.push_ref_op(RefOp::Acquire(id));
                 true
             }
         };
@@ -184,7 +241,7 @@ pub(crate) struct DecodeScope {
 }
 
 impl DecodeScope {
-    /// `precounted` must be counted on `runtime`'s node (a driver's).
+    /// `precounted` must be counted for `runtime` by its node.
     pub(crate) fn enter(runtime: Option<Runtime>, precounted: Precounted) -> DecodeScope {
         let context = DecodeContext { runtime, precounted };
         let previous = DECODING.with(|slot| slot.borrow_mut().replace(context));
@@ -204,8 +261,8 @@ impl Drop for DecodeScope {
         if left.is_empty() {
             return;
         }
-        if let Some(Runtime::Driver(node)) = runtime {
-            node.release_all(&left);
+        if let Some(runtime) = runtime {
+            runtime.release_all(&left);
         }
     }
 }
@@ -226,8 +283,8 @@ impl Drop for RefHandle {
             return;
         }
         match &self.runtime {
-            Runtime::Driver(node) => node.release(self.id),
-            Runtime::Worker(worker) => worker.push_ref_op(RefOp::Release(self.id)),
+            Runtime::Local(node) => node.release(self.id),
+            Runtime::Client(client) => client.push_ref_op(RefOp::Release(self.id)),
         }
     }
 }

@@ -1,42 +1,19 @@
-//! Task options and the small pieces generated code calls.
+//! The small pieces generated code calls: submitting a task, measuring a
+//! return value, typing an output handle.
 
-use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
 use shoal_store::{EncodeError, Layout};
 
 use crate::error::Error;
-use crate::object_ref::{Arg, ObjectRef, Value, fingerprint};
+use crate::object_ref::{Arg, ArgKind, ObjectRef, Value, fingerprint};
+use crate::options::TaskOptions;
+use crate::protocol::SubmitArg;
 use crate::runtime::{RefHandle, Runtime};
-use std::sync::Arc;
 
-/// Per-call options of a remote function: `NAME::options().max_retries(5).remote(…)`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TaskOptions {
-    pub(crate) max_retries: u32,
-    pub(crate) num_cpus: u32,
-}
-
-impl Default for TaskOptions {
-    fn default() -> Self {
-        TaskOptions { max_retries: 3, num_cpus: 1 }
-    }
-}
-
-impl TaskOptions {
-    /// Times the task is started again if its worker process dies (default 3).
-    /// A panic is not retried: it is the function's answer.
-    pub fn max_retries(mut self, retries: u32) -> Self {
-        self.max_retries = retries;
-        self
-    }
-
-    /// CPUs the task occupies while it runs (default 1). A task waits until
-    /// that many are free; one asking for more than the node has fails with
-    /// [`Error::Unschedulable`].
-    pub fn num_cpus(mut self, cpus: u32) -> Self {
-        self.num_cpus = cpus;
-        self
-    }
-}
+/// Inline argument bytes one task message may carry; further arguments go
+/// through the arena.
+const TASK_INLINE_BUDGET: usize = 8 << 20;
 
 /// Writes a measured value into its place in the store.
 pub(crate) type WriteFn = Box<dyn FnOnce(&Layout, &mut [u8]) -> Result<(), EncodeError>>;
@@ -53,26 +30,55 @@ pub fn output<T: Value>(value: T) -> Output {
 }
 
 /// Submit a task (used by generated code). Returns one handle per output.
+/// Works in the driver and inside tasks alike.
 ///
 /// # Panics
-/// Outside a driver: in a process without `shoal::init`, or inside a task
-/// (nested tasks come in a later release). The panic message says which.
+/// In a process without a node (no `shoal::init`, not a worker).
 pub fn submit(
     function: &'static str,
     options: &TaskOptions,
     args: Vec<Arg>,
     num_returns: usize,
 ) -> Vec<Arc<RefHandle>> {
-    match Runtime::current() {
-        Ok(Runtime::Driver(node)) => node.submit(function, options, args, num_returns),
-        Ok(Runtime::Worker(_)) => panic!(
-            "{}",
-            Error::Unsupported(format!(
-                "calling `{function}::remote` inside a task: nested tasks are not supported yet"
-            ))
-        ),
+    let runtime = match Runtime::current() {
+        Ok(runtime) => runtime,
         Err(e) => panic!("cannot call `{function}::remote`: {e}"),
+    };
+    let mut specs = Vec::with_capacity(args.len());
+    // Handles that keep the arguments alive until the node has pinned them.
+    let mut pinned = Vec::new();
+    let mut failure = None;
+    let mut inline_bytes = 0;
+    for arg in args {
+        match arg.0 {
+            ArgKind::Ref { handle, fingerprint } => {
+                specs.push(SubmitArg::Object { id: handle.id, fingerprint });
+                pinned.push(handle);
+            }
+            ArgKind::Inline { bytes, fingerprint, refs } => {
+                let ids: Vec<u64> = refs.iter().map(|h| h.id).collect();
+                inline_bytes += bytes.len();
+                if inline_bytes <= TASK_INLINE_BUDGET {
+                    specs.push(SubmitArg::Inline { bytes, fingerprint, refs: ids });
+                } else {
+                    // Many small arguments: past the budget they go through
+                    // the arena, so a task message stays small.
+                    match runtime.put_bytes(&bytes, ids) {
+                        Ok(handle) => {
+                            specs.push(SubmitArg::Object { id: handle.id, fingerprint });
+                            pinned.push(handle);
+                        }
+                        Err(e) => failure = failure.or(Some(e)),
+                    }
+                }
+                pinned.extend(refs);
+            }
+            ArgKind::Failed(e) => failure = failure.or(Some(e)),
+        }
     }
+    let outputs = runtime.submit(function, options, specs, num_returns, failure);
+    drop(pinned);
+    outputs
 }
 
 /// Wrap an output handle as a typed reference (used by generated code).

@@ -13,3 +13,5 @@ pub fn shared_node() -> &'static shoal::Shoal {
         shoal::init(shoal::Config::default().workers(2).store_bytes(256 << 20)).expect("start the shared test node")
     })
 }
+
+pub mod nested;

@@ -271,10 +271,11 @@ fn more_cpus_than_the_node_has_is_unschedulable() -> anyhow::Result<()> {
     let r = increment::options().num_cpus(64).remote(1);
     let e = shoal::get_timeout(&r, PATIENCE).unwrap_err();
     match &e {
-        Error::Unschedulable { function, needed, available } => {
+        Error::Unschedulable { function, resource, needed, available } => {
             assert!(function.contains("increment"), "names the function: {function}");
-            assert_eq!(*needed, 64);
-            assert_eq!(*available, 2);
+            assert_eq!(resource, "CPU");
+            assert_eq!(*needed, 64.0);
+            assert_eq!(*available, 2.0);
         }
         other => panic!("expected Unschedulable, got {other:?}"),
     }

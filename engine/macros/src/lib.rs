@@ -155,7 +155,7 @@ fn expand(args: RemoteArgs, func: ItemFn) -> syn::Result<TokenStream2> {
                 options().remote(#(#arg_names),*)
             }
 
-            /// Per-call options (`max_retries`, `num_cpus`), then `.remote(args…)`.
+            /// Per-call options (`max_retries`, `num_cpus`, `resource`), then `.remote(args…)`.
             pub fn options() -> Options {
                 Options(#shoal::TaskOptions::default())
             }
@@ -173,6 +173,11 @@ fn expand(args: RemoteArgs, func: ItemFn) -> syn::Result<TokenStream2> {
                 /// CPUs the task occupies while it runs.
                 pub fn num_cpus(self, cpus: u32) -> Self {
                     Options(self.0.num_cpus(cpus))
+                }
+
+                /// An amount of a custom resource the task holds while it runs.
+                pub fn resource(self, name: impl ::core::convert::Into<::std::string::String>, amount: f64) -> Self {
+                    Options(self.0.resource(name, amount))
                 }
 
                 #[doc = #doc_remote]

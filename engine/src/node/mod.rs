@@ -7,9 +7,11 @@
 //! which writes the task straight to a worker's socket — and each worker
 //! connection has a reader thread that applies what the worker reports.
 //!
-//! A later standalone node (`shoal start`) serves drivers over the same
-//! sockets; the seam is [`Runtime`](crate::runtime::Runtime).
+//! The node knows objects and tasks by id, never by `ObjectRef` handle:
+//! the runtime above it wraps ids in handles. Clients (workers now,
+//! connecting drivers later) speak `crate::protocol` over the same sockets.
 
+mod clients;
 mod pool;
 pub(crate) mod state;
 
@@ -29,14 +31,15 @@ use state::{ArgSpec, NodeState, ObjectState, Outbox, WorkerSlot};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::object_ref::{Arg, ArgKind};
-use crate::registry;
-use crate::runtime::{RefHandle, Runtime};
-use crate::task::TaskOptions;
+use crate::options::TaskOptions;
+use crate::protocol::SubmitArg;
 
-/// Inline argument bytes one task message may carry; further arguments go
-/// through the arena.
-const TASK_INLINE_BUDGET: usize = 8 << 20;
+/// The code a node runs: the registered function names of this binary and
+/// the hash a worker's build must match (see `registry`).
+pub(crate) struct NodeCode {
+    pub names: Vec<&'static str>,
+    pub build_hash: u64,
+}
 
 /// How long a waiter spins for a result before it sleeps.
 const SPIN: Duration = Duration::from_micros(50);
@@ -85,6 +88,7 @@ pub(crate) struct Node {
     arena: Arc<Arena>,
     pub(crate) config: Config,
     pub(crate) table: Vec<String>,
+    functions: std::collections::HashSet<&'static str>,
     pub(crate) build_hash: u64,
     /// A secret handed to our workers through their environment: it tells our
     /// own workers apart from any other client of the socket.
@@ -139,7 +143,7 @@ fn make_socket_dir(base: &Path) -> std::io::Result<PathBuf> {
 impl Node {
     /// Create the arena, start the threads and the workers, and wait until
     /// every worker has completed its handshake.
-    pub(crate) fn start(config: Config) -> Result<Arc<Node>> {
+    pub(crate) fn start(config: Config, code: NodeCode) -> Result<Arc<Node>> {
         let arena = Arc::new(Arena::create_unreserved(config.store_bytes)?);
         let base = config
             .socket_dir
@@ -150,12 +154,22 @@ impl Node {
         let socket_dir = make_socket_dir(&base).map_err(startup)?;
         let socket_path = socket_dir.join("node.sock");
         let listener = std::os::unix::net::UnixListener::bind(&socket_path).map_err(startup)?;
-        let table = registry::table();
+        let mut table: Vec<String> = code.names.iter().map(|n| n.to_string()).collect();
+        table.sort();
+        table.dedup();
+        let state = NodeState::with_limits(
+            arena.len(),
+            config.pipeline_depth,
+            config.workers as u32,
+            config.worker_cap(),
+            &config.resources,
+        );
         let node = Arc::new(Node {
-            state: Mutex::new(NodeState::new(arena.len(), config.pipeline_depth, config.workers as u32)),
+            state: Mutex::new(state),
             changed: Condvar::new(),
             arena,
-            build_hash: registry::build_hash(),
+            functions: code.names.into_iter().collect(),
+            build_hash: code.build_hash,
             worker_token: {
                 use std::hash::{BuildHasher, Hasher};
                 let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -367,17 +381,44 @@ impl Node {
         let (result, ready) = {
             let mut state = self.lock();
             let result = change(&mut state);
-            let mut outbox = Outbox::new();
-            state.dispatch(&mut outbox);
-            (result, pool::queue(outbox))
+            (result, self.dispatch_locked(&mut state))
         };
         self.notify();
         pool::push(ready);
         result
     }
 
+    /// Dispatch under the lock: queue the messages (returns the connections
+    /// to push once it is released) and ask for the extra workers wanted.
+    fn dispatch_locked(&self, state: &mut NodeState) -> Vec<Arc<WorkerConn>> {
+        let mut outbox = Outbox::new();
+        state.dispatch(&mut outbox);
+        let spawn = std::mem::take(&mut state.spawn_wanted);
+        if spawn > 0 {
+            if let Some((tx, _)) = &*self.supervisor.lock().unwrap_or_else(|e| e.into_inner()) {
+                let _ = tx.send(SupervisorCmd::Spawn(spawn));
+            }
+        }
+        pool::queue(outbox)
+    }
+
+    /// The registered name `name`, if this binary has that function.
+    pub(crate) fn function(&self, name: &str) -> Option<&'static str> {
+        self.functions.get(name).copied()
+    }
+
+    /// Tell idle workers beyond the configured count to exit (the
+    /// supervisor calls this now and then).
+    pub(crate) fn retire_idle_extras(&self) {
+        let retiring = self.lock().retire_idle(self.config.workers);
+        for conn in retiring {
+            conn.send(&crate::protocol::ToClient::Shutdown);
+        }
+    }
+
     fn register_worker(&self, slot: WorkerSlot) {
         self.change_and_dispatch(|state| {
+            state.spawn_pending = state.spawn_pending.saturating_sub(1);
             state.workers.insert(slot.conn.id, slot);
             // Under the lock, so `wait_for_workers` cannot miss the wake-up.
             self.accepted.fetch_add(1, Ordering::SeqCst);
@@ -443,7 +484,7 @@ impl Node {
     }
 
     /// Store an already encoded object (holding no arrays) in the arena.
-    fn put_bytes(&self, bytes: &[u8], refs: Vec<u64>) -> Result<u64> {
+    pub(crate) fn put_bytes(&self, bytes: &[u8], refs: Vec<u64>) -> Result<u64> {
         let len = bytes.len() as u64;
         let offset = self.lock().allocator.allocate(len)?;
         let written = self.arena.wait_reserved(offset + len).map_err(Error::from).and_then(|()| {
@@ -460,56 +501,25 @@ impl Node {
         Ok(self.lock().new_object(ObjectState::Arena { offset, len }, refs))
     }
 
-    /// Submit a task from the driver. Returns one handle per output.
+    /// Submit a task from this process. Returns its output ids, each with
+    /// one reference (the caller's). The caller keeps the objects in `args`
+    /// alive until this returns.
     pub(crate) fn submit(
-        self: &Arc<Self>,
+        &self,
         function: &'static str,
         options: &TaskOptions,
-        args: Vec<Arg>,
+        args: Vec<SubmitArg>,
         num_returns: usize,
-    ) -> Vec<Arc<RefHandle>> {
-        let mut specs = Vec::with_capacity(args.len());
-        let mut pinned = Vec::new();
-        let mut failure = None;
-        let mut inline_bytes = 0;
-        for arg in args {
-            match arg.0 {
-                ArgKind::Ref { handle, fingerprint } => {
-                    specs.push(ArgSpec::Object { id: handle.id, fingerprint });
-                    pinned.push(handle);
-                }
-                ArgKind::Inline { bytes, fingerprint, refs } => {
-                    let ids: Vec<u64> = refs.iter().map(|h| h.id).collect();
-                    inline_bytes += bytes.len();
-                    if inline_bytes <= TASK_INLINE_BUDGET {
-                        specs.push(ArgSpec::Inline { bytes: bytes.into(), fingerprint, refs: ids });
-                    } else {
-                        // Many small arguments: past the budget they go through
-                        // the arena, so a task message stays small.
-                        match self.put_bytes(&bytes, ids) {
-                            Ok(id) => {
-                                specs.push(ArgSpec::Object { id, fingerprint });
-                                pinned.push(Runtime::Driver(self.clone()).adopt(id));
-                            }
-                            Err(e) => failure = failure.or(Some(e)),
-                        }
-                    }
-                    pinned.extend(refs);
-                }
-                ArgKind::Failed(e) => failure = failure.or(Some(e)),
-            }
-        }
+        failure: Option<Error>,
+    ) -> Vec<u64> {
+        let args = args.into_iter().map(ArgSpec::from).collect();
         let (outputs, ready) = {
             let mut state = self.lock();
-            let outputs = state.add_task(function, options.clone(), specs, num_returns, failure);
-            let mut outbox = Outbox::new();
-            state.dispatch(&mut outbox);
-            (outputs, pool::queue(outbox))
+            let outputs = state.add_task(function, options.clone(), args, num_returns, failure);
+            (outputs, self.dispatch_locked(&mut state))
         };
         pool::push(ready);
-        drop(pinned);
-        let runtime = Runtime::Driver(self.clone());
-        outputs.into_iter().map(|id| runtime.adopt(id)).collect()
+        outputs
     }
 
     /// Wait until object `id` is sealed or failed; returns its state, and,
@@ -622,7 +632,7 @@ impl Node {
         };
         self.notify();
         for conn in &conns {
-            conn.send(&crate::protocol::ToWorker::Shutdown);
+            conn.send(&crate::protocol::ToClient::Shutdown);
         }
         if let Some((tx, handle)) = self.supervisor.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = tx.send(SupervisorCmd::Shutdown);

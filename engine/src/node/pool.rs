@@ -34,7 +34,7 @@ use shoal_ipc::{
 use crate::error::Error;
 use crate::node::Node;
 use crate::node::state::{Outbox, WorkerSlot};
-use crate::protocol::{RefOp, ToNode, ToWorker};
+use crate::protocol::{RefOp, ToClient, ToNode};
 
 /// Environment variable that puts a process into worker mode: the node's
 /// socket path.
@@ -187,7 +187,7 @@ impl WorkerConn {
     }
 
     /// Send one message.
-    pub fn send(&self, msg: &ToWorker) {
+    pub fn send(&self, msg: &ToClient) {
         let mut buf = Vec::new();
         if encode_frame(msg, &mut buf).is_ok() {
             self.send_bytes(&buf);
@@ -234,6 +234,8 @@ pub(crate) fn push(conns: Vec<Arc<WorkerConn>>) {
 pub(crate) enum SupervisorCmd {
     /// A worker's connection ended.
     Lost(u32),
+    /// Start this many extra workers (tasks are blocked in nested calls).
+    Spawn(usize),
     /// Stop every worker and exit.
     Shutdown,
 }
@@ -280,7 +282,8 @@ pub(crate) fn supervise(node: Arc<Node>, plan: SpawnPlan, commands: Receiver<Sup
                     let mut child = children.swap_remove(i);
                     let _ = child.kill();
                     let _ = child.wait();
-                    if !node.is_stopped() {
+                    // An extra worker that retired (or died) is not replaced.
+                    if !node.is_stopped() && children.len() < plan.workers {
                         tracing::warn!("worker {pid} exited; starting a replacement");
                         match spawn_worker(&plan) {
                             Ok(child) => children.push(child),
@@ -289,8 +292,16 @@ pub(crate) fn supervise(node: Arc<Node>, plan: SpawnPlan, commands: Receiver<Sup
                     }
                 }
             }
+            Ok(SupervisorCmd::Spawn(n)) => {
+                for _ in 0..n {
+                    match spawn_worker(&plan) {
+                        Ok(child) => children.push(child),
+                        Err(e) => tracing::error!("cannot start an extra worker: {e}"),
+                    }
+                }
+            }
             Ok(SupervisorCmd::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
-            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Timeout) => node.retire_idle_extras(),
         }
         // Reap exits; their connections report `Lost` and trigger replacement.
         for child in &mut children {
@@ -421,14 +432,7 @@ fn serve_connection(node: Arc<Node>, stream: UnixStream) {
             return;
         }
     };
-    node.register_worker(WorkerSlot {
-        conn: conn.clone(),
-        in_flight: Default::default(),
-        holds: HashMap::new(),
-        unsealed: Default::default(),
-        reserved_by: None,
-        queued_ns: 0,
-    });
+    node.register_worker(WorkerSlot::new(conn.clone()));
     drop(stream); // `conn` holds the same socket
     let reason = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_worker(&node, &conn)))
         .unwrap_or_else(|_| FrameError::Malformed("the connection's reader panicked".into()));
@@ -517,8 +521,10 @@ fn read_available(node: &Node, conn: &WorkerConn, incoming: &mut Incoming) -> Re
     result
 }
 
-/// Handle one message from a worker.
-fn handle(node: &Node, conn: &WorkerConn, msg: ToNode, finished: &mut bool) -> Result<(), FrameError> {
+/// Handle one message from a client. `dirty` is set when the message may
+/// let tasks run or answer requests (the caller dispatches, once per batch).
+fn handle(node: &Node, conn: &WorkerConn, msg: ToNode, dirty: &mut bool) -> Result<(), FrameError> {
+    let violation = |e: String| FrameError::Malformed(format!("protocol violation: {e}"));
     match msg {
         ToNode::Refs(ops) => {
             let mut state = node.lock();
@@ -526,7 +532,7 @@ fn handle(node: &Node, conn: &WorkerConn, msg: ToNode, finished: &mut bool) -> R
                 match op {
                     RefOp::Acquire(id) => state.worker_ref(conn.id, true, id),
                     RefOp::Release(id) => state.worker_ref(conn.id, false, id),
-                }
+                };
             }
         }
         ToNode::Abandon(offsets) => {
@@ -535,10 +541,10 @@ fn handle(node: &Node, conn: &WorkerConn, msg: ToNode, finished: &mut bool) -> R
                 state.abandon(conn.id, offset);
             }
         }
-        ToNode::Allocate { size } => {
+        ToNode::Allocate { request, size } => {
             // The reply may wait for the arena's reservation: what finished
             // before goes out first.
-            if std::mem::take(finished) {
+            if std::mem::take(dirty) {
                 node.change_and_dispatch(|_| ());
             }
             let mut result = node.lock().allocate_for(conn.id, size);
@@ -548,14 +554,34 @@ fn handle(node: &Node, conn: &WorkerConn, msg: ToNode, finished: &mut bool) -> R
                     result = Err(e.into());
                 }
             }
-            conn.send(&ToWorker::Allocated(result));
+            conn.send(&ToClient::Allocated { request, result });
         }
         ToNode::TaskDone { task, outputs, elapsed_ns } => {
             let elapsed_ns = elapsed_ns.min(MAX_REPORTED_RUN_NS);
-            if let Err(e) = node.lock().task_done(conn.id, task, outputs, elapsed_ns) {
-                return Err(FrameError::Malformed(format!("protocol violation: {e}")));
+            node.lock().task_done(conn.id, task, outputs, elapsed_ns).map_err(violation)?;
+            *dirty = true;
+        }
+        ToNode::Submit(submit) => {
+            let function = node.function(&submit.function);
+            node.lock().client_submit(conn.id, submit, function).map_err(violation)?;
+            *dirty = true;
+        }
+        ToNode::Put { id, placed } => node.lock().client_put(conn.id, id, placed).map_err(violation)?,
+        ToNode::Get { request, id, task } => {
+            node.lock().client_get(conn.id, request, id, task);
+            *dirty = true;
+        }
+        ToNode::Wait { request, ids, num, limit, task } => {
+            if num as usize > ids.len() || limit < num {
+                return Err(violation(format!("wait for {num} (at most {limit}) of {} objects", ids.len())));
             }
-            *finished = true;
+            node.lock().client_wait(conn.id, request, ids, num as usize, limit as usize, task);
+            *dirty = true;
+        }
+        ToNode::Forget { request } => node.lock().client_forget(conn.id, request),
+        ToNode::Requeue(tasks) => {
+            node.lock().client_requeue(conn.id, tasks).map_err(violation)?;
+            *dirty = true;
         }
     }
     Ok(())

@@ -31,8 +31,8 @@ use shoal_store::Allocator;
 
 use crate::error::Error;
 use crate::node::pool::WorkerConn;
-use crate::protocol::{ArgData, Execute, Placed, ToWorker};
-use crate::task::TaskOptions;
+use crate::options::TaskOptions;
+use crate::protocol::{ArgData, Execute, Placed, SubmitArg, ToClient};
 
 /// Most tasks queued at one worker, however short.
 pub(crate) const MAX_PIPELINE: usize = 64;
@@ -75,6 +75,17 @@ pub(crate) enum ArgSpec {
     Object { id: u64, fingerprint: u64 },
 }
 
+impl From<SubmitArg> for ArgSpec {
+    fn from(arg: SubmitArg) -> Self {
+        match arg {
+            SubmitArg::Inline { bytes, fingerprint, refs } => {
+                ArgSpec::Inline { bytes: bytes.into(), fingerprint, refs }
+            }
+            SubmitArg::Object { id, fingerprint } => ArgSpec::Object { id, fingerprint },
+        }
+    }
+}
+
 /// What an object holds.
 #[derive(Debug, Clone)]
 pub(crate) enum ObjectState {
@@ -97,6 +108,10 @@ pub(crate) struct ObjectEntry {
     /// Objects referenced from inside this one, in the order it serialized
     /// them (each counted once in its `refs`; an id there twice, twice).
     pub contained: Vec<u64>,
+    /// Client requests (worker, request) parked until this object seals.
+    pub watchers: Vec<(usize, u64)>,
+    /// The task that produces it, while it is pending.
+    pub producer: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -111,6 +126,28 @@ pub(crate) struct Task {
     /// Its function's expected run time when it was dispatched (counted in
     /// its worker's `queued_ns` until it finishes).
     pub expected_ns: u64,
+    /// The tasks it was submitted from, nearest first (at most
+    /// [`MAX_ANCESTRY`]): a blocked task may run its descendants.
+    pub ancestors: Vec<u64>,
+    /// Sent to run on top of a blocked task (`WorkerSlot::levels`).
+    pub nested: bool,
+    /// Holds its custom resources (while it is at a worker).
+    pub holds_resources: bool,
+}
+
+/// Ancestors a task remembers; a deeper descendant is still run by a
+/// blocked ancestor's worker when it is older, or else by another worker.
+pub(crate) const MAX_ANCESTRY: usize = 64;
+
+/// One level of a worker's task thread above its running task: a task
+/// blocked in a request, or a task sent to run on top of one.
+#[derive(Debug)]
+pub(crate) struct Level {
+    pub task: u64,
+    /// The request this level is blocked in.
+    pub parked: Option<u64>,
+    /// Sent as nested (else it is the worker's running ordinary task).
+    pub nested: bool,
 }
 
 pub(crate) struct WorkerSlot {
@@ -125,10 +162,65 @@ pub(crate) struct WorkerSlot {
     pub reserved_by: Option<usize>,
     /// Sum of the expected run times of the tasks in `in_flight`.
     pub queued_ns: u64,
+    /// The task thread's stack above its ordinary running task (see
+    /// [`Level`]); it is blocked when the top level is parked.
+    pub levels: Vec<Level>,
+    /// Requests parked from the worker's other threads.
+    pub parked_other: HashSet<u64>,
+    /// Told to exit (an extra worker no longer needed): gets no tasks.
+    pub retiring: bool,
+}
+
+impl WorkerSlot {
+    /// A fresh slot for a connection.
+    pub fn new(conn: Arc<WorkerConn>) -> Self {
+        WorkerSlot {
+            conn,
+            in_flight: VecDeque::new(),
+            holds: HashMap::new(),
+            unsealed: HashSet::new(),
+            reserved_by: None,
+            queued_ns: 0,
+            levels: Vec::new(),
+            parked_other: HashSet::new(),
+            retiring: false,
+        }
+    }
+
+    /// The task the task thread is blocked in, if it is blocked.
+    pub fn blocked_in(&self) -> Option<&Level> {
+        self.levels.last().filter(|l| l.parked.is_some())
+    }
+
+    /// Whether it holds a CPU: running a task and not blocked in a `get` or
+    /// `wait` on any thread (a blocked task gives its CPU back, as in Ray).
+    fn holds_cpu(&self) -> bool {
+        self.reserved_by.is_some()
+            || (!self.in_flight.is_empty() && self.blocked_in().is_none() && self.parked_other.is_empty())
+    }
+
+    /// Takes ordinary tasks: not blocked, not running tasks on a blocked stack.
+    fn takes_ordinary(&self) -> bool {
+        !self.retiring && self.reserved_by.is_none() && self.levels.is_empty() && self.parked_other.is_empty()
+    }
 }
 
 /// Messages to send once the lock is released.
-pub(crate) type Outbox = Vec<(Arc<WorkerConn>, ToWorker)>;
+pub(crate) type Outbox = Vec<(Arc<WorkerConn>, ToClient)>;
+
+/// A client request the node answers later.
+#[derive(Debug)]
+pub(crate) struct ParkedRequest {
+    pub kind: ParkedKind,
+    /// From the client's task thread (else another thread).
+    pub main: bool,
+}
+
+#[derive(Debug)]
+pub(crate) enum ParkedKind {
+    Get(u64),
+    Wait { ids: Vec<u64>, num: usize, limit: usize, ready: usize },
+}
 
 pub(crate) struct NodeState {
     pub objects: IdMap<ObjectEntry>,
@@ -142,10 +234,34 @@ pub(crate) struct NodeState {
     pub run_times: HashMap<&'static str, u64>,
     pub total_cpus: u32,
     pub stopped: bool,
+    /// Custom resources: what the node has, and what running tasks hold.
+    pub resources: HashMap<String, (f64, f64)>,
+    /// Client requests waiting for objects, by (worker, request).
+    pub parked: HashMap<(usize, u64), ParkedRequest>,
+    /// Replies to client requests, sent with the next dispatch.
+    pub replies: Vec<(usize, ToClient)>,
+    /// Most worker processes at once, and extra ones asked for but not yet
+    /// connected; `spawn_wanted` is what the next dispatch asks for.
+    pub worker_cap: usize,
+    pub spawn_pending: usize,
+    pub spawn_wanted: usize,
 }
 
 impl NodeState {
+    #[cfg(test)]
     pub fn new(arena_len: u64, pipeline_depth: usize, cpus: u32) -> Self {
+        Self::with_limits(arena_len, pipeline_depth, cpus, cpus as usize, &[])
+    }
+
+    /// A node with `cpus` CPUs, at most `worker_cap` workers and these
+    /// custom resources.
+    pub fn with_limits(
+        arena_len: u64,
+        pipeline_depth: usize,
+        cpus: u32,
+        worker_cap: usize,
+        resources: &[(String, f64)],
+    ) -> Self {
         NodeState {
             objects: IdMap::default(),
             tasks: IdMap::default(),
@@ -157,6 +273,12 @@ impl NodeState {
             run_times: HashMap::new(),
             total_cpus: cpus,
             stopped: false,
+            resources: resources.iter().map(|(n, a)| (n.clone(), (*a, 0.0))).collect(),
+            parked: HashMap::new(),
+            replies: Vec::new(),
+            worker_cap,
+            spawn_pending: 0,
+            spawn_wanted: 0,
         }
     }
 
@@ -171,9 +293,16 @@ impl NodeState {
     pub fn new_object(&mut self, state: ObjectState, contained: Vec<u64>) -> u64 {
         static NEXT_OBJECT: AtomicU64 = AtomicU64::new(1);
         let id = NEXT_OBJECT.fetch_add(1, Ordering::Relaxed);
-        let contained = self.count_contained(contained);
-        self.objects.insert(id, ObjectEntry { refs: 1, state, dependents: Vec::new(), contained });
+        self.insert_object(id, state, contained);
         id
+    }
+
+    /// Record object `id` (new) with one reference.
+    pub fn insert_object(&mut self, id: u64, state: ObjectState, contained: Vec<u64>) {
+        let contained = self.count_contained(contained);
+        let entry =
+            ObjectEntry { refs: 1, state, dependents: Vec::new(), contained, watchers: Vec::new(), producer: None };
+        self.objects.insert(id, entry);
     }
 
     /// Count one reference to each contained id that exists; returns those.
@@ -232,11 +361,31 @@ impl NodeState {
         options: TaskOptions,
         args: Vec<ArgSpec>,
         num_returns: usize,
-        mut failed: Option<Error>,
+        failed: Option<Error>,
     ) -> Vec<u64> {
+        let outputs: Vec<u64> = (0..num_returns).map(|_| self.new_object(ObjectState::Pending, Vec::new())).collect();
+        self.add_task_for(function, options, args, outputs.clone(), failed, Vec::new());
+        outputs
+    }
+
+    /// [`add_task`](Self::add_task) with outputs already recorded as pending
+    /// objects, and the task's ancestry.
+    pub fn add_task_for(
+        &mut self,
+        function: &'static str,
+        options: TaskOptions,
+        args: Vec<ArgSpec>,
+        outputs: Vec<u64>,
+        mut failed: Option<Error>,
+        ancestors: Vec<u64>,
+    ) {
         let task_id = self.next_task;
         self.next_task += 1;
-        let outputs: Vec<u64> = (0..num_returns).map(|_| self.new_object(ObjectState::Pending, Vec::new())).collect();
+        for out in &outputs {
+            if let Some(entry) = self.objects.get_mut(out) {
+                entry.producer = Some(task_id);
+            }
+        }
         let mut waiting_on = 0;
         for arg in &args {
             if let ArgSpec::Inline { refs, .. } = arg {
@@ -267,19 +416,34 @@ impl NodeState {
         if needed > self.total_cpus {
             failed = failed.or(Some(Error::Unschedulable {
                 function: function.to_string(),
-                needed,
-                available: self.total_cpus,
+                resource: "CPU".into(),
+                needed: f64::from(needed),
+                available: f64::from(self.total_cpus),
             }));
+        }
+        for (name, amount) in &options.resources {
+            let available = self.resources.get(name).map_or(0.0, |r| r.0);
+            if *amount > available {
+                failed = failed.or(Some(Error::Unschedulable {
+                    function: function.to_string(),
+                    resource: name.clone(),
+                    needed: *amount,
+                    available,
+                }));
+            }
         }
         let task = Task {
             function,
             args,
-            outputs: outputs.clone(),
+            outputs,
             waiting_on,
             options,
             attempts: 0,
             worker: None,
             expected_ns: 0,
+            ancestors,
+            nested: false,
+            holds_resources: false,
         };
         self.tasks.insert(task_id, task);
         if let Some(error) = failed {
@@ -287,7 +451,6 @@ impl NodeState {
         } else if waiting_on == 0 {
             self.ready.push_back(task_id);
         }
-        outputs
     }
 
     /// Seal object `id` with `state`, then wake (or fail) its dependents, and
@@ -319,8 +482,13 @@ impl NodeState {
         let failed = if let ObjectState::Failed(e) = &state { Some((**e).clone()) } else { None };
         entry.state = state;
         entry.contained = contained;
+        entry.producer = None;
         let dependents = std::mem::take(&mut entry.dependents);
+        let watchers = std::mem::take(&mut entry.watchers);
         let unreferenced = entry.refs == 0;
+        for key in watchers {
+            self.watched_sealed(key);
+        }
         for task_id in dependents {
             match &failed {
                 Some(e) => failures.push((task_id, e.clone())),
@@ -372,6 +540,9 @@ impl NodeState {
     fn release_task(&mut self, task: Task) -> Vec<u64> {
         if let Some(w) = task.worker {
             self.unreserve(w);
+        }
+        if task.holds_resources {
+            self.free_resources_of(&task.options);
         }
         for arg in task.args {
             match arg {
@@ -425,6 +596,7 @@ impl NodeState {
         let slot = self.workers.get_mut(&worker).expect("checked above");
         slot.in_flight.remove(pos);
         slot.queued_ns = slot.queued_ns.saturating_sub(self.tasks[&task_id].expected_ns);
+        slot.levels.retain(|l| !(l.nested && l.task == task_id));
         for offset in &claimed {
             slot.unsealed.remove(offset);
         }
@@ -486,14 +658,15 @@ impl NodeState {
         }
     }
 
-    /// Apply a worker's reference changes.
-    pub fn worker_ref(&mut self, worker: usize, acquire: bool, id: u64) {
-        let Some(slot) = self.workers.get_mut(&worker) else { return };
+    /// Apply a worker's reference change; an acquisition returns whether
+    /// it counted (the object exists).
+    pub fn worker_ref(&mut self, worker: usize, acquire: bool, id: u64) -> bool {
+        let Some(slot) = self.workers.get_mut(&worker) else { return false };
         if acquire {
-            if let Some(entry) = self.objects.get_mut(&id) {
-                entry.refs += 1;
-                *slot.holds.entry(id).or_default() += 1;
-            }
+            let Some(entry) = self.objects.get_mut(&id) else { return false };
+            entry.refs += 1;
+            *slot.holds.entry(id).or_default() += 1;
+            return true;
         } else if let Some(n) = slot.holds.get_mut(&id) {
             *n -= 1;
             if *n == 0 {
@@ -501,6 +674,7 @@ impl NodeState {
             }
             self.release(id);
         }
+        false
     }
 
     /// A worker's connection ended: reclaim what it held and retry (or fail)
@@ -508,6 +682,7 @@ impl NodeState {
     pub fn worker_lost(&mut self, worker: usize, pid: u32) -> bool {
         let Some(slot) = self.workers.remove(&worker) else { return false };
         self.unreserve(worker);
+        self.parked.retain(|&(w, _), _| w != worker);
         for offset in slot.unsealed {
             self.allocator.free(offset);
         }
@@ -518,13 +693,21 @@ impl NodeState {
         }
         // The worker runs its tasks in order: only the oldest had started. The
         // others never ran, so their attempt does not count.
+        // Tasks on a blocked stack had started too.
         for (position, &task_id) in slot.in_flight.iter().enumerate().rev() {
             let Some(task) = self.tasks.get_mut(&task_id) else { continue };
+            let started = position == 0 || task.nested;
             task.worker = None;
             task.expected_ns = 0;
-            if position > 0 {
+            task.nested = false;
+            if !started {
                 task.attempts -= 1;
             }
+            if std::mem::take(&mut task.holds_resources) {
+                let options = task.options.clone();
+                self.free_resources_of(&options);
+            }
+            let Some(task) = self.tasks.get_mut(&task_id) else { continue };
             if self.stopped {
                 self.fail_task(task_id, Error::NodeStopped);
             } else if task.attempts <= task.options.max_retries {
@@ -537,54 +720,125 @@ impl NodeState {
         true
     }
 
-    /// Send ready tasks to workers, as far as workers and CPUs allow.
+    /// Send ready tasks to workers, as far as workers, CPUs and resources
+    /// allow, and queue the replies to client requests answered meanwhile.
+    ///
+    /// A task goes to an ordinary worker (idle, with a free CPU, or with
+    /// room in its pipeline), else, if a CPU is free, to a worker whose task
+    /// thread is blocked in a request inside a task that may run it on top
+    /// (see [`may_run_on`]). What neither can take while a CPU is free, with
+    /// tasks blocked, asks for an extra worker (up to the cap).
     pub fn dispatch(&mut self, out: &mut Outbox) {
-        if self.stopped {
+        for (worker, reply) in self.replies.drain(..) {
+            if let Some(slot) = self.workers.get(&worker) {
+                out.push((slot.conn.clone(), reply));
+            }
+        }
+        if self.stopped || self.ready.is_empty() {
             return;
         }
-        while let Some(&task_id) = self.ready.front() {
+        let mut used: u32 = self.workers.values().filter(|s| s.holds_cpu()).count() as u32;
+        let blocked = self.workers.values().filter(|s| s.blocked_in().is_some() || !s.parked_other.is_empty()).count();
+        let mut position = 0;
+        let mut skipped = 0;
+        let mut starved = 0;
+        while let Some(&task_id) = self.ready.get(position) {
             let task = &self.tasks[&task_id];
-            let cpus = task.options.num_cpus.max(1) as usize;
-            let expected_ns = self.run_times.get(task.function).copied().unwrap_or(PIPELINE_BUDGET_NS);
-            let Some(worker) = self.pick_workers(cpus, expected_ns) else { break };
-            self.ready.pop_front();
-            let mut args = Vec::new();
-            let task = self.tasks.get_mut(&task_id).expect("ready task exists");
-            for arg in &task.args {
-                args.push(match arg {
-                    ArgSpec::Inline { bytes, fingerprint, .. } => {
-                        ArgData::Inline { bytes: bytes.to_vec(), fingerprint: *fingerprint }
-                    }
-                    ArgSpec::Object { id, fingerprint } => match &self.objects[id].state {
-                        ObjectState::Inline(bytes) => {
-                            ArgData::Inline { bytes: bytes.to_vec(), fingerprint: *fingerprint }
-                        }
-                        ObjectState::Arena { offset, len } => {
-                            ArgData::Arena { id: *id, offset: *offset, len: *len, fingerprint: *fingerprint }
-                        }
-                        ObjectState::Pending | ObjectState::Failed(_) => {
-                            unreachable!("ready tasks have sealed arguments")
-                        }
-                    },
-                });
+            let cpus = task.options.num_cpus.max(1);
+            let free = self.total_cpus.saturating_sub(used);
+            if !self.resources_free(&task.options) {
+                position += 1;
+                continue;
             }
-            task.worker = Some(worker);
-            task.attempts += 1;
-            task.expected_ns = expected_ns;
-            let execute = Execute { task: task_id, function: task.function.to_string(), args };
-            let slot = self.workers.get_mut(&worker).expect("picked worker exists");
-            slot.in_flight.push_back(task_id);
-            slot.queued_ns = slot.queued_ns.saturating_add(expected_ns);
-            out.push((slot.conn.clone(), ToWorker::Execute(execute)));
+            let expected_ns = self.run_times.get(task.function).copied().unwrap_or(PIPELINE_BUDGET_NS);
+            if let Some((worker, idle)) = self.pick_workers(cpus as usize, expected_ns, free) {
+                self.ready.remove(position);
+                if idle {
+                    used += cpus;
+                }
+                self.send_task(task_id, worker, None, expected_ns, out);
+                continue;
+            }
+            if blocked == 0 {
+                break;
+            }
+            if cpus == 1 && free >= 1 {
+                if let Some((worker, request)) = self.blocked_worker_for(task_id) {
+                    self.ready.remove(position);
+                    used += 1;
+                    self.send_task(task_id, worker, Some(request), expected_ns, out);
+                    continue;
+                }
+                starved += 1;
+            }
+            position += 1;
+            skipped += 1;
+            if skipped >= MAX_SCAN {
+                break;
+            }
         }
+        let free = self.total_cpus.saturating_sub(used) as usize;
+        let room = self.worker_cap.saturating_sub(self.workers.len() + self.spawn_pending);
+        let wanted = starved.min(free).saturating_sub(self.spawn_pending).min(room);
+        self.spawn_pending += wanted;
+        self.spawn_wanted += wanted;
+    }
+
+    /// Record task `task_id` as sent to `worker` and queue its message.
+    fn send_task(&mut self, task_id: u64, worker: usize, nested: Option<u64>, expected_ns: u64, out: &mut Outbox) {
+        let mut args = Vec::new();
+        let task = self.tasks.get_mut(&task_id).expect("ready task exists");
+        for arg in &task.args {
+            args.push(match arg {
+                ArgSpec::Inline { bytes, fingerprint, .. } => {
+                    ArgData::Inline { bytes: bytes.to_vec(), fingerprint: *fingerprint }
+                }
+                ArgSpec::Object { id, fingerprint } => match &self.objects[id].state {
+                    ObjectState::Inline(bytes) => ArgData::Inline { bytes: bytes.to_vec(), fingerprint: *fingerprint },
+                    ObjectState::Arena { offset, len } => {
+                        ArgData::Arena { id: *id, offset: *offset, len: *len, fingerprint: *fingerprint }
+                    }
+                    ObjectState::Pending | ObjectState::Failed(_) => {
+                        unreachable!("ready tasks have sealed arguments")
+                    }
+                },
+            });
+        }
+        task.worker = Some(worker);
+        task.attempts += 1;
+        task.expected_ns = expected_ns;
+        task.nested = nested.is_some();
+        let execute = Execute { task: task_id, function: task.function.to_string(), args, nested };
+        let options = (!task.options.resources.is_empty()).then(|| task.options.clone());
+        task.holds_resources = options.is_some();
+        if let Some(options) = options {
+            self.take_resources(&options);
+        }
+        let slot = self.workers.get_mut(&worker).expect("picked worker exists");
+        slot.in_flight.push_back(task_id);
+        slot.queued_ns = slot.queued_ns.saturating_add(expected_ns);
+        if nested.is_some() {
+            slot.levels.push(Level { task: task_id, parked: None, nested: true });
+        }
+        out.push((slot.conn.clone(), ToClient::Execute(execute)));
+    }
+
+    /// A worker whose task thread is blocked inside a task that may run
+    /// `task_id` on top of it, and the request it is blocked in.
+    fn blocked_worker_for(&self, task_id: u64) -> Option<(usize, u64)> {
+        let task = &self.tasks[&task_id];
+        self.workers.iter().find_map(|(&id, slot)| {
+            let level = slot.blocked_in()?;
+            (!slot.retiring && may_run_on(task_id, task, level.task)).then(|| (id, level.parked.expect("blocked")))
+        })
     }
 
     /// Choose the worker for a task needing `cpus` CPUs and expected to run
-    /// `expected_ns`: the least loaded one with room in its pipeline (see the
-    /// module notes); a multi-CPU task needs an idle worker plus `cpus - 1`
-    /// more idle ones, which it reserves while it runs.
-    fn pick_workers(&mut self, cpus: usize, expected_ns: u64) -> Option<usize> {
-        let free = |s: &WorkerSlot| s.reserved_by.is_none();
+    /// `expected_ns`, with `free` CPUs free: the least loaded one with room
+    /// in its pipeline (see the module notes); a multi-CPU task needs an
+    /// idle worker plus `cpus - 1` more idle ones, which it reserves while it
+    /// runs. Returns the worker and whether it was idle (takes a free CPU).
+    fn pick_workers(&mut self, cpus: usize, expected_ns: u64, free: u32) -> Option<(usize, bool)> {
         let room = |s: &WorkerSlot| {
             s.in_flight.len() < self.pipeline_depth
                 || (s.in_flight.len() < MAX_PIPELINE && s.queued_ns.saturating_add(expected_ns) <= PIPELINE_BUDGET_NS)
@@ -593,12 +847,19 @@ impl NodeState {
             return self
                 .workers
                 .iter()
-                .filter(|(_, s)| free(s) && room(s))
+                .filter(|(_, s)| s.takes_ordinary() && room(s) && (free > 0 || !s.in_flight.is_empty()))
                 .min_by_key(|(id, s)| (s.in_flight.len(), **id))
-                .map(|(&id, _)| id);
+                .map(|(&id, s)| (id, s.in_flight.is_empty()));
         }
-        let mut idle: Vec<usize> =
-            self.workers.iter().filter(|(_, s)| free(s) && s.in_flight.is_empty()).map(|(&id, _)| id).collect();
+        if (free as usize) < cpus {
+            return None;
+        }
+        let mut idle: Vec<usize> = self
+            .workers
+            .iter()
+            .filter(|(_, s)| s.takes_ordinary() && s.in_flight.is_empty())
+            .map(|(&id, _)| id)
+            .collect();
         if idle.len() < cpus {
             return None;
         }
@@ -607,8 +868,46 @@ impl NodeState {
         for &other in &idle[1..cpus] {
             self.workers.get_mut(&other).expect("idle worker").reserved_by = Some(chosen);
         }
-        Some(chosen)
+        Some((chosen, true))
     }
+
+    /// Whether the custom resources `options` asks for are free now.
+    fn resources_free(&self, options: &TaskOptions) -> bool {
+        options.resources.iter().all(|(name, amount)| {
+            self.resources.get(name).is_some_and(|(total, used)| used + amount <= *total + RESOURCE_EPSILON)
+        })
+    }
+
+    fn take_resources(&mut self, options: &TaskOptions) {
+        for (name, amount) in &options.resources {
+            if let Some((_, used)) = self.resources.get_mut(name) {
+                *used += amount;
+            }
+        }
+    }
+
+    pub(super) fn free_resources_of(&mut self, options: &TaskOptions) {
+        for (name, amount) in &options.resources {
+            if let Some((_, used)) = self.resources.get_mut(name) {
+                *used = (*used - amount).max(0.0);
+            }
+        }
+    }
+}
+
+/// Ready tasks looked at past the first that no worker takes, when some
+/// worker is blocked (the dispatch looks for tasks a blocked worker may run).
+const MAX_SCAN: usize = 256;
+
+/// Slack for sums of fractional resource amounts.
+const RESOURCE_EPSILON: f64 = 1e-9;
+
+/// Whether a task thread blocked inside task `blocked` may run task
+/// `task_id` on top of it. Yes for its descendants and for tasks submitted
+/// before it: neither can wait, directly or not, for `blocked` to end (see
+/// ARCHITECTURE.md, "Nested tasks"), so running them there never deadlocks.
+pub(crate) fn may_run_on(task_id: u64, task: &Task, blocked: u64) -> bool {
+    task_id < blocked || task.ancestors.contains(&blocked)
 }
 
 #[cfg(test)]
@@ -623,14 +922,7 @@ mod tests {
             let (ours, theirs) = UnixStream::pair().unwrap();
             peers.push(theirs);
             let conn = WorkerConn::start(id, 1000 + id as u32, ours).unwrap();
-            let slot = WorkerSlot {
-                conn,
-                in_flight: VecDeque::new(),
-                holds: HashMap::new(),
-                unsealed: HashSet::new(),
-                reserved_by: None,
-                queued_ns: 0,
-            };
+            let slot = WorkerSlot::new(conn);
             state.workers.insert(id, slot);
         }
         (state, peers)

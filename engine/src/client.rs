@@ -1,0 +1,665 @@
+//! The socket client: how a process other than the node's own talks to the
+//! node, in `crate::protocol` over its Unix socket. Workers use it now (for
+//! tasks that call the API); drivers connecting to a standalone node will
+//! use the very same code.
+//!
+//! Design notes
+//! - **Ids without a round trip.** The client names the objects it makes
+//!   (`protocol::client_id_base`), so `submit` and `put` are one-way
+//!   messages; only `get`, `wait` and arena allocations wait for a reply.
+//! - **One ordered stream out.** Every message goes through [`Out`] in the
+//!   order it was made, so the node sees an object's creation before any
+//!   use of it. Reference acquisitions wait there as one `Refs` frame ahead
+//!   of the next message; releases made while a task runs wait until after
+//!   its `TaskDone` (an output may contain those refs). A request flushes
+//!   everything before it, so no finished task's result is ever held back
+//!   while its worker waits (that result may be what it waits for).
+//! - **Whoever waits reads.** No reader thread: a thread waiting for a reply
+//!   (or the idle task loop) takes the reading role, reads the socket and
+//!   hands each message to whom it is for, waking them; the others sleep on
+//!   a condvar. The task thread waiting for its own reply therefore reads it
+//!   itself, with no other thread woken on the way.
+//! - **A blocked task thread.** When the task thread blocks in `get`/`wait`,
+//!   it hands back ordinary tasks queued at it (the node runs them
+//!   elsewhere: one may be what it waits for), and runs the tasks the node
+//!   sends it for that request (`Execute::nested`) on top of its stack.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use serde::Serialize;
+use shoal_ipc::{FrameBuffer, FrameReader, HandshakeReply, Hello, Welcome, encode_frame};
+use shoal_store::{Arena, Layout};
+
+use crate::error::{Error, Result};
+use crate::options::TaskOptions;
+use crate::protocol::{Execute, ObjectData, Placed, RefOp, Submit, SubmitArg, ToClient, ToNode, client_id_base};
+
+/// How long a reader watches the socket before it sleeps in `poll`: a reply
+/// a few microseconds away then costs no wake-up.
+const SPIN: Duration = Duration::from_micros(50);
+
+/// Runs a task the node sent to the blocked task thread (set by the worker
+/// loop, which knows how to run tasks).
+pub(crate) type NestedRunner = Box<dyn Fn(Execute) + Send + Sync>;
+
+/// A connection to a node.
+pub(crate) struct Client {
+    arena: Arc<Arena>,
+    stream: UnixStream,
+    inline_max: usize,
+    spin: bool,
+    /// The task thread: the one that runs tasks (and may run nested ones).
+    main: ThreadId,
+    id_base: u64,
+    next_object: AtomicU64,
+    next_request: AtomicU64,
+    /// The task on top of the task thread's stack (0: none).
+    top_task: AtomicU64,
+    closed: AtomicBool,
+    out: Mutex<Out>,
+    input: Mutex<FrameBuffer>,
+    shared: Mutex<Shared>,
+    changed: Condvar,
+    nested_runner: OnceLock<NestedRunner>,
+}
+
+/// Messages not yet written, in order.
+#[derive(Default)]
+pub(crate) struct Out {
+    buf: Vec<u8>,
+    /// Acquisitions not yet encoded: one `Refs` frame before whatever comes next.
+    acquires: Vec<RefOp>,
+    /// Releases made while a task runs: sent after its `TaskDone`.
+    deferred: Vec<RefOp>,
+    /// Tasks running on the task thread, bottom first.
+    stack: Vec<u64>,
+    /// Finished tasks whose results wait in `buf`, and since when.
+    pub(crate) batched: usize,
+    pub(crate) batch_since: Option<Instant>,
+}
+
+impl Out {
+    fn encode(&mut self, msg: &ToNode) {
+        if !self.acquires.is_empty() {
+            let acquires = ToNode::Refs(std::mem::take(&mut self.acquires));
+            encode_frame(&acquires, &mut self.buf).expect("encoding to memory");
+        }
+        if let Err(e) = encode_frame(msg, &mut self.buf) {
+            tracing::error!("cannot encode a message to the node: {e}");
+        }
+    }
+}
+
+/// What readers hand to waiters.
+#[derive(Default)]
+struct Shared {
+    /// A thread is reading the socket.
+    reading: bool,
+    replies: HashMap<u64, ToClient>,
+    /// Requests someone still waits for.
+    waiting: HashSet<u64>,
+    /// Ordinary tasks for the task loop.
+    executes: VecDeque<Execute>,
+    /// Tasks to run on the blocked task thread.
+    nested: VecDeque<Execute>,
+    /// The request the task thread is blocked in.
+    main_waiting: Option<u64>,
+}
+
+impl Client {
+    /// Handshake on `stream` with `hello`; on welcome, map the arena.
+    pub(crate) fn connect(stream: UnixStream, hello: &Hello) -> Result<(Client, Welcome)> {
+        let io = |e: &dyn std::fmt::Display| Error::WorkerStartup(e.to_string());
+        let mut buf = Vec::new();
+        encode_frame(hello, &mut buf).map_err(|e| io(&e))?;
+        (&stream).write_all(&buf).map_err(|e| io(&e))?;
+        let welcome = match FrameReader::with_cap(&stream, 1 << 20).read::<HandshakeReply>().map_err(|e| io(&e))? {
+            HandshakeReply::Welcome(w) => w,
+            HandshakeReply::Refused(reason) => {
+                return Err(Error::WorkerStartup(format!("refused by the node: {reason}")));
+            }
+        };
+        let fd = shoal_ipc::fdpass::recv_fd(&stream).map_err(|e| io(&e))?;
+        let arena = Arc::new(Arena::open(fd, false)?);
+        let client = Client {
+            arena,
+            stream,
+            inline_max: welcome.inline_max as usize,
+            spin: std::thread::available_parallelism().is_ok_and(|n| n.get() > 1),
+            main: std::thread::current().id(),
+            id_base: client_id_base(welcome.client_id),
+            next_object: AtomicU64::new(1),
+            next_request: AtomicU64::new(1),
+            top_task: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            out: Mutex::default(),
+            input: Mutex::default(),
+            shared: Mutex::default(),
+            changed: Condvar::new(),
+            nested_runner: OnceLock::new(),
+        };
+        Ok((client, welcome))
+    }
+
+    pub(crate) fn arena(&self) -> &Arc<Arena> {
+        &self.arena
+    }
+
+    /// Whether a value of this layout travels inline rather than in the arena.
+    pub(crate) fn is_inline(&self, layout: &Layout) -> bool {
+        !layout.has_buffers() && layout.total_len() <= self.inline_max
+    }
+
+    /// Install what runs tasks sent to the blocked task thread.
+    pub(crate) fn set_nested_runner(&self, runner: NestedRunner) {
+        let _ = self.nested_runner.set(runner);
+    }
+
+    fn shared(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn out(&self) -> MutexGuard<'_, Out> {
+        self.out.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stopped(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let _guard = self.shared();
+        self.changed.notify_all();
+    }
+
+    fn new_id(&self) -> u64 {
+        self.id_base + self.next_object.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn on_task_thread(&self) -> bool {
+        std::thread::current().id() == self.main
+    }
+
+    /// Write what waits, in one write.
+    fn write_out(&self, out: &mut Out) -> Result<()> {
+        if !out.acquires.is_empty() {
+            let acquires = ToNode::Refs(std::mem::take(&mut out.acquires));
+            encode_frame(&acquires, &mut out.buf).expect("encoding to memory");
+        }
+        out.batched = 0;
+        out.batch_since = None;
+        if out.buf.is_empty() {
+            return Ok(());
+        }
+        let written = (&self.stream).write_all(&out.buf);
+        out.buf.clear();
+        if written.is_err() {
+            self.close();
+            return Err(Error::NodeStopped);
+        }
+        Ok(())
+    }
+
+    /// Write everything queued.
+    pub(crate) fn flush(&self) -> Result<()> {
+        self.write_out(&mut self.out())
+    }
+
+    /// Queue messages behind everything before them and write them all.
+    fn send(&self, msgs: &[ToNode]) -> Result<()> {
+        let mut out = self.out();
+        for msg in msgs {
+            out.encode(msg);
+        }
+        self.write_out(&mut out)
+    }
+
+    /// Record a reference change (see the module notes for when it goes).
+    pub(crate) fn push_ref_op(&self, op: RefOp) {
+        let mut out = self.out();
+        match op {
+            RefOp::Acquire(_) => out.acquires.push(op),
+            RefOp::Release(_) if !out.stack.is_empty() => out.deferred.push(op),
+            RefOp::Release(_) => {
+                out.encode(&ToNode::Refs(vec![op]));
+                // Idle: nothing else would carry it soon.
+                let _ = self.write_out(&mut out);
+                return;
+            }
+        }
+        if out.stack.is_empty() {
+            let _ = self.write_out(&mut out);
+        }
+    }
+
+    /// A task starts on the task thread.
+    pub(crate) fn begin_task(&self, task: u64) {
+        self.out().stack.push(task);
+        self.top_task.store(task, Ordering::Release);
+    }
+
+    /// The task on top of the task thread ended (its result ready at
+    /// `ready`): queue its report, before the releases made while it ran.
+    pub(crate) fn end_task(&self, done: ToNode, ready: Instant) {
+        let mut out = self.out();
+        out.stack.pop();
+        self.top_task.store(out.stack.last().copied().unwrap_or(0), Ordering::Release);
+        out.encode(&done);
+        if !out.deferred.is_empty() {
+            let releases = ToNode::Refs(std::mem::take(&mut out.deferred));
+            out.encode(&releases);
+        }
+        out.batched += 1;
+        out.batch_since.get_or_insert(ready);
+    }
+
+    /// Submit a task; returns its output ids (this client holds one
+    /// reference to each).
+    pub(crate) fn submit(
+        &self,
+        function: &str,
+        options: &TaskOptions,
+        args: Vec<SubmitArg>,
+        num_returns: usize,
+        failed: Option<Error>,
+    ) -> Vec<u64> {
+        let outputs: Vec<u64> = (0..num_returns).map(|_| self.new_id()).collect();
+        let parent = Some(self.top_task.load(Ordering::Acquire)).filter(|&t| t != 0);
+        let submit = Submit {
+            function: function.to_string(),
+            options: options.clone(),
+            args,
+            outputs: outputs.clone(),
+            parent,
+            failed,
+        };
+        // A stopped node fails the outputs' reads with `NodeStopped`.
+        let _ = self.send(&[ToNode::Submit(submit)]);
+        outputs
+    }
+
+    /// Place a value measured as `layout`: inline, or written into an arena
+    /// allocation. On failure nothing stays allocated.
+    pub(crate) fn place(
+        &self,
+        layout: Layout,
+        write: impl FnOnce(&Layout, &mut [u8]) -> std::result::Result<(), shoal_store::EncodeError>,
+    ) -> Result<Placed> {
+        let refs = layout.contained_refs().to_vec();
+        if self.is_inline(&layout) {
+            let bytes = layout.into_inline().expect("inline layouts hold no arrays");
+            return Ok(Placed::Inline { bytes, refs });
+        }
+        let len = layout.total_len() as u64;
+        let offset = self.allocate(len)?;
+        // SAFETY: (1) the node allocated `offset..offset+len` to this client
+        // alone and publishes it to no one until this client seals it; (2)
+        // this is the only reference to those bytes in this process.
+        let written = match unsafe { self.arena.bytes_mut(offset, len) } {
+            Ok(dst) => write(&layout, dst).map_err(Error::from),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = written {
+            let _ = self.send(&[ToNode::Abandon(vec![offset])]);
+            return Err(e);
+        }
+        Ok(Placed::Arena { offset, len, refs })
+    }
+
+    /// Store `value`, measured as `layout`; returns its id (this client
+    /// holds one reference).
+    pub(crate) fn put<T: Serialize + 'static>(&self, layout: Layout, value: &T) -> Result<u64> {
+        self.put_with(layout, |layout, dst| layout.write_value_to(value, dst))
+    }
+
+    /// Store an already encoded object holding no arrays.
+    pub(crate) fn put_bytes(&self, bytes: &[u8], refs: Vec<u64>) -> Result<u64> {
+        if self.stopped() {
+            return Err(Error::NodeStopped);
+        }
+        let len = bytes.len() as u64;
+        let offset = self.allocate(len)?;
+        // SAFETY: as in `place`: the allocation is this client's alone and
+        // unpublished.
+        match unsafe { self.arena.bytes_mut(offset, len) } {
+            Ok(dst) => dst.copy_from_slice(bytes),
+            Err(e) => {
+                let _ = self.send(&[ToNode::Abandon(vec![offset])]);
+                return Err(e.into());
+            }
+        }
+        let id = self.new_id();
+        self.send(&[ToNode::Put { id, placed: Placed::Arena { offset, len, refs } }])?;
+        Ok(id)
+    }
+
+    fn put_with(
+        &self,
+        layout: Layout,
+        write: impl FnOnce(&Layout, &mut [u8]) -> std::result::Result<(), shoal_store::EncodeError>,
+    ) -> Result<u64> {
+        if self.stopped() {
+            return Err(Error::NodeStopped);
+        }
+        let placed = self.place(layout, write)?;
+        let id = self.new_id();
+        self.send(&[ToNode::Put { id, placed }])?;
+        Ok(id)
+    }
+
+    fn allocate(&self, size: u64) -> Result<u64> {
+        match self.request(|request| ToNode::Allocate { request, size }, None, false)? {
+            ToClient::Allocated { result, .. } => result,
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Wait until object `id` is sealed (or failed); returns its contents
+    /// and the objects it contains, each with one reference counted for
+    /// this client.
+    pub(crate) fn get(&self, id: u64, deadline: Option<Instant>, timeout: Duration) -> Result<(ObjectData, Vec<u64>)> {
+        let blocking = self.blocking_task();
+        let task = blocking.then(|| self.top_task.load(Ordering::Acquire));
+        match self.request(|request| ToNode::Get { request, id, task }, deadline, blocking) {
+            Ok(ToClient::Object { data, contained, .. }) => Ok((data, contained)),
+            Ok(other) => Err(unexpected(&other)),
+            Err(Error::Timeout(_)) => Err(Error::Timeout(timeout)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Wait until `num` of `ids` are sealed or failed, or the deadline
+    /// passes; returns the positions of the first `num` ready (fewer after
+    /// the deadline).
+    pub(crate) fn wait(&self, ids: &[u64], num: usize, deadline: Option<Instant>) -> Result<Vec<usize>> {
+        let blocking = self.blocking_task();
+        let task = blocking.then(|| self.top_task.load(Ordering::Acquire));
+        let wait = |num: usize, limit: usize| {
+            let ids = ids.to_vec();
+            move |request| ToNode::Wait { request, ids, num: num as u32, limit: limit as u32, task }
+        };
+        let reply = match self.request(wait(num, num), deadline, blocking) {
+            // What is ready by now.
+            Err(Error::Timeout(_)) => self.request(wait(0, num), None, false)?,
+            other => other?,
+        };
+        match reply {
+            ToClient::Ready { positions, .. } => Ok(positions.into_iter().map(|p| p as usize).collect()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Whether a blocking request now blocks a task on the task thread.
+    fn blocking_task(&self) -> bool {
+        self.on_task_thread() && self.top_task.load(Ordering::Acquire) != 0
+    }
+
+    /// Send the request `make(request)` (after everything queued) and wait
+    /// for its reply. `blocking`: the task thread blocks in it (see the
+    /// module notes).
+    fn request(&self, make: impl FnOnce(u64) -> ToNode, deadline: Option<Instant>, blocking: bool) -> Result<ToClient> {
+        if self.stopped() {
+            return Err(Error::NodeStopped);
+        }
+        let request = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let handed_back = {
+            let mut shared = self.shared();
+            shared.waiting.insert(request);
+            if blocking { Self::block_in(&mut shared, request) } else { Vec::new() }
+        };
+        let mut msgs = Vec::with_capacity(2);
+        if !handed_back.is_empty() {
+            msgs.push(ToNode::Requeue(handed_back));
+        }
+        msgs.push(make(request));
+        if let Err(e) = self.send(&msgs) {
+            self.end_request(request, blocking);
+            return Err(e);
+        }
+        self.await_reply(request, deadline, blocking)
+    }
+
+    /// The task thread blocks in `request`: returns the ordinary tasks
+    /// queued for it, to hand back.
+    fn block_in(shared: &mut Shared, request: u64) -> Vec<u64> {
+        shared.main_waiting = Some(request);
+        shared.executes.drain(..).map(|e| e.task).collect()
+    }
+
+    /// Stop waiting for `request`; hand back nested tasks still queued for it.
+    fn end_request(&self, request: u64, blocking: bool) {
+        let handed_back: Vec<u64> = {
+            let mut shared = self.shared();
+            shared.waiting.remove(&request);
+            shared.replies.remove(&request);
+            if !blocking {
+                return;
+            }
+            shared.main_waiting = None;
+            shared.nested.drain(..).map(|e| e.task).collect()
+        };
+        if !handed_back.is_empty() {
+            let _ = self.send(&[ToNode::Requeue(handed_back)]);
+        }
+    }
+
+    fn await_reply(&self, request: u64, deadline: Option<Instant>, blocking: bool) -> Result<ToClient> {
+        let mut shared = self.shared();
+        loop {
+            if let Some(reply) = shared.replies.remove(&request) {
+                drop(shared);
+                self.end_request(request, blocking);
+                return Ok(reply);
+            }
+            if self.stopped() {
+                drop(shared);
+                self.end_request(request, blocking);
+                return Err(Error::NodeStopped);
+            }
+            if blocking {
+                if let Some(execute) = shared.nested.pop_front() {
+                    shared.main_waiting = None;
+                    drop(shared);
+                    if let Some(run) = self.nested_runner.get() {
+                        run(execute);
+                    }
+                    let _ = self.flush();
+                    shared = self.shared();
+                    let handed_back = Self::block_in(&mut shared, request);
+                    if !handed_back.is_empty() {
+                        drop(shared);
+                        let _ = self.send(&[ToNode::Requeue(handed_back)]);
+                        shared = self.shared();
+                    }
+                    continue;
+                }
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                drop(shared);
+                self.end_request(request, blocking);
+                let _ = self.send(&[ToNode::Forget { request }]);
+                return Err(Error::Timeout(Duration::ZERO));
+            }
+            if !shared.reading {
+                shared.reading = true;
+                drop(shared);
+                let _ = self.flush();
+                self.read_input(deadline);
+                shared = self.shared();
+                shared.reading = false;
+                self.changed.notify_all();
+                continue;
+            }
+            shared = match deadline {
+                None => self.changed.wait(shared).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => self.changed.wait_timeout(shared, d - now).unwrap_or_else(|e| e.into_inner()).0,
+            };
+        }
+    }
+
+    /// For the task loop: the next ordinary task, waiting (and reading) for
+    /// one; `None` once the node says stop or goes away.
+    pub(crate) fn next_execute(&self) -> Option<Execute> {
+        let mut shared = self.shared();
+        loop {
+            if self.stopped() {
+                return None;
+            }
+            if let Some(execute) = shared.executes.pop_front() {
+                return Some(execute);
+            }
+            if !shared.reading {
+                shared.reading = true;
+                drop(shared);
+                self.read_input(None);
+                shared = self.shared();
+                shared.reading = false;
+                self.changed.notify_all();
+                continue;
+            }
+            shared = self.changed.wait(shared).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// For the task loop: an ordinary task already received (or whole in
+    /// the input buffer), without reading the socket.
+    pub(crate) fn buffered_execute(&self) -> Option<Execute> {
+        if let Some(execute) = self.shared().executes.pop_front() {
+            return Some(execute);
+        }
+        let msgs = {
+            let Ok(mut frames) = self.input.try_lock() else { return None };
+            let mut msgs = Vec::new();
+            while let Some(msg) = frames.next_frame::<ToClient>() {
+                msgs.push(msg);
+            }
+            msgs
+        };
+        if msgs.is_empty() {
+            return None;
+        }
+        self.deliver(msgs);
+        self.shared().executes.pop_front()
+    }
+
+    /// The reading role: read what arrives (watching the socket for
+    /// [`SPIN`] first, then sleeping in `poll` until the deadline) and
+    /// deliver it.
+    fn read_input(&self, deadline: Option<Instant>) {
+        let mut msgs = Vec::new();
+        {
+            let mut frames = self.input.lock().unwrap_or_else(|e| e.into_inner());
+            let fd = self.stream.as_fd();
+            let started = Instant::now();
+            loop {
+                while let Some(msg) = frames.next_frame::<ToClient>() {
+                    msgs.push(msg);
+                }
+                if !msgs.is_empty() {
+                    break;
+                }
+                match frames.fill_from(fd) {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::debug!("connection to the node ended: {e}");
+                        self.close();
+                        return;
+                    }
+                }
+                let now = Instant::now();
+                if deadline.is_some_and(|d| now >= d) {
+                    break;
+                }
+                if self.spin && now - started < SPIN {
+                    std::thread::yield_now();
+                    continue;
+                }
+                let timeout = match deadline {
+                    None => PollTimeout::NONE,
+                    Some(d) => PollTimeout::try_from((d - now).as_millis().saturating_add(1).min(60_000) as u64)
+                        .unwrap_or(PollTimeout::MAX),
+                };
+                let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+                if let Err(e) = poll(&mut fds, timeout) {
+                    if e != nix::errno::Errno::EINTR {
+                        self.close();
+                        return;
+                    }
+                }
+            }
+        }
+        self.deliver(msgs);
+    }
+
+    /// Hand each message to whom it is for, and wake them.
+    fn deliver(&self, msgs: Vec<std::result::Result<ToClient, shoal_ipc::FrameError>>) {
+        let mut handed_back = Vec::new();
+        let mut orphans = Vec::new();
+        let mut stop = false;
+        {
+            let mut shared = self.shared();
+            for msg in msgs {
+                let msg = match msg {
+                    Ok(msg) => msg,
+                    Err(e) => {
+                        tracing::error!("malformed message from the node: {e}");
+                        stop = true;
+                        break;
+                    }
+                };
+                match msg {
+                    ToClient::Execute(execute) => match execute.nested {
+                        Some(r) if shared.main_waiting == Some(r) => shared.nested.push_back(execute),
+                        Some(_) => handed_back.push(execute.task),
+                        None if shared.main_waiting.is_some() => handed_back.push(execute.task),
+                        None => shared.executes.push_back(execute),
+                    },
+                    ToClient::Shutdown => stop = true,
+                    reply => {
+                        let request = reply_request(&reply);
+                        if shared.waiting.contains(&request) {
+                            shared.replies.insert(request, reply);
+                        } else if let ToClient::Object { contained, .. } = reply {
+                            // Answered after its waiter gave up.
+                            orphans.extend(contained);
+                        }
+                    }
+                }
+            }
+            self.changed.notify_all();
+        }
+        if !handed_back.is_empty() {
+            let _ = self.send(&[ToNode::Requeue(handed_back)]);
+        }
+        for id in orphans {
+            self.push_ref_op(RefOp::Release(id));
+        }
+        if stop {
+            self.close();
+        }
+    }
+}
+
+fn reply_request(reply: &ToClient) -> u64 {
+    match reply {
+        ToClient::Allocated { request, .. } | ToClient::Object { request, .. } | ToClient::Ready { request, .. } => {
+            *request
+        }
+        ToClient::Execute(_) | ToClient::Shutdown => u64::MAX,
+    }
+}
+
+fn unexpected(reply: &ToClient) -> Error {
+    Error::Serialization(format!("unexpected reply from the node: {reply:?}"))
+}

@@ -1,0 +1,278 @@
+//! What the node does for its clients' requests: tasks they submit, objects
+//! they seal, and `get`/`wait` requests parked until objects seal. Pure
+//! bookkeeping on [`NodeState`], like `state.rs`; replies are queued in
+//! `NodeState::replies` and go out with the next dispatch.
+//!
+//! A request parked from a client's task thread blocks the task on top of
+//! that thread: the worker gives its CPU back (`WorkerSlot::levels`) and may
+//! be sent tasks to run on top of the blocked one meanwhile
+//! (`NodeState::dispatch`).
+
+use crate::error::Error;
+use crate::options::TaskOptions;
+use crate::protocol::{ObjectData, Placed, Submit, ToClient, is_client_id};
+
+use super::state::{ArgSpec, Level, MAX_ANCESTRY, NodeState, ObjectState, ParkedKind, ParkedRequest};
+
+impl NodeState {
+    /// Whether `id` is a fresh id in client `worker`'s range.
+    fn fresh_client_id(&self, worker: usize, id: u64) -> bool {
+        is_client_id(worker as u32, id) && !self.objects.contains_key(&id)
+    }
+
+    /// A new object made by client `worker`, which holds one reference.
+    fn client_object(&mut self, worker: usize, id: u64, state: ObjectState, contained: Vec<u64>) {
+        self.insert_object(id, state, contained);
+        if let Some(slot) = self.workers.get_mut(&worker) {
+            *slot.holds.entry(id).or_default() += 1;
+        }
+    }
+
+    /// A task submitted by client `worker`; `function` is the registered
+    /// name it asked for, if this node knows it. An error is a protocol
+    /// violation (the caller drops the connection).
+    pub fn client_submit(
+        &mut self,
+        worker: usize,
+        submit: Submit,
+        function: Option<&'static str>,
+    ) -> Result<(), String> {
+        let Submit { function: name, options, args, outputs, parent, failed } = submit;
+        for (i, &out) in outputs.iter().enumerate() {
+            if !self.fresh_client_id(worker, out) || outputs[..i].contains(&out) {
+                return Err(format!("output id {out} is not a fresh id of this client"));
+            }
+        }
+        if outputs.is_empty() {
+            return Err("a task without outputs".into());
+        }
+        for &out in &outputs {
+            self.client_object(worker, out, ObjectState::Pending, Vec::new());
+        }
+        let specs = args.into_iter().map(ArgSpec::from).collect();
+        let ancestors = match parent.and_then(|p| self.tasks.get(&p).map(|t| (p, t))) {
+            Some((p, task)) => std::iter::once(p).chain(task.ancestors.iter().copied()).take(MAX_ANCESTRY).collect(),
+            None => Vec::new(),
+        };
+        let (function, failed) = match function {
+            Some(f) => (f, failed),
+            None => {
+                let error = Error::FunctionNotFound { function: name, program: "this node's binary".into() };
+                ("<unknown function>", Some(error))
+            }
+        };
+        self.add_task_for(function, options, specs, outputs, failed, ancestors);
+        Ok(())
+    }
+
+    /// Client `worker` seals a new object it made.
+    pub fn client_put(&mut self, worker: usize, id: u64, placed: Placed) -> Result<(), String> {
+        if !self.fresh_client_id(worker, id) {
+            return Err(format!("object id {id} is not a fresh id of this client"));
+        }
+        let (state, refs) = match placed {
+            Placed::Inline { bytes, refs } => (ObjectState::Inline(bytes.into()), refs),
+            Placed::Arena { offset, len, refs } => {
+                let slot = self.workers.get(&worker).ok_or("unknown worker")?;
+                if !slot.unsealed.contains(&offset) {
+                    return Err(format!("offset {offset} was not allocated to this client"));
+                }
+                if self.allocator.allocation_len(offset).is_none_or(|size| len > size) {
+                    return Err(format!("object of {len} bytes overruns its allocation at {offset}"));
+                }
+                self.workers.get_mut(&worker).expect("checked").unsealed.remove(&offset);
+                (ObjectState::Arena { offset, len }, refs)
+            }
+            Placed::Failed(_) => return Err("a put cannot be an error".into()),
+        };
+        self.client_object(worker, id, state, refs);
+        Ok(())
+    }
+
+    /// The reply to a `get` of a sealed (or unknown) object: its contents,
+    /// and a reference counted for the client to each object it contains.
+    fn object_reply(&mut self, worker: usize, request: u64, id: u64) -> ToClient {
+        let (data, mut contained) = match self.objects.get(&id) {
+            None => (ObjectData::Failed(Error::ObjectNotFound(id)), Vec::new()),
+            Some(entry) => match &entry.state {
+                ObjectState::Inline(bytes) => (ObjectData::Inline(bytes.to_vec()), entry.contained.clone()),
+                &ObjectState::Arena { offset, len } => (ObjectData::Arena { offset, len }, entry.contained.clone()),
+                ObjectState::Failed(e) => (ObjectData::Failed((**e).clone()), Vec::new()),
+                ObjectState::Pending => unreachable!("replies are for sealed objects"),
+            },
+        };
+        contained.retain(|&c| self.worker_ref(worker, true, c));
+        ToClient::Object { request, data, contained }
+    }
+
+    fn is_pending(&self, id: u64) -> bool {
+        self.objects.get(&id).is_some_and(|e| matches!(e.state, ObjectState::Pending))
+    }
+
+    /// Client `worker` asks for object `id`: answered now if it is sealed,
+    /// else parked until it is. `task` is set when the client's task thread
+    /// asks, blocked inside that task.
+    pub fn client_get(&mut self, worker: usize, request: u64, id: u64, task: Option<u64>) {
+        if !self.is_pending(id) {
+            let reply = self.object_reply(worker, request, id);
+            self.replies.push((worker, reply));
+            return;
+        }
+        let entry = self.objects.get_mut(&id).expect("pending");
+        entry.watchers.push((worker, request));
+        let producer = entry.producer;
+        self.park(worker, request, ParkedKind::Get(id), task);
+        // Run what the blocked thread waits for first (as rayon's `join`).
+        if let Some(producer) = producer {
+            if let Some(at) = self.ready.iter().take(1024).position(|&t| t == producer) {
+                self.ready.remove(at);
+                self.ready.push_front(producer);
+            }
+        }
+    }
+
+    /// Client `worker` waits until `num` of `ids` are sealed or failed.
+    /// The reply lists at most `limit` positions.
+    pub fn client_wait(
+        &mut self,
+        worker: usize,
+        request: u64,
+        ids: Vec<u64>,
+        num: usize,
+        limit: usize,
+        task: Option<u64>,
+    ) {
+        let ready = ids.iter().filter(|&&id| !self.is_pending(id)).count();
+        if ready >= num {
+            let positions = self.ready_positions(&ids, limit);
+            self.replies.push((worker, ToClient::Ready { request, positions }));
+            return;
+        }
+        for &id in &ids {
+            if let Some(entry) = self.objects.get_mut(&id).filter(|e| matches!(e.state, ObjectState::Pending)) {
+                entry.watchers.push((worker, request));
+            }
+        }
+        self.park(worker, request, ParkedKind::Wait { ids, num, limit, ready }, task);
+    }
+
+    fn ready_positions(&self, ids: &[u64], num: usize) -> Vec<u32> {
+        ids.iter().enumerate().filter(|&(_, &id)| !self.is_pending(id)).take(num).map(|(i, _)| i as u32).collect()
+    }
+
+    /// Record a parked request and what it blocks.
+    fn park(&mut self, worker: usize, request: u64, kind: ParkedKind, task: Option<u64>) {
+        let Some(slot) = self.workers.get_mut(&worker) else { return };
+        let main = match task {
+            // The top of the task thread's stack, or the ordinary task it runs.
+            Some(t) if slot.levels.last().is_some_and(|l| l.task == t && l.parked.is_none()) => {
+                slot.levels.last_mut().expect("checked").parked = Some(request);
+                true
+            }
+            Some(t) if slot.levels.is_empty() && slot.in_flight.front() == Some(&t) => {
+                slot.levels.push(Level { task: t, parked: Some(request), nested: false });
+                true
+            }
+            _ => {
+                slot.parked_other.insert(request);
+                false
+            }
+        };
+        self.parked.insert((worker, request), ParkedRequest { kind, main });
+    }
+
+    /// A parked request ends (answered or forgotten).
+    fn unpark(&mut self, worker: usize, request: u64, parked: &ParkedRequest) {
+        let Some(slot) = self.workers.get_mut(&worker) else { return };
+        if !parked.main {
+            slot.parked_other.remove(&request);
+            return;
+        }
+        if let Some(at) = slot.levels.iter().position(|l| l.parked == Some(request)) {
+            if slot.levels[at].nested {
+                slot.levels[at].parked = None;
+            } else {
+                slot.levels.remove(at);
+            }
+        }
+    }
+
+    /// An object that request `key` watches was sealed: answer it if it is
+    /// complete now.
+    pub(super) fn watched_sealed(&mut self, key: (usize, u64)) {
+        let Some(parked) = self.parked.get_mut(&key) else { return };
+        let (worker, request) = key;
+        let reply = match &mut parked.kind {
+            ParkedKind::Get(id) => {
+                let id = *id;
+                self.object_reply(worker, request, id)
+            }
+            ParkedKind::Wait { ids, num, limit, ready } => {
+                *ready += 1;
+                if *ready < *num {
+                    return;
+                }
+                let (ids, limit) = (std::mem::take(ids), *limit);
+                ToClient::Ready { request, positions: self.ready_positions(&ids, limit) }
+            }
+        };
+        let parked = self.parked.remove(&key).expect("present");
+        self.unpark(worker, request, &parked);
+        self.replies.push((worker, reply));
+    }
+
+    /// Client `worker` stopped waiting for `request`.
+    pub fn client_forget(&mut self, worker: usize, request: u64) {
+        if let Some(parked) = self.parked.remove(&(worker, request)) {
+            self.unpark(worker, request, &parked);
+        }
+    }
+
+    /// Client `worker` hands back tasks it was sent and never started.
+    pub fn client_requeue(&mut self, worker: usize, tasks: Vec<u64>) -> Result<(), String> {
+        for task_id in tasks.into_iter().rev() {
+            let slot = self.workers.get_mut(&worker).ok_or("unknown worker")?;
+            let Some(at) = slot.in_flight.iter().position(|&t| t == task_id) else {
+                return Err(format!("task {task_id} was not sent to this worker"));
+            };
+            slot.in_flight.remove(at);
+            slot.levels.retain(|l| !(l.nested && l.task == task_id));
+            let task = self.tasks.get_mut(&task_id).ok_or("unknown task")?;
+            slot.queued_ns = slot.queued_ns.saturating_sub(task.expected_ns);
+            task.worker = None;
+            task.expected_ns = 0;
+            task.nested = false;
+            task.attempts = task.attempts.saturating_sub(1);
+            let options: Option<TaskOptions> = std::mem::take(&mut task.holds_resources).then(|| task.options.clone());
+            if let Some(options) = options {
+                self.free_resources_of(&options);
+            }
+            self.ready.push_front(task_id);
+        }
+        Ok(())
+    }
+
+    /// Workers beyond `keep` that are idle: marked retiring (they get no
+    /// more tasks), to be told to exit.
+    pub fn retire_idle(&mut self, keep: usize) -> Vec<std::sync::Arc<super::pool::WorkerConn>> {
+        let live = self.workers.values().filter(|s| !s.retiring).count();
+        if live <= keep || !self.ready.is_empty() {
+            return Vec::new();
+        }
+        let mut idle: Vec<usize> = self
+            .workers
+            .iter()
+            .filter(|(_, s)| !s.retiring && s.in_flight.is_empty() && s.parked_other.is_empty())
+            .map(|(&id, _)| id)
+            .collect();
+        idle.sort_unstable_by(|a, b| b.cmp(a));
+        idle.truncate(live - keep);
+        idle.into_iter()
+            .map(|id| {
+                let slot = self.workers.get_mut(&id).expect("listed");
+                slot.retiring = true;
+                slot.conn.clone()
+            })
+            .collect()
+    }
+}

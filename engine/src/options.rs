@@ -1,0 +1,62 @@
+//! Per-call options of a remote function.
+
+use serde::{Deserialize, Serialize};
+
+/// Per-call options of a remote function: `NAME::options().max_retries(5).remote(…)`.
+///
+/// ```no_run
+/// #[shoal::remote]
+/// fn train(steps: u32) -> f64 { steps as f64 }
+///
+/// # fn main() -> shoal::Result<()> {
+/// let _node = shoal::init(shoal::Config::default().resource("gpu", 2.0))?;
+/// let r = train::options().max_retries(0).num_cpus(1).resource("gpu", 1.0).remote(100);
+/// assert_eq!(shoal::get(&r)?, 100.0);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskOptions {
+    pub(crate) max_retries: u32,
+    pub(crate) num_cpus: u32,
+    /// Custom resources the task holds while it runs, by name.
+    pub(crate) resources: Vec<(String, f64)>,
+}
+
+impl Default for TaskOptions {
+    fn default() -> Self {
+        TaskOptions { max_retries: 3, num_cpus: 1, resources: Vec::new() }
+    }
+}
+
+impl TaskOptions {
+    /// Times the task is started again if its worker process dies (default 3).
+    /// A panic is not retried: it is the function's answer.
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.max_retries = retries;
+        self
+    }
+
+    /// CPUs the task occupies while it runs (default 1). A task waits until
+    /// that many are free; one asking for more than the node has fails with
+    /// [`Error::Unschedulable`](crate::Error::Unschedulable). A task blocked
+    /// in a nested `get` or `wait` gives its CPUs back while it waits.
+    pub fn num_cpus(mut self, cpus: u32) -> Self {
+        self.num_cpus = cpus;
+        self
+    }
+
+    /// An amount of a custom resource the task holds while it runs (declared
+    /// on the node with [`Config::resource`](crate::Config::resource)). A task
+    /// waits until its resources are free; asking for more than the node has
+    /// is [`Error::Unschedulable`](crate::Error::Unschedulable). Unlike CPUs,
+    /// resources stay held while the task blocks in a nested `get`. Giving
+    /// the same name twice sets it again.
+    pub fn resource(mut self, name: impl Into<String>, amount: f64) -> Self {
+        let name = name.into();
+        self.resources.retain(|(n, _)| *n != name);
+        if amount > 0.0 {
+            self.resources.push((name, amount));
+        }
+        self
+    }
+}
