@@ -12,8 +12,8 @@ See README.md in this folder.
 Ray's figures come from Ray's own `ray microbenchmark` code
 (`ray/_private/ray_perf.py`) where it has the metric, timed by Ray's own
 `timeit` helper (`ray/_private/ray_microbenchmark_helpers.py`); the metrics it
-lacks (zero-copy get, array tasks, dependent chain) are written here in the
-same shape and timed by the same helper. Init and shutdown run in fresh
+lacks (nested tasks sync, zero-copy get, array tasks, dependent chain) are
+written here in the same shape and timed by the same helper. Init and shutdown run in fresh
 processes after everything else.
 """
 
@@ -52,6 +52,7 @@ COMPARED = [
     ("single client tasks sync", "tasks/s"),
     ("single client tasks async", "tasks/s"),
     ("multi client tasks async", "tasks/s"),
+    ("nested tasks sync", "tasks/s"),
     ("single client tasks and get batch", "batches/s"),
     ("single client put calls", "calls/s"),
     ("single client get calls", "calls/s"),
@@ -85,6 +86,7 @@ LIMITS = {
     "single client put gigabytes": "machine memcpy gigabytes",
     "multi client put gigabytes": "machine memcpy gigabytes",
     "single client tasks sync": "machine unix socket ping-pong",
+    "nested tasks sync": "machine unix socket ping-pong",
     "init to first result": "machine worker start",
     "array tasks": "array tasks compute floor",
 }
@@ -467,14 +469,37 @@ def ray_child(args):
     ray.init = real_init
 
     # ---- The rest, written in ray_perf's shape, on the same node.
+    want_nested = selected("nested tasks sync", pattern)
     want_filled_put = selected("single client put gigabytes", pattern)
     want_zero = any(selected(n, pattern) for n in ("zero-copy get gigabytes", "zero-copy get per call"))
     want_array = any(
         selected(n, pattern) for n in ("array tasks", "array tasks compute floor", "array tasks ratio to floor")
     )
     want_chain = selected("dependent chain", pattern)
-    if (want_filled_put or want_zero or want_array or want_chain) and not ray.is_initialized():
+    if (want_nested or want_filled_put or want_zero or want_array or want_chain) and not ray.is_initialized():
         real_init(**init_kwargs)
+
+    if want_nested:
+        # shoal's shape: one task submitting a no-op child and getting it, one
+        # at a time; per call 500 children (shoal: 2 000), so that one call
+        # (~1 s at Ray's rate) fits Ray's 2 s timing runs.
+        children = 500
+
+        @ray.remote
+        def nested_child():
+            return b"ok"
+
+        @ray.remote
+        def nested_sync(n):
+            for _ in range(n):
+                ray.get(nested_child.remote())
+            return n
+
+        def nested():
+            assert ray.get(nested_sync.remote(children)) == children
+
+        rate, sd = timeit("nested tasks sync (one task getting 500 children, one at a time)", nested, children)
+        emit("nested tasks sync", rate, "tasks/s", sd)
 
     if want_filled_put:
         filled = np.full(100_000_000, 1.5)  # 800 MB, every page written

@@ -112,6 +112,20 @@ struct Shared {
     nested: VecDeque<Execute>,
     /// The request the task thread is blocked in.
     main_waiting: Option<u64>,
+    /// Threads blocked in a `get` or `wait`.
+    blocked: usize,
+}
+
+/// What a request waits for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    /// An answer the node gives at once (an allocation).
+    Reply,
+    /// An object: the thread blocks. While any thread does, ordinary tasks
+    /// queued at this worker are handed back (one may be what it waits
+    /// for); `task_thread`: it is the task thread, which may be sent tasks
+    /// to run meanwhile.
+    Object { task_thread: bool },
 }
 
 impl Client {
@@ -357,7 +371,7 @@ impl Client {
     }
 
     fn allocate(&self, size: u64) -> Result<u64> {
-        match self.request(|request| ToNode::Allocate { request, size }, None, false)? {
+        match self.request(|request| ToNode::Allocate { request, size }, None, Waiting::Reply)? {
             ToClient::Allocated { result, .. } => result,
             other => Err(unexpected(&other)),
         }
@@ -367,9 +381,8 @@ impl Client {
     /// and the objects it contains, each with one reference counted for
     /// this client.
     pub(crate) fn get(&self, id: u64, deadline: Option<Instant>, timeout: Duration) -> Result<(ObjectData, Vec<u64>)> {
-        let blocking = self.blocking_task();
-        let task = blocking.then(|| self.top_task.load(Ordering::Acquire));
-        match self.request(|request| ToNode::Get { request, id, task }, deadline, blocking) {
+        let (waiting, task) = self.object_wait(deadline);
+        match self.request(|request| ToNode::Get { request, id, task }, deadline, waiting) {
             Ok(ToClient::Object { data, contained, .. }) => Ok((data, contained)),
             Ok(other) => Err(unexpected(&other)),
             Err(Error::Timeout(_)) => Err(Error::Timeout(timeout)),
@@ -381,15 +394,14 @@ impl Client {
     /// passes; returns the positions of the first `num` ready (fewer after
     /// the deadline).
     pub(crate) fn wait(&self, ids: &[u64], num: usize, deadline: Option<Instant>) -> Result<Vec<usize>> {
-        let blocking = self.blocking_task();
-        let task = blocking.then(|| self.top_task.load(Ordering::Acquire));
+        let (waiting, task) = self.object_wait(deadline);
         let wait = |num: usize, limit: usize| {
             let ids = ids.to_vec();
             move |request| ToNode::Wait { request, ids, num: num as u32, limit: limit as u32, task }
         };
-        let reply = match self.request(wait(num, num), deadline, blocking) {
+        let reply = match self.request(wait(num, num), deadline, waiting) {
             // What is ready by now.
-            Err(Error::Timeout(_)) => self.request(wait(0, num), None, false)?,
+            Err(Error::Timeout(_)) => self.request(wait(0, num), None, Waiting::Reply)?,
             other => other?,
         };
         match reply {
@@ -398,15 +410,24 @@ impl Client {
         }
     }
 
-    /// Whether a blocking request now blocks a task on the task thread.
-    fn blocking_task(&self) -> bool {
-        self.on_task_thread() && self.top_task.load(Ordering::Acquire) != 0
+    /// How a `get` or `wait` from this thread waits, and the task it
+    /// blocks on the task thread, if the node may send tasks to run on top
+    /// of it meanwhile: only without a deadline (a task run on top of a
+    /// timed wait could outlast it).
+    fn object_wait(&self, deadline: Option<Instant>) -> (Waiting, Option<u64>) {
+        let top = self.top_task.load(Ordering::Acquire);
+        let task_thread = self.on_task_thread() && top != 0;
+        (Waiting::Object { task_thread }, (task_thread && deadline.is_none()).then_some(top))
     }
 
     /// Send the request `make(request)` (after everything queued) and wait
-    /// for its reply. `blocking`: the task thread blocks in it (see the
-    /// module notes).
-    fn request(&self, make: impl FnOnce(u64) -> ToNode, deadline: Option<Instant>, blocking: bool) -> Result<ToClient> {
+    /// for its reply (see the module notes for `waiting`).
+    fn request(
+        &self,
+        make: impl FnOnce(u64) -> ToNode,
+        deadline: Option<Instant>,
+        waiting: Waiting,
+    ) -> Result<ToClient> {
         if self.stopped() {
             return Err(Error::NodeStopped);
         }
@@ -414,7 +435,13 @@ impl Client {
         let handed_back = {
             let mut shared = self.shared();
             shared.waiting.insert(request);
-            if blocking { Self::block_in(&mut shared, request) } else { Vec::new() }
+            match waiting {
+                Waiting::Reply => Vec::new(),
+                Waiting::Object { task_thread } => {
+                    shared.blocked += 1;
+                    Self::block_in(&mut shared, task_thread.then_some(request))
+                }
+            }
         };
         let mut msgs = Vec::with_capacity(2);
         if !handed_back.is_empty() {
@@ -422,26 +449,30 @@ impl Client {
         }
         msgs.push(make(request));
         if let Err(e) = self.send(&msgs) {
-            self.end_request(request, blocking);
+            self.end_request(request, waiting);
             return Err(e);
         }
-        self.await_reply(request, deadline, blocking)
+        self.await_reply(request, deadline, waiting)
     }
 
-    /// The task thread blocks in `request`: returns the ordinary tasks
-    /// queued for it, to hand back.
-    fn block_in(shared: &mut Shared, request: u64) -> Vec<u64> {
-        shared.main_waiting = Some(request);
+    /// A thread blocks (the task thread, in `request`): returns the
+    /// ordinary tasks queued here, to hand back.
+    fn block_in(shared: &mut Shared, request: Option<u64>) -> Vec<u64> {
+        if request.is_some() {
+            shared.main_waiting = request;
+        }
         shared.executes.drain(..).map(|e| e.task).collect()
     }
 
     /// Stop waiting for `request`; hand back nested tasks still queued for it.
-    fn end_request(&self, request: u64, blocking: bool) {
+    fn end_request(&self, request: u64, waiting: Waiting) {
         let handed_back: Vec<u64> = {
             let mut shared = self.shared();
             shared.waiting.remove(&request);
             shared.replies.remove(&request);
-            if !blocking {
+            let Waiting::Object { task_thread } = waiting else { return };
+            shared.blocked -= 1;
+            if !task_thread {
                 return;
             }
             shared.main_waiting = None;
@@ -452,20 +483,20 @@ impl Client {
         }
     }
 
-    fn await_reply(&self, request: u64, deadline: Option<Instant>, blocking: bool) -> Result<ToClient> {
+    fn await_reply(&self, request: u64, deadline: Option<Instant>, waiting: Waiting) -> Result<ToClient> {
         let mut shared = self.shared();
         loop {
             if let Some(reply) = shared.replies.remove(&request) {
                 drop(shared);
-                self.end_request(request, blocking);
+                self.end_request(request, waiting);
                 return Ok(reply);
             }
             if self.stopped() {
                 drop(shared);
-                self.end_request(request, blocking);
+                self.end_request(request, waiting);
                 return Err(Error::NodeStopped);
             }
-            if blocking {
+            if waiting == (Waiting::Object { task_thread: true }) {
                 if let Some(execute) = shared.nested.pop_front() {
                     shared.main_waiting = None;
                     drop(shared);
@@ -474,7 +505,7 @@ impl Client {
                     }
                     let _ = self.flush();
                     shared = self.shared();
-                    let handed_back = Self::block_in(&mut shared, request);
+                    let handed_back = Self::block_in(&mut shared, Some(request));
                     if !handed_back.is_empty() {
                         drop(shared);
                         let _ = self.send(&[ToNode::Requeue(handed_back)]);
@@ -486,7 +517,7 @@ impl Client {
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
                 drop(shared);
-                self.end_request(request, blocking);
+                self.end_request(request, waiting);
                 let _ = self.send(&[ToNode::Forget { request }]);
                 return Err(Error::Timeout(Duration::ZERO));
             }
@@ -622,7 +653,7 @@ impl Client {
                     ToClient::Execute(execute) => match execute.nested {
                         Some(r) if shared.main_waiting == Some(r) => shared.nested.push_back(execute),
                         Some(_) => handed_back.push(execute.task),
-                        None if shared.main_waiting.is_some() => handed_back.push(execute.task),
+                        None if shared.blocked > 0 => handed_back.push(execute.task),
                         None => shared.executes.push_back(execute),
                     },
                     ToClient::Shutdown => stop = true,

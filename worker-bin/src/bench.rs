@@ -13,18 +13,19 @@
 //! to stderr. `benches/compare/` runs this beside Ray's equivalents.
 //!
 //! What each metric times is written beside its group below; where shoal's
-//! shape differs from Ray's (multi-client put runs from driver threads, since
-//! tasks cannot `put` yet) the group says so.
+//! shape differs from Ray's the group says so. The multi-client metrics and
+//! `nested tasks sync` submit and `put` from inside tasks, as Ray's do.
 
 use std::hint::black_box;
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{Context, ensure};
-use ndarray::{Array1, Ix1};
+use ndarray::{ArcArray1, Array1, Ix1};
 use shoal::{ObjectRef, SharedArray};
 
 /// Timed repetitions per metric (after one warm-up).
@@ -37,11 +38,55 @@ pub const DEFAULT_LARGE_MB: usize = 800;
 const ARRAY_TASKS: usize = 20;
 /// Concurrent submitters in the `multi client` metrics.
 const CLIENTS: usize = 4;
+/// Tasks each client submits in `multi client tasks async`.
+const CLIENT_TASKS: u32 = 10_000;
+/// Children one task submits and gets, one at a time, in `nested tasks sync`.
+const NESTED_CHILDREN: u32 = 2_000;
 
 /// Ray's `small_value`: a task that returns a tiny value.
 #[shoal::remote]
 fn small_value() -> [u8; 2] {
     *b"ok"
+}
+
+/// `multi client tasks async`'s client: submit `n` no-op tasks, then get
+/// them all (Ray's `Actor.small_value_batch`); returns `n`.
+#[shoal::remote]
+fn client_tasks_async(n: u32) -> u32 {
+    submit_and_get(n as usize).expect("children of a client task");
+    n
+}
+
+/// `nested tasks sync`: submit a no-op child and get it, `n` times, one at a
+/// time; returns `n`.
+#[shoal::remote]
+fn nested_sync(n: u32) -> u32 {
+    for _ in 0..n {
+        shoal::get(&small_value::remote()).expect("a nested child");
+    }
+    n
+}
+
+/// This worker process's array for `multi client put gigabytes`: built by
+/// the first put task the process runs (the warm-up), shared by the later
+/// ones, so the timed calls copy and never fill. Each process that ran one
+/// keeps it (a quarter of `--large-mb`) until the node stops.
+static PUT_TEMPLATE: Mutex<Option<ArcArray1<f64>>> = Mutex::new(None);
+
+/// `multi client put gigabytes`' client: `put` an array of `len` f64s (its
+/// own, filled with data; the ref dropped at once, as Ray's `do_put` does).
+#[shoal::remote]
+fn client_put(len: usize) -> usize {
+    let array = {
+        let mut template = PUT_TEMPLATE.lock().expect("put template lock");
+        if template.as_ref().is_none_or(|t| t.len() != len) {
+            *template = None; // free the old one before filling a new one
+            *template = Some(ArcArray1::from_elem(len, 1.5));
+        }
+        template.clone().expect("filled above")
+    };
+    drop(shoal::put(array).expect("put from a client task"));
+    len
 }
 
 /// One link of the dependent chain.
@@ -70,6 +115,7 @@ const GROUPS: &[Group] = &[
     Group { metrics: &["single client tasks sync"], run: tasks_sync },
     Group { metrics: &["single client tasks async"], run: tasks_async },
     Group { metrics: &["multi client tasks async"], run: multi_client_tasks_async },
+    Group { metrics: &["nested tasks sync"], run: nested_tasks_sync },
     Group { metrics: &["single client tasks and get batch"], run: tasks_and_get_batch },
     Group { metrics: &["single client put calls"], run: put_calls },
     Group { metrics: &["single client get calls"], run: get_calls },
@@ -281,7 +327,7 @@ fn tasks_sync(bench: &mut Bench) -> anyhow::Result<()> {
 }
 
 /// Submit `n` tasks, then get them all.
-fn submit_and_get(n: usize) -> anyhow::Result<()> {
+fn submit_and_get(n: usize) -> shoal::Result<()> {
     let refs: Vec<ObjectRef<[u8; 2]>> = (0..n).map(|_| small_value::remote()).collect();
     shoal::get_all(&refs)?;
     Ok(())
@@ -299,25 +345,45 @@ fn tasks_async(bench: &mut Bench) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// [`tasks_async`] from [`CLIENTS`] driver threads at once.
+/// Ray's shape: [`CLIENTS`] tasks at once, each submitting
+/// [`CLIENT_TASKS`] no-op tasks and getting them all; the driver submits the
+/// clients and gets them. Tasks per second over all the children. (Ray's
+/// clients are actors holding no CPU; shoal's are tasks, which give their CPU
+/// back while they wait for their children.)
 fn multi_client_tasks_async(bench: &mut Bench) -> anyhow::Result<()> {
     bench.node()?;
     let samples = measure(|| {
         let t = Instant::now();
-        std::thread::scope(|s| {
-            let clients: Vec<_> = (0..CLIENTS).map(|_| s.spawn(|| submit_and_get(10_000))).collect();
-            clients.into_iter().try_for_each(|c| c.join().expect("client thread panicked"))
-        })?;
-        Ok((CLIENTS * 10_000) as f64 / t.elapsed().as_secs_f64())
+        let clients: Vec<ObjectRef<u32>> = (0..CLIENTS).map(|_| client_tasks_async::remote(CLIENT_TASKS)).collect();
+        let done: u32 = shoal::get_all(&clients)?.iter().sum();
+        let secs = t.elapsed().as_secs_f64();
+        ensure!(done == CLIENTS as u32 * CLIENT_TASKS, "the clients ran {done} tasks");
+        Ok(f64::from(done) / secs)
     })?;
     report("multi client tasks async", &samples, "tasks/s");
+    Ok(())
+}
+
+/// One task submitting a no-op child and getting it, one at a time,
+/// [`NESTED_CHILDREN`] times; the driver times one call of it (its own
+/// submission included). Children per second.
+fn nested_tasks_sync(bench: &mut Bench) -> anyhow::Result<()> {
+    bench.node()?;
+    let samples = measure(|| {
+        let t = Instant::now();
+        let done = shoal::get(&nested_sync::remote(NESTED_CHILDREN))?;
+        let secs = t.elapsed().as_secs_f64();
+        ensure!(done == NESTED_CHILDREN, "the task ran {done} children");
+        Ok(f64::from(done) / secs)
+    })?;
+    report("nested tasks sync", &samples, "tasks/s");
     Ok(())
 }
 
 /// Submit 1 000 tasks and get them; one operation is the batch.
 fn tasks_and_get_batch(bench: &mut Bench) -> anyhow::Result<()> {
     bench.node()?;
-    let samples = rate(50, || submit_and_get(1_000))?;
+    let samples = rate(50, || Ok(submit_and_get(1_000)?))?;
     report("single client tasks and get batch", &samples, "batches/s");
     Ok(())
 }
@@ -347,37 +413,40 @@ fn get_calls(bench: &mut Bench) -> anyhow::Result<()> {
 
 /// `put` of an 800 MB f64 array; the array is built outside the timing.
 fn put_gigabytes(bench: &mut Bench) -> anyhow::Result<()> {
-    put_from_clients(bench, 1, "single client put gigabytes")
-}
-
-/// 800 MB in all, `put` as [`CLIENTS`] arrays from as many driver threads at
-/// once (Ray's runs in actors; shoal tasks cannot `put` yet).
-fn multi_client_put_gigabytes(bench: &mut Bench) -> anyhow::Result<()> {
-    put_from_clients(bench, CLIENTS, "multi client put gigabytes")
-}
-
-/// `put` of the large size in all, split into `clients` arrays put at once
-/// (one client: from this thread, no thread started).
-fn put_from_clients(bench: &mut Bench, clients: usize, metric: &str) -> anyhow::Result<()> {
     bench.node()?;
     let bytes = bench.large;
-    let template = Array1::from_elem(bytes / 8 / clients, 1.5f64);
+    let template = Array1::from_elem(bytes / 8, 1.5f64);
     let samples = measure(|| {
-        let mut copies: Vec<Array1<f64>> = (0..clients).map(|_| template.clone()).collect();
+        let copy = template.clone();
         let t = Instant::now();
-        let refs = if clients == 1 {
-            vec![shoal::put(copies.pop().expect("one copy"))?]
-        } else {
-            std::thread::scope(|s| {
-                let threads: Vec<_> = copies.into_iter().map(|c| s.spawn(|| shoal::put(c))).collect();
-                threads.into_iter().map(|c| c.join().expect("client thread panicked")).collect::<Result<Vec<_>, _>>()
-            })?
-        };
+        let r = shoal::put(copy)?;
         let secs = t.elapsed().as_secs_f64();
-        drop(refs);
+        drop(r);
         Ok(bytes as f64 / secs / 1e9)
     })?;
-    report(metric, &samples, "GB/s");
+    report("single client put gigabytes", &samples, "GB/s");
+    Ok(())
+}
+
+/// Ray's shape (puts from tasks): 800 MB in all, [`CLIENTS`] tasks at once
+/// each `put`ting its own array of a quarter of it and dropping the ref; the
+/// driver times submitting them and getting their (tiny) results. Each
+/// worker process fills its array once, in the warm-up ([`PUT_TEMPLATE`]),
+/// so the timing holds the copies, not the fills. At most the 800 MB is
+/// alive in the store at once (the node's store holds two large arrays).
+fn multi_client_put_gigabytes(bench: &mut Bench) -> anyhow::Result<()> {
+    bench.node()?;
+    let len = bench.large / 8 / CLIENTS;
+    let bytes = len * 8 * CLIENTS;
+    let samples = measure(|| {
+        let t = Instant::now();
+        let clients: Vec<ObjectRef<usize>> = (0..CLIENTS).map(|_| client_put::remote(len)).collect();
+        let put: usize = shoal::get_all(&clients)?.iter().sum();
+        let secs = t.elapsed().as_secs_f64();
+        ensure!(put * 8 == bytes, "the clients put {put} elements");
+        Ok(bytes as f64 / secs / 1e9)
+    })?;
+    report("multi client put gigabytes", &samples, "GB/s");
     Ok(())
 }
 

@@ -53,6 +53,7 @@ fn bench_lists_every_metric_of_the_suite() {
         "single client tasks sync",
         "single client tasks async",
         "multi client tasks async",
+        "nested tasks sync",
         "single client tasks and get batch",
         "single client put calls",
         "single client get calls",

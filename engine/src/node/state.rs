@@ -751,7 +751,12 @@ impl NodeState {
                 continue;
             }
             let expected_ns = self.run_times.get(task.function).copied().unwrap_or(PIPELINE_BUDGET_NS);
-            if let Some((worker, idle)) = self.pick_workers(cpus as usize, expected_ns, free) {
+            // With a CPU free because tasks are blocked, a task waits for a
+            // worker to run on rather than queue behind a running one
+            // (unless no more workers may start).
+            let can_spawn = self.workers.len() + self.spawn_pending < self.worker_cap;
+            let pipeline = blocked == 0 || free == 0 || !can_spawn;
+            if let Some((worker, idle)) = self.pick_workers(cpus as usize, expected_ns, free, pipeline) {
                 self.ready.remove(position);
                 if idle {
                     used += cpus;
@@ -837,8 +842,9 @@ impl NodeState {
     /// `expected_ns`, with `free` CPUs free: the least loaded one with room
     /// in its pipeline (see the module notes); a multi-CPU task needs an
     /// idle worker plus `cpus - 1` more idle ones, which it reserves while it
-    /// runs. Returns the worker and whether it was idle (takes a free CPU).
-    fn pick_workers(&mut self, cpus: usize, expected_ns: u64, free: u32) -> Option<(usize, bool)> {
+    /// runs. Busy workers are candidates only with `pipeline`. Returns the
+    /// worker and whether it was idle (takes a free CPU).
+    fn pick_workers(&mut self, cpus: usize, expected_ns: u64, free: u32, pipeline: bool) -> Option<(usize, bool)> {
         let room = |s: &WorkerSlot| {
             s.in_flight.len() < self.pipeline_depth
                 || (s.in_flight.len() < MAX_PIPELINE && s.queued_ns.saturating_add(expected_ns) <= PIPELINE_BUDGET_NS)
@@ -847,7 +853,10 @@ impl NodeState {
             return self
                 .workers
                 .iter()
-                .filter(|(_, s)| s.takes_ordinary() && room(s) && (free > 0 || !s.in_flight.is_empty()))
+                .filter(|(_, s)| {
+                    let idle = s.in_flight.is_empty();
+                    s.takes_ordinary() && room(s) && if idle { free > 0 } else { pipeline }
+                })
                 .min_by_key(|(id, s)| (s.in_flight.len(), **id))
                 .map(|(&id, s)| (id, s.in_flight.is_empty()));
         }
