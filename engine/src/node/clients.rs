@@ -254,7 +254,7 @@ impl NodeState {
 
     /// Workers beyond `keep` that are idle: marked retiring (they get no
     /// more tasks), to be told to exit.
-    pub fn retire_idle(&mut self, keep: usize) -> Vec<std::sync::Arc<super::pool::WorkerConn>> {
+    pub fn retire_idle(&mut self, keep: usize) -> Vec<std::sync::Arc<super::conn::WorkerConn>> {
         let live = self.workers.values().filter(|s| !s.retiring).count();
         if live <= keep || !self.ready.is_empty() {
             return Vec::new();

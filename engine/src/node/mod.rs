@@ -12,6 +12,7 @@
 //! connecting drivers later) speak `crate::protocol` over the same sockets.
 
 mod clients;
+mod conn;
 mod pool;
 pub(crate) mod state;
 
@@ -26,8 +27,10 @@ use serde::Serialize;
 use shoal_store::{Arena, Layout};
 
 pub(crate) use pool::{ENV_PARENT, ENV_SOCKET, ENV_TOKEN};
-use pool::{SpawnPlan, SupervisorCmd, WorkerConn};
-use state::{ArgSpec, NodeState, ObjectState, Outbox, WorkerSlot};
+use conn::WorkerConn;
+use pool::{SpawnPlan, SupervisorCmd};
+use conn::Outbox;
+use state::{ArgSpec, NodeState, ObjectState, WorkerSlot};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -384,7 +387,7 @@ impl Node {
             (result, self.dispatch_locked(&mut state))
         };
         self.notify();
-        pool::push(ready);
+        conn::push(ready);
         result
     }
 
@@ -399,7 +402,7 @@ impl Node {
                 let _ = tx.send(SupervisorCmd::Spawn(spawn));
             }
         }
-        pool::queue(outbox)
+        conn::queue(outbox)
     }
 
     /// The registered name `name`, if this binary has that function.
@@ -518,7 +521,7 @@ impl Node {
             let outputs = state.add_task(function, options.clone(), args, num_returns, failure);
             (outputs, self.dispatch_locked(&mut state))
         };
-        pool::push(ready);
+        conn::push(ready);
         outputs
     }
 

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use shoal_store::Allocator;
 
 use crate::error::Error;
-use crate::node::pool::WorkerConn;
+use crate::node::conn::{Outbox, WorkerConn};
 use crate::options::TaskOptions;
 use crate::protocol::{ArgData, Execute, Placed, SubmitArg, ToClient};
 
@@ -205,8 +205,6 @@ impl WorkerSlot {
     }
 }
 
-/// Messages to send once the lock is released.
-pub(crate) type Outbox = Vec<(Arc<WorkerConn>, ToClient)>;
 
 /// A client request the node answers later.
 #[derive(Debug)]
