@@ -46,6 +46,12 @@ use crate::protocol::{Execute, ObjectData, Placed, RefOp, Submit, SubmitArg, ToC
 /// a few microseconds away then costs no wake-up.
 const SPIN: Duration = Duration::from_micros(50);
 
+/// Submissions a task thread makes go out in one write, at most this many...
+const SUBMIT_BATCH: usize = 32;
+/// ... and at most this long after the first (the flusher thread sends
+/// them if the task makes no other call meanwhile).
+const SUBMIT_DELAY: Duration = Duration::from_micros(50);
+
 /// Runs a task the node sent to the blocked task thread (set by the worker
 /// loop, which knows how to run tasks).
 pub(crate) type NestedRunner = Box<dyn Fn(Execute) + Send + Sync>;
@@ -65,6 +71,8 @@ pub(crate) struct Client {
     top_task: AtomicU64,
     closed: AtomicBool,
     out: Mutex<Out>,
+    /// Wakes the flusher thread when a submission waits in `out`.
+    submitted: Condvar,
     input: Mutex<FrameBuffer>,
     shared: Mutex<Shared>,
     changed: Condvar,
@@ -84,6 +92,9 @@ pub(crate) struct Out {
     /// Finished tasks whose results wait in `buf`, and since when.
     pub(crate) batched: usize,
     pub(crate) batch_since: Option<Instant>,
+    /// Submissions waiting in `buf`, and since when.
+    submits: usize,
+    submits_since: Option<Instant>,
 }
 
 impl Out {
@@ -108,10 +119,12 @@ struct Shared {
     waiting: HashSet<u64>,
     /// Ordinary tasks for the task loop.
     executes: VecDeque<Execute>,
-    /// Tasks to run on the blocked task thread.
+    /// Tasks to run on the blocked task thread, all for the innermost
+    /// request it is blocked in.
     nested: VecDeque<Execute>,
-    /// The request the task thread is blocked in.
-    main_waiting: Option<u64>,
+    /// The requests the task thread is blocked in, outermost first (a
+    /// task run on top of a blocked one may block in turn).
+    main_open: Vec<u64>,
     /// Threads blocked in a `get` or `wait`.
     blocked: usize,
 }
@@ -155,6 +168,7 @@ impl Client {
             top_task: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             out: Mutex::default(),
+            submitted: Condvar::new(),
             input: Mutex::default(),
             shared: Mutex::default(),
             changed: Condvar::new(),
@@ -193,6 +207,43 @@ impl Client {
         self.closed.store(true, Ordering::Release);
         let _guard = self.shared();
         self.changed.notify_all();
+        self.submitted.notify_all();
+    }
+
+    /// Start the thread that sends a task's submissions when the task makes
+    /// no other call within [`SUBMIT_DELAY`] (children start while their
+    /// parent computes).
+    pub(crate) fn start_flusher(self: &Arc<Self>) -> std::io::Result<()> {
+        let client = Arc::downgrade(self);
+        std::thread::Builder::new().name("shoal-flush".into()).spawn(move || {
+            while let Some(client) = client.upgrade() {
+                if !client.flush_submits() {
+                    return;
+                }
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Wait for submissions to wait in `out`, give the task
+    /// [`SUBMIT_DELAY`] to send them itself, then send them. False once the
+    /// connection closed.
+    fn flush_submits(&self) -> bool {
+        let mut out = self.out();
+        while out.submits == 0 {
+            if self.stopped() {
+                return false;
+            }
+            out = self.submitted.wait_timeout(out, Duration::from_millis(100)).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        let since = out.submits_since;
+        drop(out);
+        std::thread::sleep(SUBMIT_DELAY);
+        let mut out = self.out();
+        if out.submits > 0 && out.submits_since == since {
+            let _ = self.write_out(&mut out);
+        }
+        !self.stopped()
     }
 
     fn new_id(&self) -> u64 {
@@ -211,6 +262,8 @@ impl Client {
         }
         out.batched = 0;
         out.batch_since = None;
+        out.submits = 0;
+        out.submits_since = None;
         if out.buf.is_empty() {
             return Ok(());
         }
@@ -297,7 +350,20 @@ impl Client {
             failed,
         };
         // A stopped node fails the outputs' reads with `NodeStopped`.
-        let _ = self.send(&[ToNode::Submit(submit)]);
+        let mut out = self.out();
+        out.encode(&ToNode::Submit(submit));
+        if out.stack.is_empty() || !self.on_task_thread() {
+            let _ = self.write_out(&mut out);
+            return outputs;
+        }
+        // A task's burst of submissions goes in batches (see `start_flusher`).
+        out.submits += 1;
+        if out.submits >= SUBMIT_BATCH {
+            let _ = self.write_out(&mut out);
+        } else if out.submits == 1 {
+            out.submits_since = Some(Instant::now());
+            self.submitted.notify_one();
+        }
         outputs
     }
 
@@ -455,13 +521,17 @@ impl Client {
         self.await_reply(request, deadline, waiting)
     }
 
-    /// A thread blocks (the task thread, in `request`): returns the
-    /// ordinary tasks queued here, to hand back.
+    /// A thread blocks (the task thread, in `request`): returns the tasks
+    /// queued here, to hand back — ordinary ones (one may be what it waits
+    /// for), and tasks sent to run on top of an outer request of the task
+    /// thread (they could not run before this request ends).
     fn block_in(shared: &mut Shared, request: Option<u64>) -> Vec<u64> {
-        if request.is_some() {
-            shared.main_waiting = request;
+        let mut handed_back: Vec<u64> = shared.executes.drain(..).map(|e| e.task).collect();
+        if let Some(request) = request {
+            shared.main_open.push(request);
+            handed_back.extend(shared.nested.drain(..).map(|e| e.task));
         }
-        shared.executes.drain(..).map(|e| e.task).collect()
+        handed_back
     }
 
     /// Stop waiting for `request`; hand back nested tasks still queued for it.
@@ -475,7 +545,7 @@ impl Client {
             if !task_thread {
                 return;
             }
-            shared.main_waiting = None;
+            shared.main_open.retain(|&r| r != request);
             shared.nested.drain(..).map(|e| e.task).collect()
         };
         if !handed_back.is_empty() {
@@ -497,20 +567,14 @@ impl Client {
                 return Err(Error::NodeStopped);
             }
             if waiting == (Waiting::Object { task_thread: true }) {
+                // Tasks sent to run on top of this wait (see `block_in`).
                 if let Some(execute) = shared.nested.pop_front() {
-                    shared.main_waiting = None;
                     drop(shared);
+                    debug_assert_eq!(execute.nested, Some(request));
                     if let Some(run) = self.nested_runner.get() {
                         run(execute);
                     }
-                    let _ = self.flush();
                     shared = self.shared();
-                    let handed_back = Self::block_in(&mut shared, Some(request));
-                    if !handed_back.is_empty() {
-                        drop(shared);
-                        let _ = self.send(&[ToNode::Requeue(handed_back)]);
-                        shared = self.shared();
-                    }
                     continue;
                 }
             }
@@ -521,10 +585,17 @@ impl Client {
                 let _ = self.send(&[ToNode::Forget { request }]);
                 return Err(Error::Timeout(Duration::ZERO));
             }
+            // About to wait: nothing this process owes the node waits with it.
+            drop(shared);
+            let _ = self.flush();
+            shared = self.shared();
+            let runs_nested = waiting == (Waiting::Object { task_thread: true });
+            if shared.replies.contains_key(&request) || (runs_nested && !shared.nested.is_empty()) {
+                continue;
+            }
             if !shared.reading {
                 shared.reading = true;
                 drop(shared);
-                let _ = self.flush();
                 self.read_input(deadline);
                 shared = self.shared();
                 shared.reading = false;
@@ -651,7 +722,7 @@ impl Client {
                 };
                 match msg {
                     ToClient::Execute(execute) => match execute.nested {
-                        Some(r) if shared.main_waiting == Some(r) => shared.nested.push_back(execute),
+                        Some(r) if shared.main_open.last() == Some(&r) => shared.nested.push_back(execute),
                         Some(_) => handed_back.push(execute.task),
                         None if shared.blocked > 0 => handed_back.push(execute.task),
                         None => shared.executes.push_back(execute),

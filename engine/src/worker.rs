@@ -102,6 +102,7 @@ fn run(socket: std::path::PathBuf, parent: Option<i32>, token: u64) -> Result<()
     };
     let (client, _welcome) = Client::connect(stream, &hello)?;
     let client = Arc::new(client);
+    client.start_flusher().map_err(io_err)?;
     let runtime = Runtime::Client(client.clone());
     Runtime::install(runtime.clone())?;
     let worker = Arc::new(TaskRunner { runtime, client: client.clone(), run_times: Mutex::new(HashMap::new()) });

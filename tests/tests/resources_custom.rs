@@ -13,7 +13,8 @@ const PATIENCE: Duration = Duration::from_secs(60);
 fn node() -> &'static shoal::Shoal {
     static NODE: std::sync::OnceLock<shoal::Shoal> = std::sync::OnceLock::new();
     NODE.get_or_init(|| {
-        let config = shoal::Config::default().workers(3).store_bytes(32 << 20).resource("gpu", 1.0).resource("disk", 2.5);
+        let config =
+            shoal::Config::default().workers(3).store_bytes(32 << 20).resource("gpu", 1.0).resource("disk", 2.5);
         shoal::init(config).expect("start the node")
     })
 }
@@ -89,6 +90,9 @@ fn a_blocked_task_keeps_its_resources() -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_millis(50));
     let other = hold::options().resource("gpu", 1.0).remote(0);
     let (parent, other) = (shoal::get_timeout(&parent, PATIENCE)?, shoal::get_timeout(&other, PATIENCE)?);
-    assert!(other.0 >= parent.1 || other.1 <= parent.0, "the gpu stayed held while its task blocked: {parent:?} {other:?}");
+    assert!(
+        other.0 >= parent.1 || other.1 <= parent.0,
+        "the gpu stayed held while its task blocked: {parent:?} {other:?}"
+    );
     Ok(())
 }

@@ -163,14 +163,24 @@ impl NodeState {
     /// Record a parked request and what it blocks.
     fn park(&mut self, worker: usize, request: u64, kind: ParkedKind, task: Option<u64>) {
         let Some(slot) = self.workers.get_mut(&worker) else { return };
-        let main = match task {
-            // The top of the task thread's stack, or the ordinary task it runs.
-            Some(t) if slot.levels.last().is_some_and(|l| l.task == t && l.parked.is_none()) => {
-                slot.levels.last_mut().expect("checked").parked = Some(request);
+        let top = slot.levels.last_mut();
+        let main = match (task, top) {
+            // The task running on top of a blocked one blocks in turn.
+            (Some(t), Some(top)) if top.offered.front() == Some(&t) => {
+                let expected = self.tasks.get(&t).map_or(0, |task| task.expected_ns);
+                top.offered.pop_front();
+                top.offered_ns = top.offered_ns.saturating_sub(expected);
+                slot.levels.push(Level::new(t, Some(request), true));
                 true
             }
-            Some(t) if slot.levels.is_empty() && slot.in_flight.front() == Some(&t) => {
-                slot.levels.push(Level { task: t, parked: Some(request), nested: false });
+            // A nested task that blocked before blocks again.
+            (Some(t), Some(top)) if top.task == t && top.parked.is_none() && top.offered.is_empty() => {
+                top.parked = Some(request);
+                true
+            }
+            // The ordinary task the worker runs.
+            (Some(t), None) if slot.in_flight.front() == Some(&t) => {
+                slot.levels.push(Level::new(t, Some(request), false));
                 true
             }
             _ => {
@@ -188,13 +198,10 @@ impl NodeState {
             slot.parked_other.remove(&request);
             return;
         }
-        if let Some(at) = slot.levels.iter().position(|l| l.parked == Some(request)) {
-            if slot.levels[at].nested {
-                slot.levels[at].parked = None;
-            } else {
-                slot.levels.remove(at);
-            }
+        if let Some(level) = slot.levels.iter_mut().find(|l| l.parked == Some(request)) {
+            level.parked = None;
         }
+        slot.levels.retain(|l| l.nested || l.parked.is_some() || !l.offered.is_empty());
     }
 
     /// An object that request `key` watches was sealed: answer it if it is
@@ -236,8 +243,8 @@ impl NodeState {
                 return Err(format!("task {task_id} was not sent to this worker"));
             };
             slot.in_flight.remove(at);
-            slot.levels.retain(|l| !(l.nested && l.task == task_id));
             let task = self.tasks.get_mut(&task_id).ok_or("unknown task")?;
+            slot.forget_task(task_id, task.expected_ns);
             slot.queued_ns = slot.queued_ns.saturating_sub(task.expected_ns);
             task.worker = None;
             task.expected_ns = 0;

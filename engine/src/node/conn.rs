@@ -200,4 +200,3 @@ pub(crate) fn push(conns: Vec<Arc<WorkerConn>>) {
         conn.push();
     }
 }
-

@@ -26,10 +26,10 @@ use crossbeam_channel::Sender;
 use serde::Serialize;
 use shoal_store::{Arena, Layout};
 
-pub(crate) use pool::{ENV_PARENT, ENV_SOCKET, ENV_TOKEN};
-use conn::WorkerConn;
-use pool::{SpawnPlan, SupervisorCmd};
 use conn::Outbox;
+use conn::WorkerConn;
+pub(crate) use pool::{ENV_PARENT, ENV_SOCKET, ENV_TOKEN};
+use pool::{SpawnPlan, SupervisorCmd};
 use state::{ArgSpec, NodeState, ObjectState, WorkerSlot};
 
 use crate::config::Config;

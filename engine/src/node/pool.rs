@@ -18,16 +18,14 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use shoal_ipc::{
-    FrameError, FrameReader, HandshakeReply, Hello, Welcome, encode_frame, handshake::HELLO_MAGIC,
-};
+use shoal_ipc::{FrameError, FrameReader, HandshakeReply, Hello, Welcome, encode_frame, handshake::HELLO_MAGIC};
 
 use crate::error::Error;
 use crate::node::Node;

@@ -139,8 +139,9 @@ pub(crate) struct Task {
 /// blocked ancestor's worker when it is older, or else by another worker.
 pub(crate) const MAX_ANCESTRY: usize = 64;
 
-/// One level of a worker's task thread above its running task: a task
-/// blocked in a request, or a task sent to run on top of one.
+/// One level of a worker's task thread: a task that blocked in a request
+/// (its ordinary running task, or a nested task that blocked in turn), and
+/// the tasks sent to run on top of it while it waits.
 #[derive(Debug)]
 pub(crate) struct Level {
     pub task: u64,
@@ -148,6 +149,16 @@ pub(crate) struct Level {
     pub parked: Option<u64>,
     /// Sent as nested (else it is the worker's running ordinary task).
     pub nested: bool,
+    /// Tasks sent to run on top of it, in order: the first is running.
+    pub offered: VecDeque<u64>,
+    /// Their expected run times, summed.
+    pub offered_ns: u64,
+}
+
+impl Level {
+    pub fn new(task: u64, parked: Option<u64>, nested: bool) -> Self {
+        Level { task, parked, nested, offered: VecDeque::new(), offered_ns: 0 }
+    }
 }
 
 pub(crate) struct WorkerSlot {
@@ -187,9 +198,22 @@ impl WorkerSlot {
         }
     }
 
-    /// The task the task thread is blocked in, if it is blocked.
+    /// The level the task thread is blocked in, with nothing to run on top.
     pub fn blocked_in(&self) -> Option<&Level> {
-        self.levels.last().filter(|l| l.parked.is_some())
+        self.levels.last().filter(|l| l.parked.is_some() && l.offered.is_empty())
+    }
+
+    /// A task left the worker (done or handed back): off the levels.
+    pub fn forget_task(&mut self, task: u64, expected_ns: u64) {
+        self.levels.retain(|l| !(l.nested && l.task == task));
+        for level in &mut self.levels {
+            if let Some(at) = level.offered.iter().position(|&t| t == task) {
+                level.offered.remove(at);
+                level.offered_ns = level.offered_ns.saturating_sub(expected_ns);
+            }
+        }
+        // A level whose wait ended stays only while tasks run on top of it.
+        self.levels.retain(|l| l.nested || l.parked.is_some() || !l.offered.is_empty());
     }
 
     /// Whether it holds a CPU: running a task and not blocked in a `get` or
@@ -204,7 +228,6 @@ impl WorkerSlot {
         !self.retiring && self.reserved_by.is_none() && self.levels.is_empty() && self.parked_other.is_empty()
     }
 }
-
 
 /// A client request the node answers later.
 #[derive(Debug)]
@@ -594,7 +617,7 @@ impl NodeState {
         let slot = self.workers.get_mut(&worker).expect("checked above");
         slot.in_flight.remove(pos);
         slot.queued_ns = slot.queued_ns.saturating_sub(self.tasks[&task_id].expected_ns);
-        slot.levels.retain(|l| !(l.nested && l.task == task_id));
+        slot.forget_task(task_id, self.tasks[&task_id].expected_ns);
         for offset in &claimed {
             slot.unsealed.remove(offset);
         }
@@ -765,14 +788,14 @@ impl NodeState {
             if blocked == 0 {
                 break;
             }
-            if cpus == 1 && free >= 1 {
-                if let Some((worker, request)) = self.blocked_worker_for(task_id) {
+            if cpus == 1 {
+                if let Some((worker, request, takes_cpu)) = self.blocked_worker_for(task_id, expected_ns, free) {
                     self.ready.remove(position);
-                    used += 1;
+                    used += u32::from(takes_cpu);
                     self.send_task(task_id, worker, Some(request), expected_ns, out);
                     continue;
                 }
-                starved += 1;
+                starved += usize::from(free >= 1);
             }
             position += 1;
             skipped += 1;
@@ -821,18 +844,30 @@ impl NodeState {
         slot.in_flight.push_back(task_id);
         slot.queued_ns = slot.queued_ns.saturating_add(expected_ns);
         if nested.is_some() {
-            slot.levels.push(Level { task: task_id, parked: None, nested: true });
+            let level = slot.levels.last_mut().expect("nested tasks go to a blocked level");
+            level.offered.push_back(task_id);
+            level.offered_ns = level.offered_ns.saturating_add(expected_ns);
         }
         out.push((slot.conn.clone(), ToClient::Execute(execute)));
     }
 
     /// A worker whose task thread is blocked inside a task that may run
-    /// `task_id` on top of it, and the request it is blocked in.
-    fn blocked_worker_for(&self, task_id: u64) -> Option<(usize, u64)> {
+    /// `task_id` on top of it, the request it is blocked in, and whether
+    /// the task takes a free CPU there (the first sent to a level does;
+    /// others queue behind it, within the pipeline's limits, as ordinary
+    /// tasks queue at a busy worker).
+    fn blocked_worker_for(&self, task_id: u64, expected_ns: u64, free: u32) -> Option<(usize, u64, bool)> {
         let task = &self.tasks[&task_id];
         self.workers.iter().find_map(|(&id, slot)| {
-            let level = slot.blocked_in()?;
-            (!slot.retiring && may_run_on(task_id, task, level.task)).then(|| (id, level.parked.expect("blocked")))
+            let level = slot.levels.last().filter(|l| l.parked.is_some())?;
+            let first = level.offered.is_empty();
+            let room = first
+                || level.offered.len() < self.pipeline_depth
+                || (level.offered.len() < MAX_PIPELINE
+                    && level.offered_ns.saturating_add(expected_ns) <= PIPELINE_BUDGET_NS);
+            let fits = if first { free >= 1 } else { room };
+            (fits && !slot.retiring && slot.parked_other.is_empty() && may_run_on(task_id, task, level.task))
+                .then(|| (id, level.parked.expect("parked"), first))
         })
     }
 
