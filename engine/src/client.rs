@@ -456,6 +456,39 @@ impl Client {
         }
     }
 
+    /// [`get`](Self::get) for many objects: one `wait` for all of them
+    /// (which runs tasks meanwhile, as `get` does), then their contents in
+    /// one write of requests the node answers at once.
+    pub(crate) fn get_many(&self, ids: &[u64]) -> Result<Vec<(ObjectData, Vec<u64>)>> {
+        self.wait(ids, ids.len(), None)?;
+        let first = self.next_request.fetch_add(ids.len() as u64, Ordering::Relaxed);
+        let requests = first..first + ids.len() as u64;
+        self.shared().waiting.extend(requests.clone());
+        let msgs: Vec<ToNode> =
+            requests.clone().zip(ids).map(|(request, &id)| ToNode::Get { request, id, task: None }).collect();
+        if let Err(e) = self.send(&msgs) {
+            requests.for_each(|r| self.end_request(r, Waiting::Reply));
+            return Err(e);
+        }
+        let mut found = Vec::with_capacity(ids.len());
+        for request in requests.clone() {
+            match self.await_reply(request, None, Waiting::Reply) {
+                Ok(ToClient::Object { data, contained, .. }) => found.push((data, contained)),
+                other => {
+                    // What is still coming is answered to no one.
+                    (request + 1..requests.end).for_each(|r| self.end_request(r, Waiting::Reply));
+                    let contained = found.into_iter().flat_map(|(_, c)| c).collect::<Vec<_>>();
+                    contained.into_iter().for_each(|id| self.push_ref_op(RefOp::Release(id)));
+                    return Err(match other {
+                        Ok(reply) => unexpected(&reply),
+                        Err(e) => e,
+                    });
+                }
+            }
+        }
+        Ok(found)
+    }
+
     /// Wait until `num` of `ids` are sealed or failed, or the deadline
     /// passes; returns the positions of the first `num` ready (fewer after
     /// the deadline).

@@ -160,7 +160,7 @@ use node::Node;
 use node::state::ObjectState;
 use object_ref::{fingerprint, read_in_place};
 use protocol::ObjectData;
-use runtime::{DecodeScope, Precounted, Runtime};
+use runtime::{DecodeScope, Precounted, RefHandle, Runtime};
 
 /// A running embedded node. Dropping it stops every worker. Afterwards, new
 /// calls report [`Error::NotInitialized`]; a ref that outlives the node still
@@ -256,7 +256,44 @@ pub fn get_timeout<T: Value>(r: &ObjectRef<T>, timeout: Duration) -> Result<T> {
 
 /// [`get`] for many refs; the first error wins.
 pub fn get_all<T: Value>(refs: &[ObjectRef<T>]) -> Result<Vec<T>> {
+    // Inside a task: one round trip for all of them, not one each.
+    if let Some(Runtime::Client(client)) = refs.first().map(|r| &r.handle.runtime) {
+        let ids: Vec<u64> = refs.iter().map(|r| r.id()).collect();
+        let found = client.get_many(&ids)?;
+        let mut values = Vec::with_capacity(refs.len());
+        let mut found = found.into_iter();
+        for r in refs {
+            let (data, contained) = found.next().expect("one answer per ref");
+            match decode_found(&r.handle, data, contained, fingerprint::<T>()) {
+                Ok(value) => values.push(value),
+                Err(e) => {
+                    // The references counted for the rest are dropped unread.
+                    for (_, contained) in found {
+                        r.handle.runtime.release_all(&contained);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        return Ok(values);
+    }
     refs.iter().map(get).collect()
+}
+
+/// Decode what a client's `get` found for `handle`'s object.
+fn decode_found<V: Value>(
+    handle: &Arc<RefHandle>,
+    data: ObjectData,
+    contained: Vec<u64>,
+    written_as: u64,
+) -> Result<V> {
+    // The node counted a reference to each contained object for us.
+    let _scope = DecodeScope::enter(Some(handle.runtime.clone()), Precounted::new(contained));
+    match data {
+        ObjectData::Inline(bytes) => Ok(shoal_store::decode(&bytes, written_as)?),
+        ObjectData::Arena { offset, len } => read_in_place(&handle.runtime, offset, len, written_as, handle.clone()),
+        ObjectData::Failed(e) => Err(e),
+    }
 }
 
 /// Read an array object without copying: the view points into shared memory
@@ -278,15 +315,7 @@ fn read<V: Value>(handle_of: &ObjectRef<impl Sized>, written_as: u64, timeout: O
         Runtime::Local(node) => node.clone(),
         Runtime::Client(client) => {
             let (data, contained) = client.get(handle.id, deadline, timeout.unwrap_or_default())?;
-            // The node counted a reference to each contained object for us.
-            let _scope = DecodeScope::enter(Some(handle.runtime.clone()), Precounted::new(contained));
-            return match data {
-                ObjectData::Inline(bytes) => Ok(shoal_store::decode(&bytes, written_as)?),
-                ObjectData::Arena { offset, len } => {
-                    read_in_place(&handle.runtime, offset, len, written_as, handle.clone())
-                }
-                ObjectData::Failed(e) => Err(e),
-            };
+            return decode_found(handle, data, contained, written_as);
         }
     };
     // Refs inside the value belong to the process's runtime (looked up once

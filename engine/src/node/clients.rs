@@ -122,11 +122,14 @@ impl NodeState {
         entry.watchers.push((worker, request));
         let producer = entry.producer;
         self.park(worker, request, ParkedKind::Get(id), task);
-        // Run what the blocked thread waits for first (as rayon's `join`).
+        // What the blocked task thread waits for runs first, there if it can.
         if let Some(producer) = producer {
             if let Some(at) = self.ready.iter().take(1024).position(|&t| t == producer) {
                 self.ready.remove(at);
                 self.ready.push_front(producer);
+                if task.is_some() {
+                    self.run_first.push((worker, request, producer));
+                }
             }
         }
     }

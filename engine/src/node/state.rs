@@ -261,6 +261,9 @@ pub(crate) struct NodeState {
     pub parked: HashMap<(usize, u64), ParkedRequest>,
     /// Replies to client requests, sent with the next dispatch.
     pub replies: Vec<(usize, ToClient)>,
+    /// (worker, request, task): a task thread blocked in `request` waits
+    /// for ready `task`; the next dispatch runs it there if it can.
+    pub run_first: Vec<(usize, u64, u64)>,
     /// Most worker processes at once, and extra ones asked for but not yet
     /// connected; `spawn_wanted` is what the next dispatch asks for.
     pub worker_cap: usize,
@@ -297,6 +300,7 @@ impl NodeState {
             resources: resources.iter().map(|(n, a)| (n.clone(), (*a, 0.0))).collect(),
             parked: HashMap::new(),
             replies: Vec::new(),
+            run_first: Vec::new(),
             worker_cap,
             spawn_pending: 0,
             spawn_wanted: 0,
@@ -759,6 +763,26 @@ impl NodeState {
             return;
         }
         let mut used: u32 = self.workers.values().filter(|s| s.holds_cpu()).count() as u32;
+        // A blocked task thread runs the task it waits for itself, as
+        // rayon's `join` does: no other worker woken, none kept from others.
+        for (worker, request, task_id) in std::mem::take(&mut self.run_first) {
+            let Some(position) = self.ready.iter().take(MAX_SCAN).position(|&t| t == task_id) else { continue };
+            let task = &self.tasks[&task_id];
+            let blocked_here =
+                self.workers.get(&worker).and_then(|s| s.blocked_in()).is_some_and(|l| l.parked == Some(request));
+            if !blocked_here
+                || used >= self.total_cpus
+                || task.options.num_cpus > 1
+                || !self.resources_free(&task.options)
+                || !may_run_on(task_id, task, self.workers[&worker].blocked_in().expect("blocked").task)
+            {
+                continue;
+            }
+            let expected_ns = self.run_times.get(task.function).copied().unwrap_or(PIPELINE_BUDGET_NS);
+            self.ready.remove(position);
+            used += 1;
+            self.send_task(task_id, worker, Some(request), expected_ns, out);
+        }
         let blocked = self.workers.values().filter(|s| s.blocked_in().is_some() || !s.parked_other.is_empty()).count();
         let mut position = 0;
         let mut skipped = 0;
