@@ -31,7 +31,7 @@ fn outlive_the_node(dir: PathBuf) -> u64 {
     let report = [
         format!("get {}", outcome(shoal::get(&child))),
         format!("put {}", outcome(shoal::put(7u8))),
-        format!("wait {}", outcome(shoal::wait(&[child.clone()], 1, None).map(|(r, _)| r.len()))),
+        format!("wait {}", outcome(shoal::wait(std::slice::from_ref(&child), 1, None).map(|(r, _)| r.len()))),
     ];
     std::fs::write(dir.join("report"), report.join("\n")).unwrap();
     0

@@ -201,6 +201,7 @@ impl NodeState {
             slot.parked_other.remove(&request);
             return;
         }
+        slot.answered_at = Some(std::time::Instant::now());
         if let Some(level) = slot.levels.iter_mut().find(|l| l.parked == Some(request)) {
             level.parked = None;
         }

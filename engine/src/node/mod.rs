@@ -405,6 +405,12 @@ impl Node {
         conn::queue(outbox)
     }
 
+    /// Whether a reader should watch worker `id`'s socket before sleeping
+    /// (see `WorkerSlot::in_nested_exchange`).
+    pub(crate) fn spins_for(&self, id: usize) -> bool {
+        self.spin_enabled && self.lock().workers.get(&id).is_some_and(|s| s.in_nested_exchange())
+    }
+
     /// The registered name `name`, if this binary has that function.
     pub(crate) fn function(&self, name: &str) -> Option<&'static str> {
         self.functions.get(name).copied()

@@ -283,8 +283,25 @@ fn read_worker(node: &Node, conn: &WorkerConn) -> FrameError {
             incoming.ended = true;
             return e;
         }
+        // A worker running tasks on top of a blocked one answers within
+        // microseconds (a nested round trip): watch its socket a moment
+        // rather than sleep and be woken for each answer.
+        let mut quiet_since = std::time::Instant::now();
+        while node.spins_for(conn.id) && quiet_since.elapsed() < READER_SPIN {
+            match read_available(node, conn, &mut incoming) {
+                Ok(true) => quiet_since = std::time::Instant::now(),
+                Ok(false) => std::thread::yield_now(),
+                Err(e) => {
+                    incoming.ended = true;
+                    return e;
+                }
+            }
+        }
     }
 }
+
+/// How long a reader watches a busy nested exchange before it sleeps.
+const READER_SPIN: Duration = Duration::from_micros(30);
 
 impl WorkerConn {
     fn incoming(&self) -> std::sync::MutexGuard<'_, Incoming> {

@@ -180,6 +180,8 @@ pub(crate) struct WorkerSlot {
     pub parked_other: HashSet<u64>,
     /// Told to exit (an extra worker no longer needed): gets no tasks.
     pub retiring: bool,
+    /// When a request of its task thread was last answered.
+    pub answered_at: Option<std::time::Instant>,
 }
 
 impl WorkerSlot {
@@ -195,7 +197,15 @@ impl WorkerSlot {
             levels: Vec::new(),
             parked_other: HashSet::new(),
             retiring: false,
+            answered_at: None,
         }
+    }
+
+    /// Whether its reader should watch its socket before sleeping: its task
+    /// thread runs tasks on top of a blocked one, or was answered just now
+    /// (a task waiting on child after child asks again within microseconds).
+    pub fn in_nested_exchange(&self) -> bool {
+        !self.levels.is_empty() || self.answered_at.is_some_and(|t| t.elapsed() < NESTED_EXCHANGE)
     }
 
     /// The level the task thread is blocked in, with nothing to run on top.
@@ -960,6 +970,9 @@ impl NodeState {
         }
     }
 }
+
+/// How long after an answer a worker's exchange counts as ongoing.
+const NESTED_EXCHANGE: std::time::Duration = std::time::Duration::from_micros(200);
 
 /// Ready tasks looked at past the first that no worker takes, when some
 /// worker is blocked (the dispatch looks for tasks a blocked worker may run).
