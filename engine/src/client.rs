@@ -340,7 +340,7 @@ impl Client {
         failed: Option<Error>,
     ) -> Vec<u64> {
         let outputs: Vec<u64> = (0..num_returns).map(|_| self.new_id()).collect();
-        let parent = Some(self.top_task.load(Ordering::Acquire)).filter(|&t| t != 0);
+        let parent = Some(self.top_task.load(Ordering::Acquire)).filter(|&t| t != 0 && self.on_task_thread());
         let submit = Submit {
             function: function.to_string(),
             options: options.clone(),
@@ -569,29 +569,50 @@ impl Client {
 
     /// Stop waiting for `request`; hand back nested tasks still queued for it.
     fn end_request(&self, request: u64, waiting: Waiting) {
-        let handed_back: Vec<u64> = {
+        let (handed_back, dropped): (Vec<u64>, Option<ToClient>) = {
             let mut shared = self.shared();
             shared.waiting.remove(&request);
-            shared.replies.remove(&request);
-            let Waiting::Object { task_thread } = waiting else { return };
+            // A reply that came in after its waiter gave up.
+            let dropped = shared.replies.remove(&request);
+            let Waiting::Object { task_thread } = waiting else {
+                drop(shared);
+                self.release_contained(dropped);
+                return;
+            };
             shared.blocked -= 1;
             if !task_thread {
+                drop(shared);
+                self.release_contained(dropped);
                 return;
             }
             shared.main_open.retain(|&r| r != request);
-            shared.nested.drain(..).map(|e| e.task).collect()
+            (shared.nested.drain(..).map(|e| e.task).collect(), dropped)
         };
+        self.release_contained(dropped);
         if !handed_back.is_empty() {
             let _ = self.send(&[ToNode::Requeue(handed_back)]);
         }
     }
 
+    /// Release the references the node counted for a reply no one reads.
+    fn release_contained(&self, reply: Option<ToClient>) {
+        if let Some(ToClient::Object { contained, .. }) = reply {
+            contained.into_iter().for_each(|id| self.push_ref_op(RefOp::Release(id)));
+        }
+    }
+
     fn await_reply(&self, request: u64, deadline: Option<Instant>, waiting: Waiting) -> Result<ToClient> {
         let mut shared = self.shared();
+        let mut ran_nested = false;
         loop {
             if let Some(reply) = shared.replies.remove(&request) {
                 drop(shared);
                 self.end_request(request, waiting);
+                if ran_nested {
+                    // The results of tasks run meanwhile go now, not with
+                    // whatever this task sends next.
+                    let _ = self.flush();
+                }
                 return Ok(reply);
             }
             if self.stopped() {
@@ -607,6 +628,7 @@ impl Client {
                     if let Some(run) = self.nested_runner.get() {
                         run(execute);
                     }
+                    ran_nested = true;
                     shared = self.shared();
                     continue;
                 }

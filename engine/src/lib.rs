@@ -121,9 +121,9 @@
 //! ```
 //!
 //! A task blocked in `get` or `wait` gives its CPU back while it waits, and
-//! its thread runs the tasks it waits for itself (its descendants, and
-//! tasks older than it) — as rayon's `join` does — so recursion needs no
-//! extra process and cannot deadlock. Other work that needs a CPU while
+//! its thread runs the tasks it waits for itself (its descendants) — as
+//! rayon's `join` does — so recursion needs no extra process and cannot
+//! deadlock. Other work that needs a CPU while
 //! every task is blocked gets an extra worker, up to
 //! [`Config::max_workers`]. A failed child is an `Err` for its parent to
 //! handle.

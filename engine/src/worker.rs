@@ -210,6 +210,11 @@ impl TaskRunner {
             Ok(measured) => measured,
             Err(e) => return Placed::Failed(e),
         };
-        self.client.place(layout, write).unwrap_or_else(Placed::Failed)
+        // A value's second serialization pass runs user code: a panic there
+        // fails this output, never unwinds into the loop (or a nested wait).
+        match catch_unwind(AssertUnwindSafe(|| self.client.place(layout, write))) {
+            Ok(placed) => placed.unwrap_or_else(Placed::Failed),
+            Err(_) => Placed::Failed(Error::Serialization("serializing an output panicked".into())),
+        }
     }
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+use shoal::ObjectRef;
 use shoal_tests::nested::{fib, square};
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -85,6 +86,51 @@ fn threads_blocked_on_children_get_an_extra_worker_up_to_the_cap() -> anyhow::Re
         Ok(())
     })?;
     assert_eq!(most, 2, "one extra worker ran the children (the cap is 2)");
+    settles_at_one();
+    Ok(())
+}
+
+#[shoal::remote]
+fn nap_then(ms: u64, n: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    n
+}
+
+#[shoal::remote]
+fn plus_one(n: u64) -> u64 {
+    n + 1
+}
+
+/// Blocks on a child that waits on a sibling still running.
+#[shoal::remote]
+fn inner() -> u64 {
+    let slow = nap_then::remote(100, 41);
+    shoal::get(&plus_one::remote(&slow)).expect("child")
+}
+
+/// Returns the ref of a task it submits, without waiting.
+#[shoal::remote]
+fn hand_out() -> Vec<ObjectRef<u64>> {
+    vec![inner::remote()]
+}
+
+/// Submitted before `inner` exists, yet waits for it.
+#[shoal::remote]
+fn wait_for_handed(refs: Vec<ObjectRef<u64>>) -> u64 {
+    shoal::get(&refs[0]).expect("handed-out ref")
+}
+
+#[test]
+fn an_older_task_waiting_on_a_younger_one_is_not_run_on_top_of_it() -> anyhow::Result<()> {
+    let _serial = serial();
+    node();
+    // `wait_for_handed` is older than `inner` but waits for it: run on top
+    // of a blocked `inner`, it would wait forever.
+    for _ in 0..5 {
+        let handed = hand_out::remote();
+        let waiter = wait_for_handed::remote(&handed);
+        assert_eq!(shoal::get_timeout(&waiter, PATIENCE)?, 42);
+    }
     settles_at_one();
     Ok(())
 }

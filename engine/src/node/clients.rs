@@ -50,7 +50,9 @@ impl NodeState {
             self.client_object(worker, out, ObjectState::Pending, Vec::new());
         }
         let specs = args.into_iter().map(ArgSpec::from).collect();
-        let ancestors = match parent.and_then(|p| self.tasks.get(&p).map(|t| (p, t))) {
+        // Only a task this worker runs can be the parent.
+        let runs = |p: &u64| self.workers.get(&worker).is_some_and(|s| s.in_flight.contains(p));
+        let ancestors = match parent.filter(runs).and_then(|p| self.tasks.get(&p).map(|t| (p, t))) {
             Some((p, task)) => std::iter::once(p).chain(task.ancestors.iter().copied()).take(MAX_ANCESTRY).collect(),
             None => Vec::new(),
         };
@@ -254,9 +256,13 @@ impl NodeState {
             task.expected_ns = 0;
             task.nested = false;
             task.attempts = task.attempts.saturating_sub(1);
+            let wide = task.options.num_cpus > 1;
             let options: Option<TaskOptions> = std::mem::take(&mut task.holds_resources).then(|| task.options.clone());
             if let Some(options) = options {
                 self.free_resources_of(&options);
+            }
+            if wide {
+                self.unreserve(worker);
             }
             self.ready.push_front(task_id);
         }

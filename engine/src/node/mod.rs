@@ -411,6 +411,12 @@ impl Node {
         self.spin_enabled && self.lock().workers.get(&id).is_some_and(|s| s.in_nested_exchange())
     }
 
+    /// An extra worker asked for could not start.
+    pub(crate) fn spawn_failed(&self) {
+        let mut state = self.lock();
+        state.spawn_pending = state.spawn_pending.saturating_sub(1);
+    }
+
     /// The registered name `name`, if this binary has that function.
     pub(crate) fn function(&self, name: &str) -> Option<&'static str> {
         self.functions.get(name).copied()

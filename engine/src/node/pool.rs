@@ -111,7 +111,10 @@ pub(crate) fn supervise(node: Arc<Node>, plan: SpawnPlan, commands: Receiver<Sup
                 for _ in 0..n {
                     match spawn_worker(&plan) {
                         Ok(child) => children.push(child),
-                        Err(e) => tracing::error!("cannot start an extra worker: {e}"),
+                        Err(e) => {
+                            tracing::error!("cannot start an extra worker: {e}");
+                            node.spawn_failed();
+                        }
                     }
                 }
             }

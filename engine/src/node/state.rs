@@ -588,7 +588,7 @@ impl NodeState {
         task.outputs
     }
 
-    fn unreserve(&mut self, worker: usize) {
+    pub(super) fn unreserve(&mut self, worker: usize) {
         for slot in self.workers.values_mut() {
             if slot.reserved_by == Some(worker) {
                 slot.reserved_by = None;
@@ -775,6 +775,8 @@ impl NodeState {
         let mut used: u32 = self.workers.values().filter(|s| s.holds_cpu()).count() as u32;
         // A blocked task thread runs the task it waits for itself, as
         // rayon's `join` does: no other worker woken, none kept from others.
+        // (Were that task to wait for the blocked one, they would wait for
+        // each other wherever it ran.)
         for (worker, request, task_id) in std::mem::take(&mut self.run_first) {
             let Some(position) = self.ready.iter().take(MAX_SCAN).position(|&t| t == task_id) else { continue };
             let task = &self.tasks[&task_id];
@@ -784,7 +786,6 @@ impl NodeState {
                 || used >= self.total_cpus
                 || task.options.num_cpus > 1
                 || !self.resources_free(&task.options)
-                || !may_run_on(task_id, task, self.workers[&worker].blocked_in().expect("blocked").task)
             {
                 continue;
             }
@@ -892,6 +893,9 @@ impl NodeState {
     /// tasks queue at a busy worker).
     fn blocked_worker_for(&self, task_id: u64, expected_ns: u64, free: u32) -> Option<(usize, u64, bool)> {
         let task = &self.tasks[&task_id];
+        if task.ancestors.is_empty() {
+            return None;
+        }
         self.workers.iter().find_map(|(&id, slot)| {
             let level = slot.levels.last().filter(|l| l.parked.is_some())?;
             let first = level.offered.is_empty();
@@ -900,7 +904,7 @@ impl NodeState {
                 || (level.offered.len() < MAX_PIPELINE
                     && level.offered_ns.saturating_add(expected_ns) <= PIPELINE_BUDGET_NS);
             let fits = if first { free >= 1 } else { room };
-            (fits && !slot.retiring && slot.parked_other.is_empty() && may_run_on(task_id, task, level.task))
+            (fits && !slot.retiring && slot.parked_other.is_empty() && may_run_on(task, level.task))
                 .then(|| (id, level.parked.expect("parked"), first))
         })
     }
@@ -981,12 +985,14 @@ const MAX_SCAN: usize = 256;
 /// Slack for sums of fractional resource amounts.
 const RESOURCE_EPSILON: f64 = 1e-9;
 
-/// Whether a task thread blocked inside task `blocked` may run task
-/// `task_id` on top of it. Yes for its descendants and for tasks submitted
-/// before it: neither can wait, directly or not, for `blocked` to end (see
-/// ARCHITECTURE.md, "Nested tasks"), so running them there never deadlocks.
-pub(crate) fn may_run_on(task_id: u64, task: &Task, blocked: u64) -> bool {
-    task_id < blocked || task.ancestors.contains(&blocked)
+/// Whether a task thread blocked inside task `blocked` may run task `task`
+/// on top of it: yes for its descendants, which cannot wait, directly or
+/// not, for `blocked` to end (see ARCHITECTURE.md, "Clients and nested
+/// tasks"), so running them there never deadlocks. (A task merely
+/// submitted earlier can: its argument may be a pending object that comes
+/// to hold `blocked`'s output.)
+pub(crate) fn may_run_on(task: &Task, blocked: u64) -> bool {
+    task.ancestors.contains(&blocked)
 }
 
 #[cfg(test)]
