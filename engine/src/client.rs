@@ -398,7 +398,13 @@ impl Client {
     /// Store `value`, measured as `layout`; returns its id (this client
     /// holds one reference).
     pub(crate) fn put<T: Serialize + 'static>(&self, layout: Layout, value: &T) -> Result<u64> {
-        self.put_with(layout, |layout, dst| layout.write_value_to(value, dst))
+        if self.stopped() {
+            return Err(Error::NodeStopped);
+        }
+        let placed = self.place(layout, |layout, dst| layout.write_value_to(value, dst))?;
+        let id = self.new_id();
+        self.send(&[ToNode::Put { id, placed }])?;
+        Ok(id)
     }
 
     /// Store an already encoded object holding no arrays.
@@ -419,20 +425,6 @@ impl Client {
         }
         let id = self.new_id();
         self.send(&[ToNode::Put { id, placed: Placed::Arena { offset, len, refs } }])?;
-        Ok(id)
-    }
-
-    fn put_with(
-        &self,
-        layout: Layout,
-        write: impl FnOnce(&Layout, &mut [u8]) -> std::result::Result<(), shoal_store::EncodeError>,
-    ) -> Result<u64> {
-        if self.stopped() {
-            return Err(Error::NodeStopped);
-        }
-        let placed = self.place(layout, write)?;
-        let id = self.new_id();
-        self.send(&[ToNode::Put { id, placed }])?;
         Ok(id)
     }
 
@@ -648,19 +640,33 @@ impl Client {
             if shared.replies.contains_key(&request) || (runs_nested && !shared.nested.is_empty()) {
                 continue;
             }
-            if !shared.reading {
-                shared.reading = true;
-                drop(shared);
-                self.read_input(deadline);
-                shared = self.shared();
-                shared.reading = false;
-                self.changed.notify_all();
-                continue;
+            shared = self.read_or_sleep(shared, deadline);
+        }
+    }
+
+    /// Take the reading role and read (until something arrives or the
+    /// deadline), or, if another thread reads, sleep until it hands
+    /// something over or the deadline passes. Returns the lock again.
+    fn read_or_sleep<'a>(
+        &'a self,
+        mut shared: MutexGuard<'a, Shared>,
+        deadline: Option<Instant>,
+    ) -> MutexGuard<'a, Shared> {
+        if !shared.reading {
+            shared.reading = true;
+            drop(shared);
+            self.read_input(deadline);
+            let mut shared = self.shared();
+            shared.reading = false;
+            self.changed.notify_all();
+            return shared;
+        }
+        match deadline {
+            None => self.changed.wait(shared).unwrap_or_else(|e| e.into_inner()),
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                self.changed.wait_timeout(shared, left).unwrap_or_else(|e| e.into_inner()).0
             }
-            shared = match deadline {
-                None => self.changed.wait(shared).unwrap_or_else(|e| e.into_inner()),
-                Some(d) => self.changed.wait_timeout(shared, d - now).unwrap_or_else(|e| e.into_inner()).0,
-            };
         }
     }
 
@@ -675,16 +681,7 @@ impl Client {
             if let Some(execute) = shared.executes.pop_front() {
                 return Some(execute);
             }
-            if !shared.reading {
-                shared.reading = true;
-                drop(shared);
-                self.read_input(None);
-                shared = self.shared();
-                shared.reading = false;
-                self.changed.notify_all();
-                continue;
-            }
-            shared = self.changed.wait(shared).unwrap_or_else(|e| e.into_inner());
+            shared = self.read_or_sleep(shared, None);
         }
     }
 

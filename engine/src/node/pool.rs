@@ -289,9 +289,14 @@ fn read_worker(node: &Node, conn: &WorkerConn) -> FrameError {
         // A worker running tasks on top of a blocked one answers within
         // microseconds (a nested round trip): watch its socket a moment
         // rather than sleep and be woken for each answer.
+        if !node.spins_for(conn.id) {
+            continue;
+        }
         let mut quiet_since = std::time::Instant::now();
-        while node.spins_for(conn.id) && quiet_since.elapsed() < READER_SPIN {
+        while quiet_since.elapsed() < READER_SPIN {
             match read_available(node, conn, &mut incoming) {
+                // Still in the exchange? (Asked once per arrival, not per look.)
+                Ok(true) if !node.spins_for(conn.id) => break,
                 Ok(true) => quiet_since = std::time::Instant::now(),
                 Ok(false) => std::thread::yield_now(),
                 Err(e) => {
