@@ -139,15 +139,19 @@ impl<R: Read> FrameReader<io::BufReader<R>> {
 /// readable, and others that look in while they spin for a result.
 #[derive(Debug)]
 pub struct FrameBuffer {
+    /// Bytes read land in `buf[end..]`; `buf` only grows, so the space is
+    /// zeroed once, not on every read.
     buf: Vec<u8>,
     /// Start of the first unread byte in `buf`.
     start: usize,
+    /// End of the bytes read.
+    end: usize,
     max: usize,
 }
 
 impl Default for FrameBuffer {
     fn default() -> Self {
-        FrameBuffer { buf: Vec::new(), start: 0, max: MAX_FRAME_BYTES }
+        FrameBuffer { buf: Vec::new(), start: 0, end: 0, max: MAX_FRAME_BYTES }
     }
 }
 
@@ -158,25 +162,29 @@ impl FrameBuffer {
     /// Read what `fd` holds now, without blocking. `Ok(false)`: nothing was
     /// waiting. End of stream is [`FrameError::Closed`].
     pub fn fill_from(&mut self, fd: BorrowedFd<'_>) -> Result<bool, FrameError> {
-        if self.start == self.buf.len() {
-            self.buf.clear();
+        if self.start == self.end {
             self.start = 0;
+            self.end = 0;
         } else if self.start > Self::CHUNK {
-            self.buf.drain(..self.start);
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
             self.start = 0;
         }
-        let filled = self.buf.len();
-        self.buf.resize(filled + Self::CHUNK, 0);
+        if self.buf.len() < self.end + Self::CHUNK {
+            self.buf.resize(self.end + Self::CHUNK, 0);
+        }
         let got = loop {
-            match recv(fd.as_raw_fd(), &mut self.buf[filled..], MsgFlags::MSG_DONTWAIT) {
+            match recv(fd.as_raw_fd(), &mut self.buf[self.end..self.end + Self::CHUNK], MsgFlags::MSG_DONTWAIT) {
                 Err(Errno::EINTR) => {}
                 other => break other,
             }
         };
-        self.buf.truncate(filled + got.unwrap_or(0));
         match got {
             Ok(0) => Err(FrameError::Closed),
-            Ok(_) => Ok(true),
+            Ok(n) => {
+                self.end += n;
+                Ok(true)
+            }
             Err(Errno::EAGAIN) => Ok(false),
             Err(e) => Err(io::Error::from(e).into()),
         }
@@ -185,7 +193,7 @@ impl FrameBuffer {
     /// Decode the next whole frame, if one has arrived. A length above the
     /// cap is refused before anything else is read.
     pub fn next_frame<T: DeserializeOwned>(&mut self) -> Option<Result<T, FrameError>> {
-        let pending = &self.buf[self.start..];
+        let pending = &self.buf[self.start..self.end];
         let len = u32::from_le_bytes(*pending.first_chunk::<4>()?) as usize;
         if len > self.max {
             return Some(Err(FrameError::Oversized { len, max: self.max }));

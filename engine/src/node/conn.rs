@@ -39,6 +39,9 @@ pub(crate) struct WorkerConn {
     /// Set while a waiting driver thread reads this connection: its reader
     /// thread stands aside meanwhile.
     pub(crate) helped: AtomicBool,
+    /// Set once the worker makes nested calls (submits, gets, waits): only
+    /// then may its reader watch the socket between messages.
+    pub(crate) nests: AtomicBool,
 }
 
 /// Bytes from the worker not yet handled, and what reading them left to do.
@@ -71,6 +74,7 @@ impl WorkerConn {
             more: Condvar::new(),
             incoming: Mutex::default(),
             helped: AtomicBool::new(false),
+            nests: AtomicBool::new(false),
         });
         let draining = conn.clone();
         std::thread::Builder::new().name("shoal-send".into()).spawn(move || draining.drain())?;

@@ -289,7 +289,7 @@ fn read_worker(node: &Node, conn: &WorkerConn) -> FrameError {
         // A worker running tasks on top of a blocked one answers within
         // microseconds (a nested round trip): watch its socket a moment
         // rather than sleep and be woken for each answer.
-        if !node.spins_for(conn.id) {
+        if !conn.nests.load(Ordering::Relaxed) || !node.spins_for(conn.id) {
             continue;
         }
         let mut quiet_since = std::time::Instant::now();
@@ -402,12 +402,14 @@ fn handle(node: &Node, conn: &WorkerConn, msg: ToNode, dirty: &mut bool) -> Resu
             *dirty = true;
         }
         ToNode::Submit(submit) => {
+            conn.nests.store(true, Ordering::Relaxed);
             let function = node.function(&submit.function);
             node.lock().client_submit(conn.id, submit, function).map_err(violation)?;
             *dirty = true;
         }
         ToNode::Put { id, placed } => node.lock().client_put(conn.id, id, placed).map_err(violation)?,
         ToNode::Get { request, id, task } => {
+            conn.nests.store(true, Ordering::Relaxed);
             node.lock().client_get(conn.id, request, id, task);
             *dirty = true;
         }
