@@ -34,7 +34,6 @@ use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use serde::Serialize;
 use shoal_ipc::{FrameBuffer, FrameReader, HandshakeReply, Hello, Welcome, encode_frame};
 use shoal_store::{Arena, Layout};
 
@@ -369,10 +368,10 @@ impl Client {
 
     /// Place a value measured as `layout`: inline, or written into an arena
     /// allocation. On failure nothing stays allocated.
-    pub(crate) fn place(
+    pub(crate) fn place<E: Into<Error>>(
         &self,
         layout: Layout,
-        write: impl FnOnce(&Layout, &mut [u8]) -> std::result::Result<(), shoal_store::EncodeError>,
+        write: impl FnOnce(&Layout, &mut [u8]) -> std::result::Result<(), E>,
     ) -> Result<Placed> {
         let refs = layout.contained_refs().to_vec();
         if self.is_inline(&layout) {
@@ -385,7 +384,7 @@ impl Client {
         // alone and publishes it to no one until this client seals it; (2)
         // this is the only reference to those bytes in this process.
         let written = match unsafe { self.arena.bytes_mut(offset, len) } {
-            Ok(dst) => write(&layout, dst).map_err(Error::from),
+            Ok(dst) => write(&layout, dst).map_err(Into::into),
             Err(e) => Err(e.into()),
         };
         if let Err(e) = written {
@@ -395,13 +394,13 @@ impl Client {
         Ok(Placed::Arena { offset, len, refs })
     }
 
-    /// Store `value`, measured as `layout`; returns its id (this client
-    /// holds one reference).
-    pub(crate) fn put<T: Serialize + 'static>(&self, layout: Layout, value: &T) -> Result<u64> {
+    /// Store an object of `layout` that `write` writes; returns its id (this
+    /// client holds one reference).
+    pub(crate) fn put(&self, layout: Layout, write: impl FnOnce(&Layout, &mut [u8]) -> Result<()>) -> Result<u64> {
         if self.stopped() {
             return Err(Error::NodeStopped);
         }
-        let placed = self.place(layout, |layout, dst| layout.write_value_to(value, dst))?;
+        let placed = self.place(layout, write)?;
         let id = self.new_id();
         self.send(&[ToNode::Put { id, placed }])?;
         Ok(id)

@@ -133,6 +133,7 @@
 
 mod client;
 mod config;
+mod deferred_drop;
 mod error;
 mod node;
 mod object_ref;
@@ -148,6 +149,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use config::Config;
+use error::panic_message;
 pub use error::{Error, Result};
 pub use ndarray;
 pub use object_ref::{Arg, IntoArg, ObjectRef, Value, ViewOf};
@@ -235,11 +237,98 @@ pub fn init(config: Config) -> Result<Shoal> {
 /// Small values without arrays are kept inline; others are written to the
 /// shared-memory arena, where every process can read them in place. A store
 /// without room gives [`Error::ObjectStoreFull`].
+///
+/// `put` consumes `value`. A large one (4 MB or more in the store, holding no
+/// object refs) is freed on a background thread, so the call returns when
+/// the copy is done, not when its memory has gone back to the system. To keep
+/// an array, use [`put_array`], which borrows it.
 pub fn put<T: Value>(value: T) -> Result<ObjectRef<T>> {
     let runtime = Runtime::current()?;
     let layout = shoal_store::measure(&value, fingerprint::<T>())?;
+    let defer = layout.total_len() >= deferred_drop::DEFER_MIN_BYTES && layout.contained_refs().is_empty();
     let handle = runtime.put(layout, &value)?;
-    drop(value);
+    if defer {
+        deferred_drop::drop_later(value);
+    }
+    Ok(ObjectRef::from_handle(handle))
+}
+
+/// Store a copy of any ndarray array (owned, a view, a slice with strides;
+/// any element type and dimension) and return a reference to it as an owned
+/// `Array`; the caller keeps `array`.
+///
+/// One copy, straight into the store in standard layout (in parallel for
+/// large arrays). The object is exactly what `put(array.to_owned())` would
+/// write: [`get`] gives the `Array`, [`get_shared`] a zero-copy view, and a
+/// task taking `SharedArray<A, D>` accepts the ref.
+///
+/// ```
+/// use ndarray::{Array2, s};
+/// # fn main() -> shoal::Result<()> {
+/// # let _node = shoal::init(shoal::Config::default().workers(1))?;
+/// let m = Array2::from_shape_fn((4, 6), |(i, j)| (10 * i + j) as f64);
+/// let column_pairs = shoal::put_array(&m.slice(s![.., 1..3]))?; // m stays ours
+/// assert_eq!(shoal::get(&column_pairs)?, m.slice(s![.., 1..3]));
+/// assert_eq!(shoal::get_shared(&column_pairs)?.view()[(3, 1)], 32.0);
+/// # Ok(()) }
+/// ```
+pub fn put_array<A, S, D>(array: &ndarray::ArrayBase<S, D>) -> Result<ObjectRef<Array<A, D>>>
+where
+    A: Element,
+    S: ndarray::Data<Elem = A>,
+    D: Dimension + Value,
+{
+    let runtime = Runtime::current()?;
+    let layout = shoal_store::Layout::of_array::<A>(array.shape(), fingerprint::<Array<A, D>>())?;
+    let handle = runtime.put_with(layout, |layout, dst| {
+        layout.write_array(array, dst);
+        Ok(())
+    })?;
+    Ok(ObjectRef::from_handle(handle))
+}
+
+/// Allocate an array of `shape` in the store, let `fill` write it in place,
+/// and return a reference to it: no copy at all.
+///
+/// `fill` gets a mutable view into the store's shared memory. Before it
+/// writes, a `bool` array holds `false` everywhere; an array of numbers holds
+/// whatever bytes its memory held before (zeroes in memory never used, an
+/// earlier object's bytes in memory reused): valid numbers, never undefined
+/// behaviour, but not necessarily zero, so write every element you need.
+/// The object is sealed, and visible to others, only when `fill` returns.
+///
+/// If `fill` panics, the allocation is freed and the panic's message comes
+/// back as [`Error::InvalidArgument`]. Works in the driver and inside tasks.
+///
+/// ```
+/// use ndarray::Array2;
+/// use shoal::ObjectRef;
+/// # fn main() -> shoal::Result<()> {
+/// # let _node = shoal::init(shoal::Config::default().workers(1))?;
+/// let grid: ObjectRef<Array2<f64>> = shoal::put_with((512, 256), |mut v| {
+///     v.indexed_iter_mut().for_each(|((i, j), x)| *x = (i * j) as f64);
+/// })?;
+/// assert_eq!(shoal::get_shared(&grid)?.view()[(3, 5)], 15.0);
+/// # Ok(()) }
+/// ```
+pub fn put_with<A, Sh>(
+    shape: Sh,
+    fill: impl FnOnce(ndarray::ArrayViewMut<'_, A, Sh::Dim>),
+) -> Result<ObjectRef<Array<A, Sh::Dim>>>
+where
+    A: Element,
+    Sh: ndarray::IntoDimension,
+    Sh::Dim: Value,
+{
+    let runtime = Runtime::current()?;
+    let dim = shape.into_dimension();
+    let layout = shoal_store::Layout::of_array::<A>(dim.slice(), fingerprint::<Array<A, Sh::Dim>>())?;
+    let handle = runtime.put_with(layout, |layout, dst| {
+        let view = layout.array_view_mut::<A, _>(dst, dim);
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fill(view))).map_err(|panic| {
+            Error::InvalidArgument(format!("the put_with closure panicked: {}", panic_message(&*panic)))
+        })
+    })?;
     Ok(ObjectRef::from_handle(handle))
 }
 

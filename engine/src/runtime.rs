@@ -70,10 +70,21 @@ impl Runtime {
     }
 
     /// Store `value`, measured as `layout`; returns a handle to it.
-    pub(crate) fn put<T: Serialize + 'static>(&self, layout: Layout, value: &T) -> Result<Arc<RefHandle>> {
+    pub(crate) fn put<T: Serialize + ?Sized>(&self, layout: Layout, value: &T) -> Result<Arc<RefHandle>> {
+        self.put_with(layout, |layout, dst| Ok(layout.write_to(value, dst)?))
+    }
+
+    /// Store an object of `layout` that `write` writes into its place (the
+    /// arena, or inline bytes when `layout` has no arrays and is small,
+    /// where `write` is not called); returns a handle to it.
+    pub(crate) fn put_with(
+        &self,
+        layout: Layout,
+        write: impl FnOnce(&Layout, &mut [u8]) -> Result<()>,
+    ) -> Result<Arc<RefHandle>> {
         let id = match self {
-            Runtime::Local(node) => node.put(layout, value)?,
-            Runtime::Client(client) => client.put(layout, value)?,
+            Runtime::Local(node) => node.put(layout, write)?,
+            Runtime::Client(client) => client.put(layout, write)?,
         };
         Ok(self.adopt(id))
     }

@@ -24,7 +24,7 @@ pub struct Output(pub(crate) Result<(Layout, WriteFn), Error>);
 /// Measure a return value (used by generated code).
 pub fn output<T: Value>(value: T) -> Output {
     Output(match shoal_store::measure(&value, fingerprint::<T>()) {
-        Ok(layout) => Ok((layout, Box::new(move |layout: &Layout, dst: &mut [u8]| layout.write_value_to(&value, dst)))),
+        Ok(layout) => Ok((layout, Box::new(move |layout: &Layout, dst: &mut [u8]| layout.write_to(&value, dst)))),
         Err(e) => Err(e.into()),
     })
 }

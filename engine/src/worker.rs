@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use shoal_ipc::{Hello, handshake::HELLO_MAGIC};
 
 use crate::client::Client;
-use crate::error::Error;
+use crate::error::{Error, panic_message};
 use crate::node::{ENV_PARENT, ENV_SOCKET, ENV_TOKEN};
 use crate::object_ref::ArgReader;
 use crate::protocol::{Execute, Placed, ToNode};
@@ -192,11 +192,7 @@ impl TaskRunner {
             Ok(Ok(outputs)) => outputs.into_iter().map(|o| self.place(o)).collect(),
             Ok(Err(e)) => vec![Placed::Failed(e)],
             Err(payload) => {
-                let message = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "non-string panic payload".into());
+                let message = panic_message(&*payload);
                 vec![Placed::Failed(Error::TaskPanicked { function: name.clone(), message, pid })]
             }
         };

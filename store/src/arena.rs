@@ -4,17 +4,18 @@
 //! break it, it has no name to leak, and the kernel frees it when the last
 //! process holding it exits (even after `kill -9`). The owner sizes it, seals
 //! it against growing and shrinking (so no client can make a mapping SIGBUS by
-//! truncating it), and *reserves* it: every page is allocated and mapped
-//! (`MADV_POPULATE_WRITE`, which reports a lack of memory as an error where a
-//! plain write would raise SIGBUS). Reserving gigabytes takes seconds, so the
-//! owner does it on a background thread, low offsets first, and an allocation
-//! waits ([`Arena::wait_reserved`]) only if it lands beyond what is reserved
-//! so far. Nothing is ever written to memory that is not reserved.
+//! truncating it), and *reserves* it ahead of use: pages are allocated and
+//! mapped (`MADV_POPULATE_WRITE`, which reports a lack of memory as an error
+//! where a plain write would raise SIGBUS) from offset 0 up to a mark that
+//! stays a margin beyond the highest allocation so far
+//! ([`Arena::prepare`]). A reserver thread ([`Arena::run_reserver`]) moves
+//! the mark, on several cores when far behind; a write that lands beyond it
+//! waits until the reserver passes it. Nothing is ever written to memory that
+//! is not reserved, and a store that is never filled costs only its margin.
 
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 use memfd::{FileSeal, MemfdOptions};
 use memmap2::{Advice, MmapOptions, MmapRaw};
@@ -30,22 +31,37 @@ pub struct Arena {
     reservation: Reservation,
 }
 
-/// How much of the arena is reserved (allocated and mapped) so far.
+/// How much of the arena is reserved (allocated and mapped) so far, and how
+/// much should be.
 #[derive(Debug, Default)]
 struct Reservation {
     state: Mutex<Reserved>,
+    /// Signalled when `upto` moves or reservation fails (writers wait).
     progress: Condvar,
-    cancel: AtomicBool,
+    /// Signalled when `target` rises or reservation is cancelled (the
+    /// reserver waits).
+    wanted: Condvar,
 }
 
 #[derive(Debug, Default)]
 struct Reserved {
+    /// Bytes from offset 0 that are reserved.
     upto: u64,
+    /// Bytes from offset 0 the reserver is asked to reserve.
+    target: u64,
     failed: Option<String>,
+    cancelled: bool,
 }
 
-/// Bytes reserved per step of [`Arena::reserve`].
-const RESERVE_CHUNK: u64 = 32 << 20;
+/// The reserver reserves this much at a time, split over the cores; writers
+/// waiting for it wake after each step.
+const RESERVE_STEP: u64 = 64 << 20;
+/// Each reserving thread takes at least this much of a step.
+const RESERVE_PART: u64 = 16 << 20;
+/// The least margin kept reserved beyond the highest allocation (the whole
+/// cost of an idle store). The margin grows with the store: it is as large
+/// as what is allocated below it.
+pub const MIN_MARGIN: u64 = 32 << 20;
 
 fn arena_err(context: &'static str) -> impl FnOnce(std::io::Error) -> StoreError {
     move |source| StoreError::Arena { context, source }
@@ -58,13 +74,13 @@ fn memfd_err(context: &'static str) -> impl FnOnce(memfd::Error) -> StoreError {
 impl Arena {
     /// Create a new arena of `len` bytes (the store owner does this once).
     ///
-    /// With `prefault`, all of it is reserved before this returns (see
-    /// [`reserve`](Self::reserve)); without, pages are allocated on first
-    /// touch ([`skip_reservation`](Self::skip_reservation)).
+    /// With `prefault`, all of it is reserved before this returns; without,
+    /// pages are allocated on first touch
+    /// ([`skip_reservation`](Self::skip_reservation)).
     pub fn create(len: u64, prefault: bool) -> Result<Arena, StoreError> {
         let arena = Self::create_unreserved(len)?;
         if prefault {
-            arena.reserve()?;
+            arena.reserve_all()?;
         } else {
             arena.skip_reservation();
         }
@@ -72,8 +88,8 @@ impl Arena {
     }
 
     /// Create a new arena of which nothing is reserved yet: run
-    /// [`reserve`](Self::reserve) (on a thread of its own) or
-    /// [`skip_reservation`](Self::skip_reservation) next.
+    /// [`run_reserver`](Self::run_reserver) on a thread of its own, or
+    /// [`skip_reservation`](Self::skip_reservation), next.
     pub fn create_unreserved(len: u64) -> Result<Arena, StoreError> {
         let memfd = MemfdOptions::default()
             .allow_sealing(true)
@@ -88,25 +104,70 @@ impl Arena {
         Self::map(file, len, false, 0)
     }
 
-    /// Reserve the whole arena, low offsets first: allocate every page and map
-    /// it into this process, so writes run at memory speed and a host without
-    /// the memory reports an error instead of raising SIGBUS. Blocks until
-    /// done, failed, or [`cancel_reservation`](Self::cancel_reservation).
-    pub fn reserve(&self) -> Result<(), StoreError> {
-        let mut offset = self.reserved();
-        while offset < self.len && !self.reservation.cancel.load(Ordering::Relaxed) {
-            let step = RESERVE_CHUNK.min(self.len - offset);
-            if let Err(source) = self.reserve_range(offset, step) {
-                let mut state = self.reservation.state.lock().unwrap_or_else(|e| e.into_inner());
-                state.failed = Some(format!("only {offset} of {} bytes could be reserved: {source}", self.len));
-                self.reservation.progress.notify_all();
-                return Err(StoreError::Arena { context: "reserving arena memory", source });
-            }
-            offset += step;
-            self.reservation.state.lock().unwrap_or_else(|e| e.into_inner()).upto = offset;
-            self.reservation.progress.notify_all();
-        }
+    fn state(&self) -> MutexGuard<'_, Reserved> {
+        self.reservation.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reserve the whole arena now, on this thread and as many more as there
+    /// are cores.
+    pub fn reserve_all(&self) -> Result<(), StoreError> {
+        self.state().target = self.len;
+        while self.reserve_step()? {}
         Ok(())
+    }
+
+    /// Be the arena's reserver until [`cancel_reservation`](Self::cancel_reservation):
+    /// keep the arena reserved up to the mark [`prepare`](Self::prepare) sets,
+    /// starting with [`MIN_MARGIN`]. Returns early if the host runs out of
+    /// memory (writers beyond what is reserved then get
+    /// [`StoreError::Unreserved`]).
+    pub fn run_reserver(&self) -> Result<(), StoreError> {
+        self.raise_target(0);
+        loop {
+            {
+                let mut state = self.state();
+                while state.upto >= state.target && !state.cancelled {
+                    state = self.reservation.wanted.wait(state).unwrap_or_else(|e| e.into_inner());
+                }
+                if state.cancelled {
+                    return Ok(());
+                }
+            }
+            self.reserve_step()?;
+        }
+    }
+
+    /// Reserve the next step towards the target; `false` once there.
+    fn reserve_step(&self) -> Result<bool, StoreError> {
+        let (from, to) = {
+            let state = self.state();
+            if state.cancelled || state.upto >= state.target {
+                return Ok(false);
+            }
+            (state.upto, state.target.min(state.upto + RESERVE_STEP))
+        };
+        let threads = crate::copy::threads_for((to - from) as usize, RESERVE_PART as usize);
+        let part = (to - from).div_ceil(threads as u64).next_multiple_of(4096);
+        let failure = Mutex::new(None);
+        let ranges = (from..to).step_by(part as usize).map(|at| (at, part.min(to - at)));
+        crate::copy::in_parallel(ranges, threads, |(at, len)| {
+            if let Err(e) = self.reserve_range(at, len) {
+                *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+            }
+        });
+        let mut state = self.state();
+        let result = match failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            None => {
+                state.upto = state.upto.max(to);
+                Ok(true)
+            }
+            Some(source) => {
+                state.failed = Some(format!("only {from} of {} bytes could be reserved: {source}", self.len));
+                Err(StoreError::Arena { context: "reserving arena memory", source })
+            }
+        };
+        self.reservation.progress.notify_all();
+        result
     }
 
     /// Allocate and map `offset..offset+len`. `MADV_POPULATE_WRITE` (Linux
@@ -124,31 +185,56 @@ impl Arena {
         }
     }
 
+    /// Ask the reserver to keep the arena reserved a margin beyond `end` (the
+    /// margin is `end` itself, at least [`MIN_MARGIN`]).
+    fn raise_target(&self, end: u64) {
+        let wanted = end.saturating_add(end.max(MIN_MARGIN)).min(self.len);
+        let mut state = self.state();
+        if wanted > state.target {
+            state.target = wanted;
+            self.reservation.wanted.notify_all();
+        }
+    }
+
+    /// Make `offset..offset+len`, a fresh allocation, safe to write: raise the
+    /// reservation mark a margin beyond it, and wait until the range is
+    /// reserved. Fails with [`StoreError::Unreserved`] if the host could not
+    /// provide the memory (or the owner is stopping).
+    pub fn prepare(&self, offset: u64, len: u64) -> Result<(), StoreError> {
+        let end = offset.saturating_add(len);
+        self.raise_target(end);
+        self.wait_reserved(end)
+    }
+
     /// Treat the whole arena as usable without reserving it (pages are then
     /// allocated on first touch: a host out of memory raises SIGBUS).
     pub fn skip_reservation(&self) {
-        self.reservation.state.lock().unwrap_or_else(|e| e.into_inner()).upto = self.len;
+        let mut state = self.state();
+        state.upto = self.len;
+        state.target = self.len;
         self.reservation.progress.notify_all();
     }
 
-    /// Stop a [`reserve`](Self::reserve) in progress (the node is stopping).
+    /// Stop the reserver (the node is stopping); writers still waiting for it
+    /// get an error.
     pub fn cancel_reservation(&self) {
-        self.reservation.cancel.store(true, Ordering::Relaxed);
-        let mut state = self.reservation.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state();
+        state.cancelled = true;
         if state.failed.is_none() && state.upto < self.len {
             state.failed = Some("the arena's owner is stopping".into());
         }
+        self.reservation.wanted.notify_all();
         self.reservation.progress.notify_all();
     }
 
     /// Bytes reserved so far (from offset 0).
     pub fn reserved(&self) -> u64 {
-        self.reservation.state.lock().unwrap_or_else(|e| e.into_inner()).upto
+        self.state().upto
     }
 
     /// Wait until the first `end` bytes are reserved.
     pub fn wait_reserved(&self, end: u64) -> Result<(), StoreError> {
-        let mut state = self.reservation.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state();
         while state.upto < end && state.failed.is_none() {
             state = self.reservation.progress.wait(state).unwrap_or_else(|e| e.into_inner());
         }
@@ -186,7 +272,11 @@ impl Arena {
         }
         let map = options.map_raw(&file).map_err(arena_err("mapping the arena"))?;
         let reservation = Reservation::default();
-        reservation.state.lock().unwrap_or_else(|e| e.into_inner()).upto = reserved;
+        {
+            let mut state = reservation.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.upto = reserved;
+            state.target = reserved;
+        }
         Ok(Arena { map, file, len, reservation })
     }
 
@@ -248,30 +338,49 @@ mod tests {
     use std::sync::Arc;
 
     #[test]
-    fn writers_wait_for_the_reservation_to_pass_them() {
-        let arena = Arc::new(Arena::create_unreserved(4 * RESERVE_CHUNK).unwrap());
+    fn the_reserver_keeps_a_margin_beyond_what_is_prepared() {
+        let _serial = crate::copy::serial();
+        let arena = Arc::new(Arena::create_unreserved(8 * MIN_MARGIN).unwrap());
         assert_eq!(arena.reserved(), 0);
         let reserving = arena.clone();
-        let thread = std::thread::spawn(move || reserving.reserve());
-        arena.wait_reserved(3 * RESERVE_CHUNK + 1).unwrap();
-        assert!(arena.reserved() > 3 * RESERVE_CHUNK);
-        thread.join().unwrap().unwrap();
+        let reserver = std::thread::spawn(move || reserving.run_reserver());
+        arena.wait_reserved(MIN_MARGIN).unwrap();
+        // An idle store stops at its margin.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(arena.reserved(), MIN_MARGIN);
+        // A write beyond the mark waits for it, and the margin grows with it.
+        arena.prepare(2 * MIN_MARGIN, MIN_MARGIN).unwrap();
+        assert!(arena.reserved() >= 3 * MIN_MARGIN);
+        arena.wait_reserved(6 * MIN_MARGIN).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(arena.reserved(), 6 * MIN_MARGIN, "the margin is what lies below it");
+        // Never past the end.
+        arena.prepare(7 * MIN_MARGIN, MIN_MARGIN).unwrap();
+        arena.cancel_reservation();
+        reserver.join().unwrap().unwrap();
         assert_eq!(arena.reserved(), arena.len());
     }
 
     #[test]
     fn a_cancelled_reservation_is_an_error_not_a_hang() {
-        let arena = Arena::create_unreserved(2 * RESERVE_CHUNK).unwrap();
+        let arena = Arena::create_unreserved(2 * MIN_MARGIN).unwrap();
         arena.cancel_reservation();
-        arena.reserve().unwrap(); // returns at once: cancelled
-        assert!(matches!(arena.wait_reserved(RESERVE_CHUNK), Err(StoreError::Unreserved { reserved: 0, .. })));
+        arena.run_reserver().unwrap(); // returns at once: cancelled
+        assert!(matches!(arena.prepare(0, MIN_MARGIN), Err(StoreError::Unreserved { reserved: 0, .. })));
         arena.wait_reserved(0).unwrap();
     }
 
     #[test]
     fn skipping_makes_everything_usable() {
-        let arena = Arena::create(RESERVE_CHUNK, false).unwrap();
-        assert_eq!(arena.reserved(), RESERVE_CHUNK);
-        arena.wait_reserved(RESERVE_CHUNK).unwrap();
+        let arena = Arena::create(MIN_MARGIN, false).unwrap();
+        assert_eq!(arena.reserved(), MIN_MARGIN);
+        arena.prepare(0, MIN_MARGIN).unwrap();
+    }
+
+    #[test]
+    fn creating_with_prefault_reserves_everything() {
+        let _serial = crate::copy::serial();
+        let arena = Arena::create(3 * RESERVE_STEP + 4096, true).unwrap();
+        assert_eq!(arena.reserved(), arena.len());
     }
 }

@@ -1,4 +1,4 @@
-//! Copying large byte ranges into the arena with several threads.
+//! Copying large byte ranges into and out of the arena with several threads.
 //!
 //! One core's `memcpy` is the ceiling for a single-threaded `put` (see
 //! `shoal bench`'s `machine memcpy gigabytes`); a few cores copying disjoint
@@ -7,6 +7,10 @@
 //! for the sizes that use them.
 
 use std::sync::OnceLock;
+
+use ndarray::{ArrayView, ArrayViewMut, Axis, Dimension};
+
+use crate::element::{DType, Element};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Copies smaller than this use one thread.
@@ -57,49 +61,129 @@ impl Drop for CopyThreads {
 /// If the lengths differ, as `copy_from_slice` does.
 pub(crate) fn copy_bytes(dst: &mut [u8], src: &[u8]) {
     assert_eq!(dst.len(), src.len(), "copy_bytes: lengths differ");
-    // Copies running at once share the cores: each large one claims the
-    // threads still free (itself always), so concurrent puts do not
-    // oversubscribe the machine.
-    let wanted = if src.len() < PARALLEL_MIN { 1 } else { cores().min(MAX_THREADS).min(src.len() / PER_THREAD_MIN) };
+    let wanted = if src.len() < PARALLEL_MIN { 1 } else { threads_for(src.len(), PER_THREAD_MIN) };
     if wanted <= 1 {
         dst.copy_from_slice(src);
         return;
     }
-    let claim = CopyThreads::claim(wanted);
-    let threads = claim.threads;
-    if threads <= 1 {
-        dst.copy_from_slice(src);
+    // Page-sized parts, so no two threads touch one page.
+    let part = src.len().div_ceil(wanted).next_multiple_of(4096);
+    in_parallel(dst.chunks_mut(part).zip(src.chunks(part)), wanted, |(d, s)| d.copy_from_slice(s));
+}
+
+/// The elements of `bytes` (little-endian `A`s) in a new vector, copied in
+/// parallel when large, each part's destination pages faulted in ahead with
+/// one `MADV_POPULATE_WRITE` instead of one fault per page.
+///
+/// # Panics
+/// If `bytes` is not a whole number of `A`s, or holds a `bool` other than 0
+/// or 1 (object buffers are checked for both before this runs).
+pub(crate) fn to_vec<A: Element>(bytes: &[u8]) -> Vec<A> {
+    let size = size_of::<A>();
+    assert!(bytes.len() % size == 0, "to_vec: {} bytes is not a whole number of elements", bytes.len());
+    if A::DTYPE == DType::Bool {
+        assert!(bytes.iter().all(|&b| b <= 1), "to_vec: a bool byte other than 0 or 1");
+    }
+    // Zeroed and untouched: the allocator maps fresh pages for large sizes.
+    let mut elements = vec![A::ZERO; bytes.len() / size];
+    // SAFETY: (1) `A: Element` is a primitive number or `bool`, without
+    // padding, so the vector's memory is exactly `bytes.len()` initialised
+    // bytes; (2) every byte pattern written into it is a valid `A`: any for
+    // the numbers, and 0 or 1 for `bool` (asserted above); (3) the byte slice
+    // borrows `elements` mutably, so nothing else sees the bytes meanwhile.
+    let dst = unsafe { std::slice::from_raw_parts_mut(elements.as_mut_ptr().cast::<u8>(), bytes.len()) };
+    if bytes.len() < PARALLEL_MIN {
+        dst.copy_from_slice(bytes);
+        return elements;
+    }
+    let threads = threads_for(bytes.len(), PER_THREAD_MIN);
+    let part = bytes.len().div_ceil(threads).next_multiple_of(4096);
+    in_parallel(dst.chunks_mut(part).zip(bytes.chunks(part)), threads, |(d, s)| {
+        populate(d);
+        d.copy_from_slice(s);
+    });
+    elements
+}
+
+/// `dst.assign(&src)` for arrays of one shape in any memory order, split
+/// along the first axis over threads when large.
+pub(crate) fn assign<A: Element, D: Dimension>(mut dst: ArrayViewMut<'_, A, D>, src: ArrayView<'_, A, D>) {
+    let bytes = src.len() * size_of::<A>();
+    if bytes < PARALLEL_MIN || src.ndim() == 0 || src.len_of(Axis(0)) < 2 {
+        dst.assign(&src);
         return;
     }
-    // Page-sized parts, so no two threads touch one page; every thread
-    // (this one too) takes parts until none is left, so a thread that cannot
-    // start only leaves more to the others.
-    let part = src.len().div_ceil(threads).next_multiple_of(4096);
-    let parts = std::sync::Mutex::new(dst.chunks_mut(part).zip(src.chunks(part)));
-    let copy_parts = || {
+    let threads = threads_for(bytes, PER_THREAD_MIN);
+    let rows = src.len_of(Axis(0)).div_ceil(threads * 4);
+    let parts = dst.axis_chunks_iter_mut(Axis(0), rows).zip(src.axis_chunks_iter(Axis(0), rows));
+    in_parallel(parts, threads, |(mut d, s)| d.assign(&s));
+}
+
+/// Fault in the whole pages inside `memory` for writing, in one call. A hint:
+/// where the kernel refuses, the writes that follow fault them in instead.
+fn populate(memory: &mut [u8]) {
+    let start = (memory.as_ptr() as usize).next_multiple_of(4096);
+    let end = (memory.as_ptr() as usize + memory.len()) & !4095;
+    if end > start {
+        // SAFETY: (1) `start..end` lies inside `memory`, which this function
+        // borrows mutably, so it is mapped, writable and ours; (2)
+        // MADV_POPULATE_WRITE only faults pages in as a write would, without
+        // changing their contents.
+        unsafe {
+            nix::libc::madvise(start as *mut nix::libc::c_void, end - start, nix::libc::MADV_POPULATE_WRITE);
+        }
+    }
+}
+
+/// Run `work` on every item of `parts`, on up to `wanted` threads (the
+/// caller's among them).
+///
+/// Work running at once shares the cores: each call claims the threads still
+/// free (its own always), so concurrent copies do not oversubscribe the
+/// machine. Every thread takes parts until none is left, so a thread that
+/// cannot start only leaves more to the others.
+pub(crate) fn in_parallel<I>(parts: I, wanted: usize, work: impl Fn(I::Item) + Sync)
+where
+    I: Iterator + Send,
+    I::Item: Send,
+{
+    let claim = CopyThreads::claim(wanted.max(1));
+    let parts = std::sync::Mutex::new(parts);
+    let take_parts = || {
         loop {
             let next = parts.lock().unwrap_or_else(|e| e.into_inner()).next();
-            let Some((d, s)) = next else { return };
-            d.copy_from_slice(s);
+            let Some(part) = next else { return };
+            work(part);
         }
     };
+    if claim.threads <= 1 {
+        take_parts();
+        return;
+    }
     std::thread::scope(|scope| {
-        for _ in 1..threads {
-            let _ = std::thread::Builder::new().name("shoal-copy".into()).spawn_scoped(scope, copy_parts);
+        for _ in 1..claim.threads {
+            let _ = std::thread::Builder::new().name("shoal-copy".into()).spawn_scoped(scope, take_parts);
         }
-        copy_parts();
+        take_parts();
     });
+}
+
+/// Threads worth running one job of `len` bytes in parts of at least
+/// `per_thread` bytes.
+pub(crate) fn threads_for(len: usize, per_thread: usize) -> usize {
+    cores().min(MAX_THREADS).min(len / per_thread.max(1)).max(1)
+}
+
+/// Tests that count [`BUSY`], or start parallel work, run one at a time.
+#[cfg(test)]
+pub(crate) fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The copy tests count [`BUSY`], so they run one at a time.
-    fn serial() -> std::sync::MutexGuard<'static, ()> {
-        static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        LOCK.lock().unwrap_or_else(|e| e.into_inner())
-    }
 
     #[test]
     fn large_copies_are_exact_across_thread_boundaries() {

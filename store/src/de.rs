@@ -3,13 +3,18 @@
 //! Array buffers are presented to ndarray's own `Deserialize` as the
 //! `(v, dim, data)` sequence it expects (a copy, as an owned `Array` must be),
 //! and to [`SharedArray`](crate::SharedArray) as a buffer index it resolves in
-//! place through the decode context.
+//! place through the decode context. An owned array that is a field or an
+//! element of the value skips that sequence: it is recognised by type
+//! ([`crate::known_arrays`]) and copied out of its buffer whole.
 
 use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
 use serde::forward_to_deserialize_any;
 
-use crate::element::DType;
-use crate::format::{BufferView, with_context};
+use ndarray::{Array, Dimension};
+
+use crate::element::{self, DType};
+use crate::format::{BufferView, owned_array, with_context};
+use crate::known_arrays::{self, BuildArray};
 use crate::shared_array::SHARED_ARRAY_MARKER;
 
 /// A decoding error as serde reports it.
@@ -257,6 +262,11 @@ impl<'de> de::SeqAccess<'de> for Counted<'_, 'de> {
             return Ok(None);
         }
         self.left -= 1;
+        // A field or element that is an owned array: one copy from its
+        // buffer, not one serde call per element.
+        if let Some(array) = known_arrays::build_for_seed::<T, T::Value, _>(NextBuffer(self.de)) {
+            return array.map(Some);
+        }
         seed.deserialize(&mut *self.de).map(Some)
     }
     fn size_hint(&self) -> Option<usize> {
@@ -306,6 +316,20 @@ impl<'de> de::VariantAccess<'de> for &mut PayloadReader<'de> {
     }
     fn struct_variant<V: Visitor<'de>>(self, fields: &'static [&'static str], visitor: V) -> Result<V::Value> {
         de::Deserializer::deserialize_tuple(self, fields.len(), visitor)
+    }
+}
+
+/// Reads the buffer index an array left in the payload and builds the owned
+/// array from that buffer.
+struct NextBuffer<'a, 'de>(&'a mut PayloadReader<'de>);
+
+impl BuildArray for NextBuffer<'_, '_> {
+    type Error = DeError;
+    fn build<A: element::Element, D: Dimension>(self) -> Result<Array<A, D>> {
+        let index = self.0.len()?;
+        let buffer = with_context(|ctx| ctx.and_then(|c| c.buffers.get(index).cloned()))
+            .ok_or_else(|| err(format!("array buffer {index} does not exist")))?;
+        owned_array(&buffer).map_err(err)
     }
 }
 

@@ -62,21 +62,26 @@ mod sealed {
 pub trait Element: sealed::Sealed + Copy + Send + Sync + Serialize + for<'de> Deserialize<'de> + 'static {
     /// The dtype this element is stored as.
     const DTYPE: DType;
+    /// Zero (`false`): all bytes 0, so a large `vec![ZERO; n]` is fresh
+    /// zeroed memory that has not been touched yet.
+    const ZERO: Self;
 }
 
 macro_rules! element {
-    ($($t:ty => $d:ident),* $(,)?) => {$(
+    ($($t:ty => $d:ident = $zero:expr),* $(,)?) => {$(
         impl sealed::Sealed for $t {}
         impl Element for $t {
             const DTYPE: DType = DType::$d;
+            const ZERO: Self = $zero;
         }
     )*};
 }
 
 element! {
-    bool => Bool, i8 => I8, i16 => I16, i32 => I32, i64 => I64, i128 => I128,
-    u8 => U8, u16 => U16, u32 => U32, u64 => U64, u128 => U128, f32 => F32, f64 => F64,
+    bool => Bool = false, i8 => I8 = 0, i16 => I16 = 0, i32 => I32 = 0, i64 => I64 = 0, i128 => I128 = 0,
+    u8 => U8 = 0, u16 => U16 = 0, u32 => U32 = 0, u64 => U64 = 0, u128 => U128 = 0, f32 => F32 = 0.0,
+    f64 => F64 = 0.0,
 }
 
 #[cfg(target_pointer_width = "64")]
-element! { isize => I64, usize => U64 }
+element! { isize => I64 = 0, usize => U64 = 0 }

@@ -22,11 +22,12 @@
 //! times the dtype's size, and that `bool` buffers hold only 0 and 1 — before
 //! any view is made.
 
-use std::any::{Any, TypeId};
-
-use ndarray::{Array, Dimension, Ix0, Ix1, Ix2, Ix3, Ix4, Ix5, Ix6, IxDyn};
+use std::any::Any;
 use std::cell::RefCell;
+use std::marker::PhantomData;
 use std::sync::Arc;
+
+use ndarray::{Array, ArrayBase, ArrayViewMut, Data, Dimension, IxDyn};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -35,7 +36,8 @@ use crate::ALIGN;
 use crate::de::PayloadReader;
 use crate::element::{DType, Element};
 use crate::error::{DecodeError, EncodeError};
-use crate::ser::{ArraySink, CHANGED, ObjectSerializer, SerError};
+use crate::known_arrays::{self, BuildArray};
+use crate::ser::{ArraySink, CHANGED, CapturedArray, ObjectSerializer, SerError};
 
 #[cfg(target_endian = "big")]
 compile_error!("shoal's object format stores array elements little-endian and maps them in place");
@@ -107,15 +109,25 @@ impl Layout {
     /// # Panics
     /// If `dst` has the wrong length.
     pub fn write_to<T: Serialize + ?Sized>(&self, value: &T, dst: &mut [u8]) -> Result<(), EncodeError> {
+        self.write_with(value, dst, false)
+    }
+
+    fn write_with<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        dst: &mut [u8],
+        serde_only: bool,
+    ) -> Result<(), EncodeError> {
         self.write_head(dst);
         if self.slots.is_empty() {
             return Ok(());
         }
         let mut ser = ObjectSerializer {
             sink: Some(ArraySink { dst, slots: &self.slots, next: 0 }),
+            serde_only,
             ..ObjectSerializer::default()
         };
-        value.serialize(&mut ser).map_err(ser_error)?;
+        ser.value(value).map_err(ser_error)?;
         let written = ser.sink.as_ref().map_or(0, |s| s.next);
         if written != self.slots.len() || ser.payload[..] != self.head[self.payload_start..] {
             return Err(EncodeError::Unsupported(CHANGED.into()));
@@ -136,46 +148,74 @@ impl Layout {
         dst[cursor..].fill(0);
     }
 
-    /// [`write_to`](Self::write_to), with a fast path: when `value` is an
-    /// owned ndarray `Array` in standard layout, its elements are copied with
-    /// `memcpy` (split across a few threads when large) instead of one serde
-    /// call each.
-    pub fn write_value_to<T: Serialize + Any>(&self, value: &T, dst: &mut [u8]) -> Result<(), EncodeError> {
-        if let (Some((bytes, dtype)), [(offset, len, slot_dtype)]) = (contiguous_array_bytes(value), &self.slots[..]) {
-            if bytes.len() == *len && (dtype == *slot_dtype || *len == 0) {
-                self.write_head(dst);
-                crate::copy::copy_bytes(&mut dst[*offset..offset + len], bytes);
-                return Ok(());
-            }
-        }
-        self.write_to(value, dst)
+    /// The layout of a bare `Array<A, _>` of `shape` (what [`measure`] gives
+    /// for such an array, without looking at its elements).
+    pub fn of_array<A: Element>(shape: &[usize], type_fingerprint: u64) -> Result<Layout, EncodeError> {
+        let elements = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        let len = elements
+            .and_then(|n| n.checked_mul(size_of::<A>()))
+            .filter(|&len| len <= isize::MAX as usize)
+            .ok_or_else(|| EncodeError::Unsupported("array too large".into()))?;
+        let dtype = if len == 0 { DType::Empty } else { A::DTYPE };
+        let array = CapturedArray { dtype, shape: shape.iter().map(|&d| d as u64).collect(), len };
+        layout(vec![0], vec![array], Vec::new(), type_fingerprint)
     }
-}
 
-/// The elements of `value` as bytes, if it is an owned `Array<A, D>` of an
-/// [`Element`] type in standard layout.
-fn contiguous_array_bytes(value: &dyn Any) -> Option<(&[u8], DType)> {
-    fn bytes_of<A: Element>(elements: &[A]) -> (&[u8], DType) {
-        // SAFETY: (1) `A: Element` is sealed to the primitive numbers and
-        // `bool`, which have no padding and no invalid byte patterns *as
-        // bytes to read*; (2) the byte slice covers exactly the memory of
-        // `elements` and borrows it for the same lifetime.
-        let bytes =
-            unsafe { std::slice::from_raw_parts(elements.as_ptr().cast::<u8>(), std::mem::size_of_val(elements)) };
-        (bytes, A::DTYPE)
+    /// Write the header of a layout made by [`of_array`](Self::of_array) into
+    /// `dst` (the whole object) and return its array buffer as a mutable
+    /// view of `dim`, to fill in place. `bool` buffers are zeroed first; a
+    /// buffer of numbers holds whatever bytes were there (any bytes are
+    /// valid numbers).
+    ///
+    /// # Panics
+    /// If `dst` has the wrong length, the layout is not a bare array of
+    /// `A`s, or `dim` is not the layout's shape.
+    pub fn array_view_mut<'d, A: Element, D: Dimension>(&self, dst: &'d mut [u8], dim: D) -> ArrayViewMut<'d, A, D> {
+        self.write_head(dst);
+        let &[(offset, len, dtype)] = &self.slots[..] else { panic!("array_view_mut: not a bare array's layout") };
+        assert!(dtype == A::DTYPE || (dtype == DType::Empty && len == 0), "array_view_mut: another element type");
+        let slot = &mut dst[offset..offset + len];
+        if A::DTYPE == DType::Bool {
+            slot.fill(0);
+        }
+        let elements = len / size_of::<A>();
+        if elements == 0 {
+            return ArrayViewMut::from_shape(dim, &mut []).expect("array_view_mut: the shape is the layout's");
+        }
+        let ptr = slot.as_mut_ptr().cast::<A>();
+        assert!(ptr.is_aligned(), "array_view_mut: a misaligned buffer");
+        // SAFETY: (1) `ptr..ptr+len` is `slot`, borrowed mutably for 'd, so
+        // nothing else reads or writes it meanwhile; (2) it is aligned for
+        // `A` (asserted); (3) its bytes are valid `A`s: any bytes are valid
+        // for the numeric `Element`s and a `bool` buffer was just zeroed;
+        // (4) `len` is a whole number of `A`s (the layout sized it so).
+        let elements = unsafe { std::slice::from_raw_parts_mut(ptr, elements) };
+        ArrayViewMut::from_shape(dim, elements).expect("array_view_mut: the shape is the layout's")
     }
-    macro_rules! arrays {
-        ($($a:ty),*) => {$(
-            arrays!(@dims $a; Ix1, Ix2, Ix3, IxDyn, Ix4, Ix0, Ix5, Ix6);
-        )*};
-        (@dims $a:ty; $($d:ty),*) => {$(
-            if let Some(array) = value.downcast_ref::<Array<$a, $d>>() {
-                return array.as_slice().map(bytes_of);
-            }
-        )*};
+
+    /// Write `array` (any memory order) as the object of a layout made by
+    /// [`of_array`](Self::of_array) from its shape: one copy, in parallel
+    /// when large.
+    ///
+    /// # Panics
+    /// As [`array_view_mut`](Self::array_view_mut).
+    pub fn write_array<A: Element, S: Data<Elem = A>, D: Dimension>(&self, array: &ArrayBase<S, D>, dst: &mut [u8]) {
+        let mut out = self.array_view_mut::<A, D>(dst, array.raw_dim());
+        if let (Some(src), Some(dst)) = (array.as_slice(), out.as_slice_mut()) {
+            // SAFETY: as in `known_arrays::bytes_of`: `A` is plain data
+            // without padding, and the byte slices cover exactly the
+            // elements, borrowed as the element slices are.
+            let (src, dst) = unsafe {
+                (
+                    std::slice::from_raw_parts(src.as_ptr().cast::<u8>(), size_of_val(src)),
+                    std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<u8>(), size_of_val(dst)),
+                )
+            };
+            crate::copy::copy_bytes(dst, src);
+            return;
+        }
+        crate::copy::assign(out, array.view());
     }
-    arrays!(f64, f32, i64, u8, i32, u64, u32, i16, u16, i8, bool, i128, u128, usize, isize);
-    None
 }
 
 fn ser_error(e: SerError) -> EncodeError {
@@ -189,10 +229,27 @@ fn ser_error(e: SerError) -> EncodeError {
 /// (the engine's fingerprint of the written type, checked again on every
 /// read). Builds header and payload; array elements are not copied yet.
 pub fn measure<T: Serialize + ?Sized>(value: &T, type_fingerprint: u64) -> Result<Layout, EncodeError> {
-    let mut ser = ObjectSerializer::default();
-    value.serialize(&mut ser).map_err(ser_error)?;
-    let ObjectSerializer { payload, arrays, refs, .. } = ser;
+    measure_with(value, type_fingerprint, false)
+}
 
+fn measure_with<T: Serialize + ?Sized>(
+    value: &T,
+    type_fingerprint: u64,
+    serde_only: bool,
+) -> Result<Layout, EncodeError> {
+    let mut ser = ObjectSerializer { serde_only, ..ObjectSerializer::default() };
+    ser.value(value).map_err(ser_error)?;
+    let ObjectSerializer { payload, arrays, refs, .. } = ser;
+    layout(payload, arrays, refs, type_fingerprint)
+}
+
+/// Lay out an object: header, descriptors and payload, then the arrays.
+fn layout(
+    payload: Vec<u8>,
+    arrays: Vec<CapturedArray>,
+    refs: Vec<u64>,
+    type_fingerprint: u64,
+) -> Result<Layout, EncodeError> {
     let desc_len: usize = arrays.iter().map(|a| DESC_FIXED_LEN + 8 * a.shape.len()).sum();
     let payload_start = HEADER_LEN + desc_len;
     let head_len = payload_start + payload.len();
@@ -465,57 +522,43 @@ pub fn read_type_fingerprint(bytes: &[u8]) -> Result<u64, DecodeError> {
 }
 
 /// If `T` is an owned ndarray `Array` of an [`Element`] type, decode it from
-/// its buffer in one tight copy instead of one serde call per element;
-/// `None` for any other `T` (use [`decode`]).
+/// its buffer in one copy (parallel when large) instead of one serde call per
+/// element; `None` for any other `T` (use [`decode`]).
 pub fn decode_owned_array<T: Any>(bytes: &[u8], expected_fingerprint: u64) -> Option<Result<T, DecodeError>> {
-    fn read<A: Element, D: Dimension>(
-        bytes: &[u8],
-        fp: u64,
-        element: impl Fn(&[u8]) -> A,
-    ) -> Result<Array<A, D>, DecodeError> {
-        let expected = std::any::type_name::<Array<A, D>>();
-        let parsed = parse(bytes)?;
-        if parsed.type_fp != fp {
-            return Err(DecodeError::TypeMismatch { expected });
-        }
-        let invalid = |message: &str| DecodeError::Invalid { expected, message: message.to_string() };
-        let [buffer] = &parsed.buffers[..] else { return Err(invalid("expected exactly one array")) };
-        if parsed.payload != [0] {
-            return Err(invalid("expected a bare array"));
-        }
-        if !(buffer.dtype == A::DTYPE || (buffer.dtype == DType::Empty && buffer.len == 0)) {
-            return Err(invalid("array holds another element type"));
-        }
-        let dim = D::from_dimension(&IxDyn(&buffer.shape)).ok_or_else(|| invalid("array has another dimension"))?;
-        let elements: Vec<A> = buffer.bytes().chunks_exact(A::DTYPE.size().max(1)).map(element).collect();
-        Array::from_shape_vec(dim, elements).map_err(|e| invalid(&e.to_string()))
+    struct Bare<'a> {
+        bytes: &'a [u8],
+        fingerprint: u64,
+        expected: &'static str,
     }
-    fn finish<T: Any, A: Element, D: Dimension + 'static>(
-        result: Result<Array<A, D>, DecodeError>,
-    ) -> Result<T, DecodeError> {
-        result.map(|array| *(Box::new(array) as Box<dyn Any>).downcast::<T>().expect("T is this array type"))
-    }
-    macro_rules! arrays {
-        ($($a:ty => $element:expr),* $(,)?) => {$(
-            arrays!(@dims $a, $element; Ix1, Ix2, Ix3, IxDyn, Ix4, Ix0, Ix5, Ix6);
-        )*};
-        (@dims $a:ty, $element:expr; $($d:ty),*) => {$(
-            if TypeId::of::<T>() == TypeId::of::<Array<$a, $d>>() {
-                return Some(finish::<T, $a, $d>(read::<$a, $d>(bytes, expected_fingerprint, $element)));
+    impl BuildArray for Bare<'_> {
+        type Error = DecodeError;
+        fn build<A: Element, D: Dimension>(self) -> Result<Array<A, D>, DecodeError> {
+            let parsed = parse(self.bytes)?;
+            if parsed.type_fp != self.fingerprint {
+                return Err(DecodeError::TypeMismatch { expected: self.expected });
             }
-        )*};
+            let invalid = |message: &str| DecodeError::Invalid { expected: self.expected, message: message.into() };
+            let [buffer] = &parsed.buffers[..] else { return Err(invalid("expected exactly one array")) };
+            if parsed.payload != [0] {
+                return Err(invalid("expected a bare array"));
+            }
+            owned_array(buffer).map_err(|message| invalid(&message))
+        }
     }
-    macro_rules! le {
-        ($t:ty) => {
-            |b: &[u8]| <$t>::from_le_bytes(b.try_into().expect("element size"))
-        };
+    let bare = Bare { bytes, fingerprint: expected_fingerprint, expected: std::any::type_name::<T>() };
+    known_arrays::build_for_seed::<PhantomData<T>, T, _>(bare)
+}
+
+/// An owned `Array<A, D>` holding a checked buffer's elements (one copy,
+/// parallel when large).
+pub(crate) fn owned_array<A: Element, D: Dimension>(buffer: &BufferView) -> Result<Array<A, D>, String> {
+    if !(buffer.dtype == A::DTYPE || (buffer.dtype == DType::Empty && buffer.len == 0)) {
+        return Err(format!("array holds {:?}, not {:?}", buffer.dtype, A::DTYPE));
     }
-    arrays!(
-        f64 => le!(f64), f32 => le!(f32), i64 => le!(i64), u8 => le!(u8), i32 => le!(i32), u64 => le!(u64),
-        u32 => le!(u32), i16 => le!(i16), u16 => le!(u16), i8 => le!(i8), bool => |b: &[u8]| b[0] != 0,
-        i128 => le!(i128), u128 => le!(u128), usize => le!(usize), isize => le!(isize),
-    );
-    None
+    let dim = D::from_dimension(&IxDyn(&buffer.shape))
+        .ok_or_else(|| format!("array has {} dimensions, the type another number", buffer.shape.len()))?;
+    let elements = crate::copy::to_vec::<A>(buffer.bytes());
+    Array::from_shape_vec(dim, elements).map_err(|e| e.to_string())
 }
 
 /// Decode an object written by [`encode`] as a `T`, copying what it needs.
@@ -572,12 +615,14 @@ mod tests {
     use super::*;
     use ndarray::{Array1, Array2, ArrayD, IxDyn};
 
+    /// The object serde alone writes, and the one the array fast path writes.
     fn both_ways<T: Serialize + Any>(value: &T) -> (Vec<u8>, Vec<u8>) {
+        let serde_layout = measure_with(value, 7, true).unwrap();
         let layout = measure(value, 7).unwrap();
-        let mut slow = vec![0xAA; layout.total_len()];
+        let mut slow = vec![0xAA; serde_layout.total_len()];
         let mut fast = vec![0x55; layout.total_len()];
-        layout.write_to(value, &mut slow).unwrap();
-        layout.write_value_to(value, &mut fast).unwrap();
+        serde_layout.write_with(value, &mut slow, true).unwrap();
+        layout.write_to(value, &mut fast).unwrap();
         (slow, fast)
     }
 
@@ -602,9 +647,75 @@ mod tests {
         assert_eq!(both_ways(&dynamic).0, both_ways(&dynamic).1);
         let empty = Array1::<u64>::zeros(0);
         assert_eq!(both_ways(&empty).0, both_ways(&empty).1);
-        // Arrays inside another value take the serde path.
-        let nested = (1u8, a.clone());
-        assert_eq!(both_ways(&nested).0, both_ways(&nested).1);
+        // Arrays inside other values, standard or not, and empty.
+        let nested = (1u8, a.clone(), vec![transposed.clone(), a.clone()], Some(empty.clone()), flags.clone());
+        let (slow, fast) = both_ways(&nested);
+        assert_eq!(slow, fast);
+        assert_eq!(
+            decode::<(u8, Array2<f64>, Vec<Array2<f64>>, Option<Array1<u64>>, Array1<bool>)>(&fast, 7).unwrap(),
+            nested
+        );
+        // A large nested array: copied in parts by several threads.
+        let large = vec![Array1::from_shape_fn((40 << 20) / 8, |i| i as f64)];
+        let (slow, fast) = both_ways(&large);
+        assert!(slow == fast);
+        assert!(decode::<Vec<Array1<f64>>>(&fast, 7).unwrap() == large);
+    }
+
+    #[test]
+    fn bare_array_layouts_match_measured_ones() {
+        fn check<A: Element + Serialize, D: Dimension + Serialize>(array: Array<A, D>) {
+            let measured = measure(&array, 3).unwrap();
+            let built = Layout::of_array::<A>(array.shape(), 3).unwrap();
+            assert_eq!(
+                (built.total_len(), &built.head, &built.slots),
+                (measured.total_len(), &measured.head, &measured.slots)
+            );
+        }
+        check(Array2::<f32>::zeros((3, 5)));
+        check(Array1::<bool>::from_elem(70, true));
+        check(ArrayD::<u128>::zeros(IxDyn(&[2, 0, 4])));
+        check(ndarray::arr0(1usize));
+        check(Array1::<i8>::zeros(0));
+        assert!(Layout::of_array::<f64>(&[usize::MAX, 2], 3).is_err());
+    }
+
+    #[test]
+    fn arrays_written_from_any_view_are_the_owned_arrays_objects() {
+        fn check<A: Element + Serialize, S: ndarray::Data<Elem = A>, D: Dimension + Serialize>(
+            array: &ArrayBase<S, D>,
+        ) {
+            let owned = array.as_standard_layout().into_owned();
+            let layout = Layout::of_array::<A>(array.shape(), 5).unwrap();
+            let mut written = vec![0xEE; layout.total_len()];
+            layout.write_array(array, &mut written);
+            assert_eq!(written, encode(&owned, 5).unwrap().into_vec());
+        }
+        let m = Array2::from_shape_fn((300, 7), |(i, j)| (i * 7 + j) as i32);
+        check(&m);
+        check(&m.view());
+        check(&m.slice(ndarray::s![.., 2..5]));
+        check(&m.slice(ndarray::s![..;-3, ..;2]));
+        check(&m.t());
+        check(&Array1::from_iter((0..99).map(|i| i % 2 == 0)).slice(ndarray::s![..;5]));
+        check(&ArrayD::<f32>::zeros(IxDyn(&[3, 0, 2])));
+        check(&ndarray::arr0(7u8));
+        // Large and strided: assigned in parallel parts.
+        let large = Array2::from_shape_fn((4096, 2048), |(i, j)| (i ^ j) as f64);
+        check(&large.slice(ndarray::s![.., ..;2]));
+        check(&large.t());
+    }
+
+    #[test]
+    fn array_views_into_a_buffer_start_zeroed_for_bool() {
+        let layout = Layout::of_array::<bool>(&[3, 4], 1).unwrap();
+        let mut dst = vec![0x7F; layout.total_len()];
+        let mut view = layout.array_view_mut::<bool, _>(&mut dst, ndarray::Ix2(3, 4));
+        assert!(view.iter().all(|&b| !b));
+        view[(1, 2)] = true;
+        let back: Array2<bool> = decode(&dst, 1).unwrap();
+        assert_eq!(back.iter().filter(|&&b| b).count(), 1);
+        assert!(back[(1, 2)]);
     }
 
     #[test]

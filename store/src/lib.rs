@@ -24,6 +24,7 @@ mod de;
 mod element;
 mod error;
 pub mod format;
+mod known_arrays;
 mod ser;
 mod shared_array;
 

@@ -11,7 +11,9 @@
 //! the *measure* pass builds the payload and learns each array's shape and
 //! dtype, stopping each array's element loop after its first element; the
 //! *write* pass serializes the value again and streams each array's elements
-//! into its slot.
+//! into its slot. An owned array in standard layout, wherever it sits in the
+//! value, skips serde in both passes: it is recognised by type
+//! ([`crate::known_arrays`]) and its bytes are copied into its slot whole.
 
 use std::cell::Cell;
 
@@ -19,6 +21,7 @@ use serde::ser::{self, Impossible, Serialize};
 
 use crate::REF_MARKER;
 use crate::element::DType;
+use crate::known_arrays::{self, ArrayBytes};
 
 /// The encoder's error: a real failure, or the measure pass's signal that it
 /// has seen an array's first element and needs no more.
@@ -70,6 +73,9 @@ pub(crate) struct ObjectSerializer<'d> {
     pub refs: Vec<u64>,
     /// `None` in the measure pass.
     pub sink: Option<ArraySink<'d>>,
+    /// Whether owned standard-layout arrays skip serde (always, but for the
+    /// tests that compare both ways).
+    pub serde_only: bool,
 }
 
 pub(crate) fn write_varint(out: &mut Vec<u8>, mut v: u128) {
@@ -95,6 +101,35 @@ fn unsupported(what: &str) -> SerError {
 impl ObjectSerializer<'_> {
     fn varint(&mut self, v: u128) {
         write_varint(&mut self.payload, v);
+    }
+
+    /// Serialize one value of the object (the whole, a field, an element…):
+    /// an owned array in standard layout goes to its buffer with one copy
+    /// (parallel when large), anything else through serde.
+    pub(crate) fn value<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<()> {
+        match known_arrays::standard_array(value).filter(|_| !self.serde_only) {
+            Some(array) => self.array_bytes(array),
+            None => value.serialize(self),
+        }
+    }
+
+    /// Take an array's bytes out of the payload: measure it, or copy it into
+    /// its slot; either way the payload gets its buffer index, exactly as
+    /// the serde path writes it.
+    fn array_bytes(&mut self, array: ArrayBytes<'_>) -> Result<()> {
+        let len = array.bytes.len();
+        if let Some(sink) = self.sink.as_mut() {
+            let &(offset, slot_len, slot_dtype) = sink.slots.get(sink.next).ok_or_else(|| unsupported(CHANGED))?;
+            if slot_len != len || slot_dtype != array.dtype {
+                return Err(unsupported(CHANGED));
+            }
+            sink.next += 1;
+            crate::copy::copy_bytes(&mut sink.dst[offset..offset + len], array.bytes);
+        }
+        let index = self.arrays.len();
+        self.arrays.push(CapturedArray { dtype: array.dtype, shape: array.shape, len });
+        self.varint(index as u128);
+        Ok(())
     }
 }
 
@@ -182,7 +217,7 @@ impl<'a, 'd> ser::Serializer for &'a mut ObjectSerializer<'d> {
     }
     fn serialize_some<T: ?Sized + Serialize>(self, value: &T) -> Result<()> {
         self.payload.push(1);
-        value.serialize(self)
+        self.value(value)
     }
     fn serialize_unit(self) -> Result<()> {
         Ok(())
@@ -201,7 +236,7 @@ impl<'a, 'd> ser::Serializer for &'a mut ObjectSerializer<'d> {
             self.varint(id.into());
             return Ok(());
         }
-        value.serialize(self)
+        self.value(value)
     }
     fn serialize_newtype_variant<T: ?Sized + Serialize>(
         self,
@@ -211,7 +246,7 @@ impl<'a, 'd> ser::Serializer for &'a mut ObjectSerializer<'d> {
         value: &T,
     ) -> Result<()> {
         self.varint(index.into());
-        value.serialize(self)
+        self.value(value)
     }
     fn serialize_seq(self, len: Option<usize>) -> Result<Self> {
         let len = len.ok_or_else(|| unsupported("sequences and maps must know their length"))?;
@@ -262,7 +297,7 @@ macro_rules! compound {
             type Ok = ();
             type Error = SerError;
             fn $method<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<()> {
-                value.serialize(&mut **self)
+                self.value(value)
             }
             fn end(self) -> Result<()> {
                 Ok(())
@@ -281,10 +316,10 @@ impl ser::SerializeMap for &mut ObjectSerializer<'_> {
     type Ok = ();
     type Error = SerError;
     fn serialize_key<T: ?Sized + Serialize>(&mut self, key: &T) -> Result<()> {
-        key.serialize(&mut **self)
+        self.value(key)
     }
     fn serialize_value<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<()> {
-        value.serialize(&mut **self)
+        self.value(value)
     }
     fn end(self) -> Result<()> {
         Ok(())
@@ -295,7 +330,7 @@ impl ser::SerializeStructVariant for &mut ObjectSerializer<'_> {
     type Ok = ();
     type Error = SerError;
     fn serialize_field<T: ?Sized + Serialize>(&mut self, _key: &'static str, value: &T) -> Result<()> {
-        value.serialize(&mut **self)
+        self.value(value)
     }
     fn end(self) -> Result<()> {
         Ok(())
@@ -325,7 +360,7 @@ impl ser::SerializeStruct for StructSerializer<'_, '_> {
             self.array = None;
         }
         let Some(capture) = self.array.as_mut() else {
-            return value.serialize(&mut *self.ser);
+            return self.ser.value(value);
         };
         match (capture.step, key) {
             (0, "v") => {

@@ -23,7 +23,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use serde::Serialize;
 use shoal_store::{Arena, Layout};
 
 use conn::Outbox;
@@ -215,7 +214,7 @@ impl Node {
             std::thread::Builder::new()
                 .name("shoal-reserve".into())
                 .spawn(move || {
-                    if let Err(e) = reserving.reserve() {
+                    if let Err(e) = reserving.run_reserver() {
                         tracing::error!("object store: {e}");
                     }
                 })
@@ -469,9 +468,9 @@ impl Node {
         !layout.has_buffers() && layout.total_len() <= self.config.inline_max
     }
 
-    /// Store `value`, measured as `layout`; returns its id with one reference
-    /// (the caller's).
-    pub(crate) fn put<T: Serialize + 'static>(&self, layout: Layout, value: &T) -> Result<u64> {
+    /// Store an object of `layout` that `write` writes; returns its id with
+    /// one reference (the caller's). On failure nothing stays allocated.
+    pub(crate) fn put(&self, layout: Layout, write: impl FnOnce(&Layout, &mut [u8]) -> Result<()>) -> Result<u64> {
         let refs = layout.contained_refs().to_vec();
         if self.is_inline(&layout) {
             let bytes = layout.into_inline().expect("inline layouts hold no arrays");
@@ -479,7 +478,7 @@ impl Node {
         }
         let len = layout.total_len() as u64;
         let offset = self.lock().allocator.allocate(len)?;
-        if let Err(e) = self.arena.wait_reserved(offset + len) {
+        if let Err(e) = self.arena.prepare(offset, len) {
             self.lock().allocator.free(offset);
             return Err(e.into());
         }
@@ -488,7 +487,7 @@ impl Node {
         // it yet, so no other thread or process can reach those bytes until
         // `new_object` below publishes them.
         let written = match unsafe { self.arena.bytes_mut(offset, len) } {
-            Ok(dst) => layout.write_value_to(value, dst).map_err(Error::from),
+            Ok(dst) => write(&layout, dst),
             Err(e) => Err(e.into()),
         };
         if let Err(e) = written {
@@ -502,7 +501,7 @@ impl Node {
     pub(crate) fn put_bytes(&self, bytes: &[u8], refs: Vec<u64>) -> Result<u64> {
         let len = bytes.len() as u64;
         let offset = self.lock().allocator.allocate(len)?;
-        let written = self.arena.wait_reserved(offset + len).map_err(Error::from).and_then(|()| {
+        let written = self.arena.prepare(offset, len).map_err(Error::from).and_then(|()| {
             // SAFETY: as in `put`: the range was just allocated to this thread
             // and no id refers to it yet.
             let dst = unsafe { self.arena.bytes_mut(offset, len) }?;

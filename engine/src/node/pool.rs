@@ -389,7 +389,7 @@ fn handle(node: &Node, conn: &WorkerConn, msg: ToNode, dirty: &mut bool) -> Resu
             }
             let mut result = node.lock().allocate_for(conn.id, size);
             if let Ok(offset) = result {
-                if let Err(e) = node.arena().wait_reserved(offset + size) {
+                if let Err(e) = node.arena().prepare(offset, size) {
                     node.lock().abandon(conn.id, offset);
                     result = Err(e.into());
                 }
