@@ -12,9 +12,10 @@ See README.md in this folder.
 Ray's figures come from Ray's own `ray microbenchmark` code
 (`ray/_private/ray_perf.py`) where it has the metric, timed by Ray's own
 `timeit` helper (`ray/_private/ray_microbenchmark_helpers.py`); the metrics it
-lacks (nested tasks sync, zero-copy get, array tasks, dependent chain) are
-written here in the same shape and timed by the same helper. Init and shutdown run in fresh
-processes after everything else.
+lacks (nested tasks sync, zero-copy get, array tasks, dependent chain, the
+filled and nested-array puts, owned get) are written here in the same shape
+and timed by the same helper. Init and shutdown, cold put and the idle node
+run in fresh processes after everything else.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ import json
 import math
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 RAY_VERSION = "2.60.0"
@@ -40,11 +43,16 @@ VENV_PYTHON = VENV / "bin" / "python"
 # Object store for the Ray side: 800 MB puts need room for two at once.
 STORE_BYTES = int(2.5e9)
 STORE_MIN_BYTES = int(1.8e9)
+# get owned gigabytes: timed calls after one warm-up.
+OWNED_GET_CALLS = 8
+# A fresh-process run (init, cold put, idle node) that takes longer is stopped.
+PROBE_TIMEOUT_S = 300
 
 # shoal bench's metric names (the output contract), in table order, with the
 # unit each is expected in.
 MACHINE = [
     ("machine memcpy gigabytes", "GB/s"),
+    ("machine memcpy gigabytes all cores", "GB/s"),
     ("machine unix socket ping-pong", "round trips/s"),
     ("machine worker start", "ms"),
 ]
@@ -57,6 +65,13 @@ COMPARED = [
     ("single client put calls", "calls/s"),
     ("single client get calls", "calls/s"),
     ("single client put gigabytes", "GB/s"),
+    # shoal only: put(a) consuming an owned array (Ray has no consuming put).
+    ("put owned gigabytes", "GB/s"),
+    # Ray's figure for it: its put of a filled array (RAY_EXTRA).
+    ("put_with gigabytes", "GB/s"),
+    ("put nested arrays gigabytes", "GB/s"),
+    ("get owned gigabytes", "GB/s"),
+    ("cold put gigabytes", "GB/s"),
     ("multi client put gigabytes", "GB/s"),
     ("single client get object containing 10k refs", "calls/s"),
     ("single client wait 1k refs", "calls/s"),
@@ -72,18 +87,27 @@ COMPARED = [
     ("dependent chain", "µs/link"),
     ("init to first result", "ms"),
     ("shutdown", "ms"),
+    # Lower is better (see higher_is_better).
+    ("init cpu seconds", "s"),
+    ("idle node rss", "MB"),
 ]
 # Ray-side figures beyond shoal's list, each shown in the table under the
-# shoal metric it compares with: ray_perf puts np.zeros (never-touched pages,
-# so the copy reads one shared zero page); shoal puts an array with data in it.
+# shoal metrics it compares with: ray_perf puts np.zeros (never-touched pages,
+# so the copy reads one shared zero page); shoal puts an array with data in it,
+# and its put_with fills one in place, which Ray cannot do: its nearest is the
+# put of an array already filled.
 RAY_EXTRA = {
-    "single client put gigabytes, filled array": ("GB/s", "single client put gigabytes"),
+    "single client put gigabytes, filled array": ("GB/s", ("single client put gigabytes", "put_with gigabytes")),
 }
 KNOWN = dict(MACHINE + COMPARED + [(k, u) for k, (u, _) in RAY_EXTRA.items()])
 
 # The machine ceiling printed beside each metric, from shoal bench's own run.
 LIMITS = {
-    "single client put gigabytes": "machine memcpy gigabytes",
+    "single client put gigabytes": "machine memcpy gigabytes all cores",
+    "put_with gigabytes": "machine memcpy gigabytes all cores",
+    "put nested arrays gigabytes": "machine memcpy gigabytes all cores",
+    "get owned gigabytes": "machine memcpy gigabytes all cores",
+    "cold put gigabytes": "machine memcpy gigabytes all cores",
     "multi client put gigabytes": "machine memcpy gigabytes",
     "single client tasks sync": "machine unix socket ping-pong",
     "nested tasks sync": "machine unix socket ping-pong",
@@ -118,6 +142,20 @@ def log(*a):
 
 def selected(name: str, pattern: str | None) -> bool:
     return not pattern or pattern in name
+
+
+def ray_selected(name: str, pattern: str | None) -> bool:
+    """A Ray-side figure is wanted: its name matches, or (for a RAY_EXTRA
+    figure) the name of a shoal metric it is shown under."""
+    if selected(name, pattern):
+        return True
+    return name in RAY_EXTRA and any(selected(c, pattern) for c in RAY_EXTRA[name][1])
+
+
+def median_half_range(xs: list[float]) -> tuple[float, float]:
+    """As shoal bench reports: the median (upper, for an even count) and half the range."""
+    s = sorted(xs)
+    return s[len(s) // 2], (s[-1] - s[0]) / 2
 
 
 # --------------------------------------------------------------------------
@@ -193,6 +231,13 @@ def is_rate(unit: str) -> bool:
     return unit.endswith("/s")
 
 
+def higher_is_better(unit: str) -> bool:
+    """Rates (GB/s, tasks/s): higher is better. Everything else is a cost and
+    lower is better: times (ms, µs/link), CPU time (s), memory (MB) and the
+    x-to-floor ratios."""
+    return is_rate(unit)
+
+
 def to_common(a: Figure, b: Figure) -> tuple[float, float] | None:
     """Both values in one unit, or None if the units cannot be matched."""
     if a.unit == b.unit:
@@ -202,6 +247,9 @@ def to_common(a: Figure, b: Figure) -> tuple[float, float] | None:
     if ua in TIME_SCALE and ub in TIME_SCALE and rest_a == rest_b:
         return a.value * TIME_SCALE[ua], b.value * TIME_SCALE[ub]
     size = {"GB/s": 1e9, "MB/s": 1e6, "KB/s": 1e3}
+    if a.unit in size and b.unit in size:
+        return a.value * size[a.unit], b.value * size[b.unit]
+    size = {"GB": 1e9, "MB": 1e6, "KB": 1e3, "GiB": 2**30, "MiB": 2**20, "KiB": 2**10}
     if a.unit in size and b.unit in size:
         return a.value * size[a.unit], b.value * size[b.unit]
     return None
@@ -214,10 +262,10 @@ def ratio_text(shoal: Figure | None, ray: Figure | None) -> str:
     if both is None:
         return "units differ"
     s, r = both
-    if is_rate(shoal.unit):
-        num, den = s, r  # rates: higher is better
+    if higher_is_better(shoal.unit):
+        num, den = s, r  # rates
     else:
-        num, den = r, s  # times (and x-to-floor): lower is better
+        num, den = r, s  # times, CPU seconds, memory, x-to-floor
     if den == 0:
         return "∞" if num > 0 else "—"
     return f"{num / den:.2f}x"
@@ -251,6 +299,7 @@ def limit_cell(name: str, shoal: dict[str, Figure]) -> str:
         return "—"
     what = {
         "machine memcpy gigabytes": "memcpy, 1 core",
+        "machine memcpy gigabytes all cores": "memcpy, all cores",
         "machine unix socket ping-pong": "socket ping-pong",
         "machine worker start": "worker start",
         "array tasks compute floor": "compute floor",
@@ -265,8 +314,8 @@ def print_table(shoal, ray, shoal_meta, ray_meta, pattern):
         if (s is None and r is None) or not selected(name, pattern):
             continue
         rows.append((name, cell(s), cell(r), ratio_text(s, r), limit_cell(name, shoal)))
-        for extra, (_u, counterpart) in RAY_EXTRA.items():
-            if counterpart == name and extra in ray:
+        for extra, (_u, counterparts) in RAY_EXTRA.items():
+            if name in counterparts and extra in ray:
                 rows.append((f"  {extra} (Ray)", cell(s), cell(ray[extra]), ratio_text(s, ray[extra]), ""))
     if len(rows) == 1:
         print("no metrics to compare" + (f" (filter {pattern!r})" if pattern else ""))
@@ -282,7 +331,7 @@ def print_table(shoal, ray, shoal_meta, ray_meta, pattern):
         for row in rows[1:]:
             print(line(row))
         print()
-        print("ratio: how many times better shoal is (shoal/Ray for rates, Ray/shoal for times).")
+        print("ratio: how many times better shoal is (shoal/Ray for rates; Ray/shoal for times, CPU seconds, memory).")
         print("limit: this machine's ceiling, measured by shoal bench in the same run.")
 
     print()
@@ -379,6 +428,7 @@ def run_ray(args) -> str:
             str(VENV_PYTHON), str(Path(__file__).resolve()), "--ray-child", str(out),
             "--num-cpus", str(cpus), "--object-store-bytes", str(store),
             "--settle", str(args.settle), "--init-runs", str(args.init_runs),
+            "--fresh-runs", str(args.fresh_runs),
         ]
         if args.filter:
             cmd += ["--filter", args.filter]
@@ -437,6 +487,16 @@ def ray_child(args):
 
     init_kwargs = dict(num_cpus=args.num_cpus, object_store_memory=args.object_store_bytes)
 
+    def guarded(what, fn):
+        """Run one measurement; if it fails, say so and go on with the others."""
+        try:
+            fn()
+        except Exception:
+            print(f"error: {what} failed; going on with the other metrics", flush=True)
+            traceback.print_exc()
+            out.write(f"# {what}: failed (the traceback is in the Ray side's log)\n")
+            out.flush()
+
     # ---- ray_perf.main() for the metrics it has, stopped after the last one.
     wanted = {rn for rn, sn in RAY_PERF_NAMES.items() if selected(sn, pattern)}
 
@@ -459,27 +519,34 @@ def ray_child(args):
     def init_with_our_args(*a, **kw):
         return real_init(*a, **{**init_kwargs, **kw})
 
-    ray_perf.timeit = perf_timeit
-    ray.init = init_with_our_args
-    if wanted:
+    def run_ray_perf():
+        ray_perf.timeit = perf_timeit
+        ray.init = init_with_our_args
         try:
             ray_perf.main()
         except Done:
             pass
-    ray.init = real_init
+        finally:
+            ray.init = real_init
+
+    if wanted:
+        guarded("ray_perf metrics", run_ray_perf)
 
     # ---- The rest, written in ray_perf's shape, on the same node.
     want_nested = selected("nested tasks sync", pattern)
-    want_filled_put = selected("single client put gigabytes", pattern)
+    want_filled_put = ray_selected("single client put gigabytes, filled array", pattern)
+    want_nested_arrays = selected("put nested arrays gigabytes", pattern)
+    want_owned_get = selected("get owned gigabytes", pattern)
     want_zero = any(selected(n, pattern) for n in ("zero-copy get gigabytes", "zero-copy get per call"))
     want_array = any(
         selected(n, pattern) for n in ("array tasks", "array tasks compute floor", "array tasks ratio to floor")
     )
     want_chain = selected("dependent chain", pattern)
-    if (want_nested or want_filled_put or want_zero or want_array or want_chain) and not ray.is_initialized():
-        real_init(**init_kwargs)
+    want_node = (want_nested, want_filled_put, want_nested_arrays, want_owned_get, want_zero, want_array, want_chain)
+    if any(want_node) and not ray.is_initialized():
+        guarded("ray.init", lambda: real_init(**init_kwargs))
 
-    if want_nested:
+    def nested_tasks():
         # shoal's shape: one task submitting a no-op child and getting it, one
         # at a time; per call 500 children (shoal: 2 000), so that one call
         # (~1 s at Ray's rate) fits Ray's 2 s timing runs.
@@ -501,7 +568,7 @@ def ray_child(args):
         rate, sd = timeit("nested tasks sync (one task getting 500 children, one at a time)", nested, children)
         emit("nested tasks sync", rate, "tasks/s", sd)
 
-    if want_filled_put:
+    def filled_put():
         filled = np.full(100_000_000, 1.5)  # 800 MB, every page written
 
         def put_filled():
@@ -509,9 +576,44 @@ def ray_child(args):
 
         rate, sd = timeit("single client put gigabytes (filled 800 MB array)", put_filled, 0.8)
         emit("single client put gigabytes, filled array", rate, "GB/s", sd)
-        del filled
 
-    if want_zero:
+    def nested_arrays_put():
+        # shoal puts a Vec of 8 x 100 MB arrays; Ray's shape: a list of them.
+        parts = [np.full(12_500_000, 1.5) for _ in range(8)]
+        back = ray.get(ray.put(parts))
+        assert len(back) == 8 and all(a.shape == (12_500_000,) and a[7] == 1.5 for a in back), "wrong list back"
+        del back
+
+        def put_nested():
+            ray.put(parts)
+
+        rate, sd = timeit("put nested arrays gigabytes (a list of 8 filled 100 MB arrays)", put_nested, 0.8)
+        emit("put nested arrays gigabytes", rate, "GB/s", sd)
+
+    def owned_get():
+        # ray.get of a numpy array is zero-copy (read-only, backed by the
+        # store); a Ray user who wants to own it copies it. Timed per call,
+        # the copy freed outside the timing (as shoal drops its copy), so the
+        # figure holds the get and the copy (with the new pages' faults) but
+        # not the 800 MB munmap that a timeit loop would also count.
+        ref = ray.put(np.full(100_000_000, 1.5))
+        got = ray.get(ref).copy()
+        assert got.flags.owndata and got.flags.writeable and got.shape == (100_000_000,) and got[7] == 1.5
+        del got
+        time.sleep(args.settle)
+        rates = []
+        for i in range(1 + OWNED_GET_CALLS):  # the first is a warm-up
+            t = time.perf_counter()
+            got = ray.get(ref).copy()
+            secs = time.perf_counter() - t
+            del got
+            if i:
+                rates.append(0.8 / secs)
+        mean, sd = float(np.mean(rates)), float(np.std(rates))
+        print(f"get owned gigabytes (ray.get(ref).copy(), 800 MB) per second {mean:.2f} +- {sd:.2f}", flush=True)
+        emit("get owned gigabytes", mean, "GB/s", sd)
+
+    def zero_copy():
         big = np.zeros(100_000_000, dtype=np.float64)  # 800 MB
         big_ref = ray.put(big)
         del big
@@ -525,9 +627,8 @@ def ray_child(args):
         rate, sd = timeit("zero-copy get (800 MB numpy array)", zero_copy_get)
         emit("zero-copy get gigabytes", rate * 0.8, "GB/s", sd * 0.8)
         emit("zero-copy get per call", 1e6 / rate, "µs", 1e6 * sd / rate**2)
-        del big_ref
 
-    if want_array:
+    def array_tasks():
         n_tasks = 20
         arr = np.ones(12_500_000, dtype=np.float64)  # 100 MB
 
@@ -538,14 +639,14 @@ def ray_child(args):
         arr_ref = ray.put(arr)
         assert ray.get([total.remote(arr_ref) for _ in range(n_tasks)]) == [12_500_000.0] * n_tasks
 
-        def array_tasks():
+        def tasks():
             ray.get([total.remote(arr_ref) for _ in range(n_tasks)])
 
         def compute_floor():
             for _ in range(n_tasks):
                 arr.sum()
 
-        rate, sd = timeit("array tasks (20 tasks summing one 100 MB array)", array_tasks)
+        rate, sd = timeit("array tasks (20 tasks summing one 100 MB array)", tasks)
         tasks_ms, tasks_sd = 1e3 / rate, 1e3 * sd / rate**2
         rate, sd = timeit("array tasks compute floor (20 numpy sums in the driver)", compute_floor)
         floor_ms, floor_sd = 1e3 / rate / args.num_cpus, 1e3 * sd / rate**2 / args.num_cpus
@@ -556,9 +657,8 @@ def ray_child(args):
         if selected("array tasks ratio to floor", pattern):
             ratio = tasks_ms / floor_ms
             emit("array tasks ratio to floor", ratio, "x", ratio * math.hypot(tasks_sd / tasks_ms, floor_sd / floor_ms))
-        del arr_ref, arr
 
-    if want_chain:
+    def dependent_chain():
         links = 1000
 
         @ray.remote
@@ -575,48 +675,203 @@ def ray_child(args):
         emit("dependent chain", 1e6 / rate / links, "µs/link", 1e6 * sd / rate**2 / links)
 
     if ray.is_initialized():
+        for want, what, fn in (
+            (want_nested, "nested tasks sync", nested_tasks),
+            (want_filled_put, "single client put gigabytes, filled array", filled_put),
+            (want_nested_arrays, "put nested arrays gigabytes", nested_arrays_put),
+            (want_owned_get, "get owned gigabytes", owned_get),
+            (want_zero, "zero-copy get", zero_copy),
+            (want_array, "array tasks", array_tasks),
+            (want_chain, "dependent chain", dependent_chain),
+        ):
+            if want:
+                guarded(what, fn)
         ray.shutdown()
 
-    # ---- Init and shutdown: each run in a fresh process, after all else.
-    if selected("init to first result", pattern) or selected("shutdown", pattern):
+    # ---- Fresh processes, each its own node, after all else.
+    def fresh_runs(kind, n, extra=()):
+        """`n` runs of `compare.py --ray-probe KIND` in fresh processes: the
+        JSON object each prints last; a run that fails is reported and skipped."""
         time.sleep(args.settle)
-        inits, downs = [], []
-        for i in range(args.init_runs):
-            p = subprocess.run(
-                [sys.executable, str(Path(__file__).resolve()), "--ray-init-child",
-                 "--num-cpus", str(args.num_cpus), "--object-store-bytes", str(args.object_store_bytes)],
-                stdout=subprocess.PIPE, text=True,
-            )
-            if p.returncode != 0:
-                print(f"init run {i + 1} failed (exit {p.returncode})", flush=True)
+        results = []
+        for i in range(n):
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--ray-probe", kind,
+                   "--num-cpus", str(args.num_cpus), *extra]
+            try:
+                p = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=PROBE_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                print(f"{kind} run {i + 1} took over {PROBE_TIMEOUT_S} s; stopped", flush=True)
                 continue
-            res = json.loads(p.stdout.strip().splitlines()[-1])
-            inits.append(res["init_ms"])
-            downs.append(res["shutdown_ms"])
-            print(f"init to first result {res['init_ms']:.0f} ms, shutdown {res['shutdown_ms']:.0f} ms", flush=True)
+            res = last_json(p.stdout) if p.returncode == 0 else None
+            if res is None:
+                print(f"{kind} run {i + 1} failed (exit {p.returncode})", flush=True)
+                continue
+            results.append(res)
             time.sleep(1)
+        return results
+
+    def init_and_shutdown():
+        runs = fresh_runs("init", args.init_runs, ["--object-store-bytes", str(args.object_store_bytes)])
+        for res in runs:
+            print(f"init to first result {res['init_ms']:.0f} ms, shutdown {res['shutdown_ms']:.0f} ms", flush=True)
+        inits, downs = [r["init_ms"] for r in runs], [r["shutdown_ms"] for r in runs]
         if inits:
             if selected("init to first result", pattern):
                 emit("init to first result", float(np.mean(inits)), "ms", float(np.std(inits)))
             if selected("shutdown", pattern):
                 emit("shutdown", float(np.mean(downs)), "ms", float(np.std(downs)))
+
+    def cold_put():
+        runs = fresh_runs("cold-put", args.fresh_runs)
+        for res in runs:
+            print(f"cold put gigabytes {res['gbps']:.2f} GB/s (default object store "
+                  f"{res['store_bytes'] / 1e9:.2f} GB)", flush=True)
+        if runs:
+            median, half = median_half_range([r["gbps"] for r in runs])
+            emit("cold put gigabytes", median, "GB/s", half)
+            out.write(f"# cold put: {len(runs)} fresh processes, Ray's default object store "
+                      f"{runs[0]['store_bytes'] / 1e9:.2f} GB\n")
+            out.flush()
+
+    def idle_node():
+        runs = fresh_runs("idle", args.fresh_runs)
+        for res in runs:
+            print(f"idle node: driver {res['cpu_s']:.3f} CPU s, {res['rss_mb']:.0f} MB; Ray's other "
+                  f"{res['others']} processes {res['others_cpu_s']:.2f} CPU s, {res['others_rss_mb']:.0f} MB", flush=True)
+        if not runs:
+            return
+        if selected("init cpu seconds", pattern):
+            median, half = median_half_range([r["cpu_s"] for r in runs])
+            emit("init cpu seconds", median, "s", half)
+        if selected("idle node rss", pattern):
+            median, half = median_half_range([r["rss_mb"] for r in runs])
+            emit("idle node rss", median, "MB", half)
+        cpu, _ = median_half_range([r["others_cpu_s"] for r in runs])
+        rss, _ = median_half_range([r["others_rss_mb"] for r in runs])
+        out.write(f"# idle node: the driver process only; Ray's other processes, not counted "
+                  f"({runs[0]['others_names']}), used {cpu:.2f} CPU s and {rss:.0f} MB VmRSS "
+                  f"(summed, medians of {len(runs)} runs)\n")
+        out.flush()
+
+    if selected("init to first result", pattern) or selected("shutdown", pattern):
+        guarded("init and shutdown", init_and_shutdown)
+    if selected("cold put gigabytes", pattern):
+        guarded("cold put gigabytes", cold_put)
+    if selected("init cpu seconds", pattern) or selected("idle node rss", pattern):
+        guarded("idle node", idle_node)
     out.close()
 
 
-def ray_init_child(args):
+def last_json(text: str) -> dict | None:
+    """The last line of `text` that is a JSON object (Ray may log around it)."""
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                pass
+    return None
+
+
+def proc_cpu_seconds(pid) -> float:
+    """User and system CPU time of a process, all its threads (/proc/PID/stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_rss_mb(pid) -> float:
+    """A process's VmRSS in MB (10^6 bytes), as shoal bench reports it."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024 / 1e6
+    return 0.0  # a zombie has none
+
+
+def descendants(pid) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(d.name))
+    found, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            found.append(c)
+            todo.append(c)
+    return found
+
+
+def ray_probe(args):
+    """One fresh-process measurement (`--ray-probe KIND`); prints one JSON line."""
+    import numpy as np
+
     import ray
 
     @ray.remote
     def one():
         return 1
 
-    t0 = time.perf_counter()
-    ray.init(num_cpus=args.num_cpus, object_store_memory=args.object_store_bytes)
-    assert ray.get(one.remote()) == 1
-    t1 = time.perf_counter()
-    ray.shutdown()
-    t2 = time.perf_counter()
-    print(json.dumps({"init_ms": (t1 - t0) * 1e3, "shutdown_ms": (t2 - t1) * 1e3}), flush=True)
+    if args.ray_probe == "init":
+        t0 = time.perf_counter()
+        ray.init(num_cpus=args.num_cpus, object_store_memory=args.object_store_bytes)
+        assert ray.get(one.remote()) == 1
+        t1 = time.perf_counter()
+        ray.shutdown()
+        t2 = time.perf_counter()
+        res = {"init_ms": (t1 - t0) * 1e3, "shutdown_ms": (t2 - t1) * 1e3}
+    elif args.ray_probe == "cold-put":
+        # The first 800 MB put right after a default init: the store's pages
+        # are new. The array is built before init, outside the timing.
+        arr = np.full(100_000_000, 1.5)
+        ray.init(num_cpus=args.num_cpus)
+        t = time.perf_counter()
+        ref = ray.put(arr)
+        secs = time.perf_counter() - t
+        store = ray.cluster_resources().get("object_store_memory", 0.0)
+        del ref
+        ray.shutdown()
+        res = {"gbps": arr.nbytes / secs / 1e9, "store_bytes": store}
+    elif args.ray_probe == "idle":
+        # The driver's CPU time (all its threads) from just before a default
+        # init until the node has been up 5 s, having run one tiny task, and
+        # its VmRSS then. Ray's raylet, GCS and workers are other processes:
+        # reported beside, not counted (shoal's workers are not counted either).
+        def cpu():
+            r = resource.getrusage(resource.RUSAGE_SELF)
+            return r.ru_utime + r.ru_stime
+
+        cpu0 = cpu()
+        ray.init(num_cpus=args.num_cpus)
+        up = time.perf_counter()
+        assert ray.get(one.remote()) == 1
+        time.sleep(max(0.0, up + 5 - time.perf_counter()))
+        cpu_s = cpu() - cpu0
+        rss_mb = proc_rss_mb("self")
+        others_cpu = others_rss = 0.0
+        names: dict[str, int] = {}
+        for pid in descendants(os.getpid()):
+            try:
+                others_cpu += proc_cpu_seconds(pid)
+                others_rss += proc_rss_mb(pid)
+                comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            except (OSError, IndexError, ValueError):
+                continue
+            names[comm] = names.get(comm, 0) + 1
+        ray.shutdown()
+        res = {
+            "cpu_s": cpu_s, "rss_mb": rss_mb, "others": sum(names.values()),
+            "others_cpu_s": others_cpu, "others_rss_mb": others_rss,
+            "others_names": ", ".join(f"{k} x{v}" if v > 1 else k for k, v in sorted(names.items())),
+        }
+    else:
+        sys.exit(f"unknown probe {args.ray_probe!r}")
+    print(json.dumps(res), flush=True)
 
 
 # --------------------------------------------------------------------------
@@ -639,12 +894,16 @@ def main():
         help="seconds Ray's timeit sleeps before each metric (Ray's default is 10; default here 5)",
     )
     ap.add_argument("--init-runs", type=int, default=5, help="fresh processes timed for init/shutdown (default 5)")
+    ap.add_argument(
+        "--fresh-runs", type=int, default=3,
+        help="fresh Ray processes for cold put and for the idle node (default 3; shown as median ± half the range)",
+    )
     ap.add_argument("--ray-child", metavar="OUT", help=argparse.SUPPRESS)
-    ap.add_argument("--ray-init-child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--ray-probe", choices=("init", "cold-put", "idle"), help=argparse.SUPPRESS)
     args = ap.parse_args()
 
-    if args.ray_init_child:
-        return ray_init_child(args)
+    if args.ray_probe:
+        return ray_probe(args)
     if args.ray_child:
         return ray_child(args)
     if args.shoal_only and args.ray_only:
@@ -681,7 +940,7 @@ def main():
     if args.filter:
         # A saved output may hold more than the filter asks for.
         shoal = {k: v for k, v in shoal.items() if selected(k, args.filter) or k in LIMITS.values()}
-        ray_figs = {k: v for k, v in ray_figs.items() if selected(k, args.filter)}
+        ray_figs = {k: v for k, v in ray_figs.items() if ray_selected(k, args.filter)}
     print()
     print_table(shoal, ray_figs, shoal_meta, ray_meta, args.filter)
     if ran_shoal or ran_ray:

@@ -63,6 +63,20 @@ const RESERVE_PART: u64 = 16 << 20;
 /// as what is allocated below it.
 pub const MIN_MARGIN: u64 = 32 << 20;
 
+/// A write in progress into reserved memory ([`Arena::prepare_write`]);
+/// dropping it asks for the margin beyond.
+#[derive(Debug)]
+pub struct Writing<'a> {
+    arena: &'a Arena,
+    end: u64,
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.arena.raise_target(self.end);
+    }
+}
+
 fn arena_err(context: &'static str) -> impl FnOnce(std::io::Error) -> StoreError {
     move |source| StoreError::Arena { context, source }
 }
@@ -188,7 +202,12 @@ impl Arena {
     /// Ask the reserver to keep the arena reserved a margin beyond `end` (the
     /// margin is `end` itself, at least [`MIN_MARGIN`]).
     fn raise_target(&self, end: u64) {
-        let wanted = end.saturating_add(end.max(MIN_MARGIN)).min(self.len);
+        self.raise_target_to(end.saturating_add(end.max(MIN_MARGIN)));
+    }
+
+    /// Ask the reserver to reserve the first `wanted` bytes.
+    fn raise_target_to(&self, wanted: u64) {
+        let wanted = wanted.min(self.len);
         let mut state = self.state();
         if wanted > state.target {
             state.target = wanted;
@@ -201,9 +220,21 @@ impl Arena {
     /// reserved. Fails with [`StoreError::Unreserved`] if the host could not
     /// provide the memory (or the owner is stopping).
     pub fn prepare(&self, offset: u64, len: u64) -> Result<(), StoreError> {
+        self.prepare_write(offset, len).map(drop)
+    }
+
+    /// [`prepare`](Self::prepare) for a write this thread does now: the
+    /// margin beyond the range is asked for only when the returned guard is
+    /// dropped (after the write), so that reserving it does not take cores
+    /// from the write.
+    pub fn prepare_write(&self, offset: u64, len: u64) -> Result<Writing<'_>, StoreError> {
         let end = offset.saturating_add(len);
-        self.raise_target(end);
-        self.wait_reserved(end)
+        let writing = Writing { arena: self, end };
+        if end > self.reserved() {
+            self.raise_target_to(end);
+        }
+        self.wait_reserved(end)?;
+        Ok(writing)
     }
 
     /// Treat the whole arena as usable without reserving it (pages are then

@@ -108,7 +108,9 @@ struct Group {
 }
 
 const GROUPS: &[Group] = &[
-    Group { metrics: &["machine memcpy gigabytes"], run: machine_memcpy },
+    Group { metrics: &["machine memcpy gigabytes", "machine memcpy gigabytes all cores"], run: machine_memcpy },
+    Group { metrics: &["init cpu seconds", "idle node rss"], run: idle_node },
+    Group { metrics: &["cold put gigabytes"], run: cold_put },
     Group { metrics: &["machine unix socket ping-pong"], run: machine_ping_pong },
     Group { metrics: &["machine worker start"], run: machine_process_start },
     Group { metrics: &["init to first result", "shutdown"], run: init_and_shutdown },
@@ -119,7 +121,16 @@ const GROUPS: &[Group] = &[
     Group { metrics: &["single client tasks and get batch"], run: tasks_and_get_batch },
     Group { metrics: &["single client put calls"], run: put_calls },
     Group { metrics: &["single client get calls"], run: get_calls },
-    Group { metrics: &["single client put gigabytes"], run: put_gigabytes },
+    Group {
+        metrics: &[
+            "single client put gigabytes",
+            "put owned gigabytes",
+            "put_with gigabytes",
+            "put nested arrays gigabytes",
+            "get owned gigabytes",
+        ],
+        run: put_gigabytes,
+    },
     Group { metrics: &["multi client put gigabytes"], run: multi_client_put_gigabytes },
     Group { metrics: &["single client get object containing 10k refs"], run: get_10k_refs },
     Group { metrics: &["single client wait 1k refs"], run: wait_1k_refs },
@@ -229,11 +240,12 @@ fn rate(ops: usize, mut op: impl FnMut() -> anyhow::Result<()>) -> anyhow::Resul
     })
 }
 
-/// The ceiling for `put`: one core copying 800 MB into memory already faulted in.
+/// The ceilings for `put`: one core, then as many threads as cores, copying
+/// 800 MB into a memfd already faulted in (the arena's kind of memory).
 fn machine_memcpy(bench: &mut Bench) -> anyhow::Result<()> {
     let bytes = bench.large;
-    let src = vec![1.5f64; bytes / 8];
-    let mut dst = vec![0f64; bytes / 8];
+    let src = vec![1u8; bytes];
+    let mut dst = vec![0u8; bytes];
     let samples = measure(|| {
         let t = Instant::now();
         dst.copy_from_slice(black_box(&src));
@@ -241,7 +253,111 @@ fn machine_memcpy(bench: &mut Bench) -> anyhow::Result<()> {
         Ok(bytes as f64 / t.elapsed().as_secs_f64() / 1e9)
     })?;
     report("machine memcpy gigabytes", &samples, "GB/s");
+    drop(dst);
+    let memfd = memfd::MemfdOptions::default().create("shoal-bench").context("memfd_create")?;
+    memfd.as_file().set_len(bytes as u64)?;
+    // SAFETY: the memfd is this function's alone: no other mapping or
+    // process can change its size or contents while `map` lives.
+    let mut map = unsafe { memmap2::MmapOptions::new().len(bytes).populate().map_mut(memfd.as_file())? };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let part = bytes.div_ceil(threads).next_multiple_of(4096);
+    let samples = measure(|| {
+        let t = Instant::now();
+        std::thread::scope(|scope| {
+            for (d, s) in map.chunks_mut(part).zip(src.chunks(part)) {
+                scope.spawn(move || d.copy_from_slice(black_box(s)));
+            }
+        });
+        black_box(&mut map);
+        Ok(bytes as f64 / t.elapsed().as_secs_f64() / 1e9)
+    })?;
+    report("machine memcpy gigabytes all cores", &samples, "GB/s");
     Ok(())
+}
+
+/// A fresh process (`shoal bench-probe idle`) starts a default node, runs one
+/// task and idles until the node has been up 5 s; it reports its CPU time
+/// since `init` and its resident memory then. Workers are other processes
+/// and not counted.
+fn idle_node(_: &mut Bench) -> anyhow::Result<()> {
+    let mut rss = Vec::new();
+    let cpu = measure(|| {
+        let out = probe(&["idle"])?;
+        let [cpu, mb] = out[..] else { anyhow::bail!("bench-probe idle printed {out:?}") };
+        rss.push(mb);
+        Ok(cpu)
+    })?;
+    report("init cpu seconds", &cpu, "s");
+    report("idle node rss", &rss[1..], "MB");
+    Ok(())
+}
+
+/// The first 800 MB `put_array` in a fresh process right after `init` with
+/// a default config (`shoal bench-probe cold-put`): the store's pages are
+/// new, so this times reserving them as well as the copy.
+fn cold_put(bench: &mut Bench) -> anyhow::Result<()> {
+    let mb = (bench.large / 1_000_000).to_string();
+    let samples = measure(|| {
+        let out = probe(&["cold-put", &mb])?;
+        out.first().copied().context("bench-probe cold-put printed nothing")
+    })?;
+    report("cold put gigabytes", &samples, "GB/s");
+    Ok(())
+}
+
+/// Run `shoal bench-probe ARGS…` and parse the numbers it prints.
+fn probe(args: &[&str]) -> anyhow::Result<Vec<f64>> {
+    let out = Command::new(std::env::current_exe()?).arg("bench-probe").args(args).stderr(Stdio::inherit()).output()?;
+    ensure!(out.status.success(), "bench-probe {args:?} failed: {}", out.status);
+    String::from_utf8(out.stdout)?.split_whitespace().map(|w| Ok(w.parse::<f64>()?)).collect()
+}
+
+/// The child side of [`idle_node`] (`idle`) and [`cold_put`] (`cold-put MB`).
+pub fn probe_child(what: &str, mb: Option<usize>) -> anyhow::Result<()> {
+    match what {
+        "idle" => {
+            let cpu_before = process_cpu_seconds()?;
+            let started = Instant::now();
+            let node = shoal::init(shoal::Config::default())?;
+            ensure!(shoal::get(&small_value::remote())? == *b"ok", "wrong result");
+            std::thread::sleep(std::time::Duration::from_secs(5).saturating_sub(started.elapsed()));
+            let cpu = process_cpu_seconds()? - cpu_before;
+            println!("{cpu} {}", resident_megabytes()?);
+            drop(node);
+        }
+        "cold-put" => {
+            let len = mb.context("cold-put needs a size in MB")? * 1_000_000 / 8;
+            let array = Array1::from_elem(len, 1.5f64);
+            let node = shoal::init(shoal::Config::default())?;
+            let t = Instant::now();
+            let r = shoal::put_array(&array)?;
+            let secs = t.elapsed().as_secs_f64();
+            println!("{}", len as f64 * 8.0 / secs / 1e9);
+            drop((r, node));
+        }
+        other => anyhow::bail!("unknown probe {other:?}"),
+    }
+    Ok(())
+}
+
+/// User and system CPU time of this process, all threads, in seconds.
+fn process_cpu_seconds() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // After the command name (which may hold spaces): utime and stime are
+    // the 12th and 13th fields.
+    let rest = stat.rsplit_once(')').context("malformed /proc/self/stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    // USER_HZ is 100 on every Linux ABI.
+    Ok(ticks / 100.0)
+}
+
+/// This process's resident set (VmRSS), in MB.
+fn resident_megabytes() -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
+    let kb: f64 = line.split_whitespace().nth(1).context("malformed VmRSS")?.parse()?;
+    Ok(kb * 1024.0 / 1e6)
 }
 
 /// The ceiling for a task round trip: one byte each way over a Unix socket
@@ -411,20 +527,70 @@ fn get_calls(bench: &mut Bench) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `put` of an 800 MB f64 array; the array is built outside the timing.
+/// Every way 800 MB of f64 enters and leaves the store, each timed as a user
+/// waits for it:
+/// - `single client put gigabytes`: `put_array(&a)`, the caller keeps its
+///   array (Ray's `ray.put(arr)`);
+/// - `put owned gigabytes`: `put(a)` of an owned copy made outside the timing
+///   (freed off the caller's thread);
+/// - `put_with gigabytes`: allocate in the store and fill it in place
+///   (`fill(1.5)`), against Ray's put of an array already filled;
+/// - `put nested arrays gigabytes`: `put` of a `Vec` of 8 × 100 MB arrays
+///   (owned, copied outside the timing), beside `put owned`;
+/// - `get owned gigabytes`: `get` of the array as an owned `Array` (a copy;
+///   dropped outside the timing).
 fn put_gigabytes(bench: &mut Bench) -> anyhow::Result<()> {
     bench.node()?;
     let bytes = bench.large;
     let template = Array1::from_elem(bytes / 8, 1.5f64);
+    let gigabytes = |secs: f64| bytes as f64 / secs / 1e9;
+    let samples = measure(|| {
+        let t = Instant::now();
+        let r = shoal::put_array(&template)?;
+        let secs = t.elapsed().as_secs_f64();
+        drop(r);
+        Ok(gigabytes(secs))
+    })?;
+    report("single client put gigabytes", &samples, "GB/s");
     let samples = measure(|| {
         let copy = template.clone();
         let t = Instant::now();
         let r = shoal::put(copy)?;
         let secs = t.elapsed().as_secs_f64();
         drop(r);
-        Ok(bytes as f64 / secs / 1e9)
+        Ok(gigabytes(secs))
     })?;
-    report("single client put gigabytes", &samples, "GB/s");
+    report("put owned gigabytes", &samples, "GB/s");
+    let samples = measure(|| {
+        let t = Instant::now();
+        let r: ObjectRef<Array1<f64>> = shoal::put_with(bytes / 8, |mut v| v.fill(1.5))?;
+        let secs = t.elapsed().as_secs_f64();
+        drop(r);
+        Ok(gigabytes(secs))
+    })?;
+    report("put_with gigabytes", &samples, "GB/s");
+    let parts: Vec<Array1<f64>> = (0..8).map(|_| Array1::from_elem(bytes / 8 / 8, 1.5f64)).collect();
+    let samples = measure(|| {
+        let copy = parts.clone();
+        let t = Instant::now();
+        let r = shoal::put(copy)?;
+        let secs = t.elapsed().as_secs_f64();
+        drop(r);
+        Ok(gigabytes(secs))
+    })?;
+    report("put nested arrays gigabytes", &samples, "GB/s");
+    drop(parts);
+    let r = shoal::put_array(&template)?;
+    drop(template);
+    let samples = measure(|| {
+        let t = Instant::now();
+        let owned = shoal::get(&r)?;
+        let secs = t.elapsed().as_secs_f64();
+        ensure!(owned.len() == bytes / 8 && owned[7] == 1.5, "wrong array back");
+        drop(owned);
+        Ok(gigabytes(secs))
+    })?;
+    report("get owned gigabytes", &samples, "GB/s");
     Ok(())
 }
 

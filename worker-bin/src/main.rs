@@ -70,6 +70,9 @@ enum Command {
     /// The echo side of the bench's socket ping-pong (internal).
     #[command(hide = true)]
     BenchEcho { socket: PathBuf },
+    /// A fresh process the bench measures: `idle` or `cold-put MB` (internal).
+    #[command(hide = true)]
+    BenchProbe { what: String, mb: Option<usize> },
 }
 
 fn ms(since: Instant) -> f64 {
@@ -152,5 +155,6 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Bench { filter, workers, large_mb, list: false } => bench::run(filter.as_deref(), workers, large_mb),
         Command::BenchEcho { socket } => bench::echo(&socket),
+        Command::BenchProbe { what, mb } => bench::probe_child(&what, mb),
     }
 }

@@ -478,10 +478,13 @@ impl Node {
         }
         let len = layout.total_len() as u64;
         let offset = self.lock().allocator.allocate(len)?;
-        if let Err(e) = self.arena.prepare(offset, len) {
-            self.lock().allocator.free(offset);
-            return Err(e.into());
-        }
+        let writing = match self.arena.prepare_write(offset, len) {
+            Ok(writing) => writing,
+            Err(e) => {
+                self.lock().allocator.free(offset);
+                return Err(e.into());
+            }
+        };
         // SAFETY: (1) `offset..offset+len` was just allocated to this thread by
         // the allocator, which only this node runs; (2) no object id refers to
         // it yet, so no other thread or process can reach those bytes until
@@ -490,6 +493,7 @@ impl Node {
             Ok(dst) => write(&layout, dst),
             Err(e) => Err(e.into()),
         };
+        drop(writing);
         if let Err(e) = written {
             self.lock().allocator.free(offset);
             return Err(e);
