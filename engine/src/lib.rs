@@ -65,19 +65,19 @@
 //! [`get`] gives an owned `Array` (a copy), [`get_shared`] a `SharedArray`
 //! (no copy). Arrays nested in your own types are stored as buffers too; read
 //! them without copying through a *view twin*: the same struct with
-//! `SharedArray` fields, declared with [`view_twin!`]:
+//! `SharedArray` fields, declared with [`#[derive(ViewOf)]`](macro@ViewOf),
+//! which checks that the twins correspond:
 //!
-//! ```no_run
+//! ```
 //! use ndarray::{Array2, Ix2};
 //! use serde::{Deserialize, Serialize};
 //!
 //! #[derive(Serialize, Deserialize)]
 //! struct Frame { name: String, pixels: Array2<u8> }
 //!
-//! #[derive(Serialize, Deserialize)]
+//! #[derive(Serialize, Deserialize, shoal::ViewOf)]
+//! #[view_of(Frame)]
 //! struct FrameView { name: String, pixels: shoal::SharedArray<u8, Ix2> }
-//!
-//! shoal::view_twin!(Frame => FrameView);
 //!
 //! #[shoal::remote]
 //! fn brightness(frame: FrameView) -> f64 {
@@ -85,10 +85,12 @@
 //! }
 //!
 //! # fn main() -> shoal::Result<()> {
-//! # let _node = shoal::init(shoal::Config::default())?;
-//! let frame = shoal::put(Frame { name: "a".into(), pixels: Array2::zeros((480, 640)) })?;
+//! # let _node = shoal::init(shoal::Config::default().workers(1).store_bytes(64 << 20))?;
+//! let frame = shoal::put(Frame { name: "a".into(), pixels: Array2::from_elem((480, 640), 2) })?;
 //! let view: FrameView = shoal::get_view(&frame)?;     // no copy
+//! assert_eq!(view.pixels.shape(), [480, 640]);
 //! let b = shoal::get(&brightness::remote(&frame))?;   // the worker reads it in place
+//! assert_eq!(b, 2.0);
 //! # Ok(()) }
 //! ```
 //!
@@ -96,7 +98,8 @@
 //! Every failure is an [`Error`] variant. A task's panic becomes
 //! [`Error::TaskPanicked`] at `get`, and the same error flows into every task
 //! that depends on it. Reading an object as another type than it was written
-//! as is [`Error::TypeMismatch`].
+//! as is [`Error::TypeMismatch`], and so is reading it through a view twin
+//! whose fields are out of order.
 //!
 //! ## Nested tasks
 //! Inside a task the whole API works unchanged — `NAME::remote`, `put`,
@@ -142,6 +145,7 @@ mod protocol;
 mod registry;
 mod runtime;
 mod task;
+mod view;
 mod worker;
 
 use std::path::Path;
@@ -152,10 +156,11 @@ pub use config::Config;
 use error::panic_message;
 pub use error::{Error, Result};
 pub use ndarray;
-pub use object_ref::{Arg, IntoArg, ObjectRef, Value, ViewOf};
+pub use object_ref::{Arg, IntoArg, ObjectRef, Value};
 pub use options::TaskOptions;
 pub use shoal_macros::remote;
 pub use shoal_store::{Element, SharedArray};
+pub use view::ViewOf;
 
 use ndarray::{Array, Dimension};
 use node::Node;
@@ -163,6 +168,117 @@ use node::state::ObjectState;
 use object_ref::{fingerprint, read_in_place};
 use protocol::ObjectData;
 use runtime::{DecodeScope, Precounted, RefHandle, Runtime};
+
+/// Declare a struct (or an enum) the checked zero-copy *view twin* of the
+/// owned type named by `#[view_of(Owned)]`: the type that [`get_view`] and
+/// remote functions read an `ObjectRef<Owned>` as, with every
+/// `ndarray::Array<A, D>` of `Owned` a [`SharedArray<A, D>`] into the store,
+/// not a copy.
+///
+/// ```
+/// use ndarray::{Array1, Array2, Ix1, Ix2};
+/// use serde::{Deserialize, Serialize};
+/// use shoal::SharedArray;
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Layer { bias: f32, weights: Array2<f32> }
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Model { name: String, layers: Vec<Layer>, mask: Option<Array1<bool>>, steps: Vec<Array1<f64>> }
+///
+/// #[derive(Serialize, Deserialize, shoal::ViewOf)]
+/// #[view_of(Layer)]
+/// struct LayerView { bias: f32, weights: SharedArray<f32, Ix2> }
+///
+/// #[derive(Serialize, Deserialize, shoal::ViewOf)]
+/// #[view_of(Model)]
+/// struct ModelView {
+///     name: String,
+///     #[view_of(view)] // a twin itself: a `Vec` of `LayerView`s reads a `Vec<Layer>`
+///     layers: Vec<LayerView>,
+///     mask: Option<SharedArray<bool, Ix1>>,
+///     steps: Vec<SharedArray<f64, Ix1>>,
+/// }
+///
+/// # fn main() -> shoal::Result<()> {
+/// # let _node = shoal::init(shoal::Config::default().workers(1).store_bytes(64 << 20))?;
+/// let layer = Layer { bias: 0.5, weights: Array2::ones((16, 16)) };
+/// let model = Model { name: "m".into(), layers: vec![layer], mask: None, steps: vec![Array1::zeros(8)] };
+/// let r = shoal::put(model)?;
+/// let view: ModelView = shoal::get_view(&r)?; // no array is copied
+/// assert_eq!(view.layers[0].weights.view().sum(), 256.0);
+/// # Ok(()) }
+/// ```
+///
+/// The twins must correspond, field for field:
+///
+/// - **The same fields, by name** (a tuple struct: by position; an enum: the
+///   same variants, each with corresponding fields). A field missing on
+///   either side is a compile error.
+/// - **Each of the same type**, where a `SharedArray<A, D>` anywhere in a
+///   view field's type (inside a `Vec`, an `Option`, a tuple, an array, any
+///   generic type) stands for `ndarray::Array<A, D>`; aliases such as
+///   `Array2<u8>` are the same type. Anything else is a compile error.
+/// - **In the same order.** The derive sees only the view, so this is checked
+///   at run time, once per twin, by comparing the field (and variant) lists
+///   that serde's derived `Deserialize` of each type declares: a twin out of
+///   order gives [`Error::TypeMismatch`] from [`get_view`], and from a task
+///   given an `ObjectRef<Owned>` for a view argument. Serde attributes that
+///   change those lists (`rename`, `alias`, `skip`) must be the same on both
+///   twins; a type whose `Deserialize` is written by hand (or uses
+///   `#[serde(flatten)]`) declares no list, and its order is not checked.
+///
+/// Two field attributes relax the type rule:
+///
+/// - `#[view_of(view)]`: the field's type is itself a view of the owned
+///   field's type — a twin derived with this macro, or a `Vec`, `Option`,
+///   `Box` or array of them (any [`ViewOf`](trait@ViewOf)); its own order
+///   check runs with this twin's.
+/// - `#[view_of(owned = Type)]`: the owned field has type `Type`, and the
+///   view field's type reads it its own way (a hand-written `Deserialize`).
+///   Only the owned type is checked: how the view reads it is your word.
+///
+/// The derive implements [`ViewOf<Owned>`](trait@ViewOf) for the view, and
+/// [`IntoArg`] so a remote function taking the view accepts an
+/// `ObjectRef<Owned>` or `&ObjectRef<Owned>`. The owned type's fields must be
+/// visible where the twin is declared.
+///
+/// A field of another type is a compile error:
+///
+/// ```compile_fail,E0277
+/// # use serde::{Deserialize, Serialize};
+/// #[derive(Serialize, Deserialize)]
+/// struct Sample { id: u32, x: u32 }
+///
+/// #[derive(Serialize, Deserialize, shoal::ViewOf)]
+/// #[view_of(Sample)]
+/// struct SampleView { id: u32, x: i32 } // `x` is a `u32` in `Sample`
+/// ```
+///
+/// and so is a field missing from the view,
+///
+/// ```compile_fail,E0063
+/// # use serde::{Deserialize, Serialize};
+/// #[derive(Serialize, Deserialize)]
+/// struct Sample { id: u32, x: u32 }
+///
+/// #[derive(Serialize, Deserialize, shoal::ViewOf)]
+/// #[view_of(Sample)]
+/// struct SampleView { id: u32 } // no `x`
+/// ```
+///
+/// or one the owned type does not have:
+///
+/// ```compile_fail,E0560
+/// # use serde::{Deserialize, Serialize};
+/// #[derive(Serialize, Deserialize)]
+/// struct Sample { id: u32, x: u32 }
+///
+/// #[derive(Serialize, Deserialize, shoal::ViewOf)]
+/// #[view_of(Sample)]
+/// struct SampleView { id: u32, x: u32, y: u32 } // no `y` in `Sample`
+/// ```
+pub use shoal_macros::ViewOf;
 
 /// A running embedded node. Dropping it stops every worker. Afterwards, new
 /// calls report [`Error::NotInitialized`]; a ref that outlives the node still
@@ -392,8 +508,11 @@ pub fn get_shared<A: Element, D: Dimension + Value>(r: &ObjectRef<Array<A, D>>) 
 }
 
 /// Read an object written as `T` through its view twin `V` (see
-/// [`view_twin!`]): arrays become [`SharedArray`]s into the store, no copy.
+/// [`ViewOf`](trait@ViewOf)): arrays become [`SharedArray`]s into the store, no copy.
+///
+/// A twin whose fields are not in `T`'s order gives [`Error::TypeMismatch`].
 pub fn get_view<V: ViewOf<T>, T: Value>(r: &ObjectRef<T>) -> Result<V> {
+    V::__check_twin()?;
     read::<V>(r, fingerprint::<T>(), None)
 }
 
@@ -464,5 +583,6 @@ pub mod __private {
     pub use crate::object_ref::ArgReader;
     pub use crate::registry::{REMOTE_FUNCTIONS, RemoteFunction};
     pub use crate::task::{Output, output, submit, typed};
+    pub use crate::view::{SameType, check_field, check_order, same_type, view_arg, viewed_by};
     pub use linkme;
 }

@@ -151,8 +151,9 @@ impl Arg {
 /// Anything that can be passed where a remote function takes a `P`: the value
 /// itself, an `ObjectRef<P>` or a `&ObjectRef<P>` (the task then waits for
 /// that object), and, for a view type, a reference to the type it views (an
-/// `ObjectRef<Array<A, D>>` where the function takes `SharedArray<A, D>`; see
-/// [`view_twin!`](crate::view_twin) for your own view types).
+/// `ObjectRef<Array<A, D>>` where the function takes `SharedArray<A, D>`, and
+/// an `ObjectRef<Frame>` where it takes a `FrameView` made with
+/// [`#[derive(ViewOf)]`](macro@crate::ViewOf)).
 pub trait IntoArg<P> {
     /// Package `self` for submission.
     fn into_arg(self) -> Arg;
@@ -190,48 +191,6 @@ impl<A: Element, D: Dimension + Serialize + DeserializeOwned + 'static> IntoArg<
     fn into_arg(self) -> Arg {
         Arg::from_ref(self)
     }
-}
-
-/// `Self` reads, without copying, an object written as `T`: `T`'s arrays are
-/// `SharedArray`s in `Self`, everything else is the same, field for field.
-///
-/// Implemented for `SharedArray<A, D>` over `Array<A, D>`; declare your own
-/// pairs with [`view_twin!`](crate::view_twin). Read with
-/// [`get_view`](crate::get_view).
-pub trait ViewOf<T: Value>: Value {}
-
-impl<A: Element, D: Dimension + Serialize + DeserializeOwned + 'static> ViewOf<Array<A, D>> for SharedArray<A, D> {}
-
-/// Declare that `$view` is the zero-copy view twin of `$owned`: the same fields
-/// in the same order, with each `ndarray::Array<A, D>` of `$owned` a
-/// `shoal::SharedArray<A, D>` in `$view`.
-///
-/// Afterwards `shoal::get_view::<$view, _>(&r)` reads an `ObjectRef<$owned>`
-/// without copying its arrays, and a remote function taking `$view` accepts
-/// an `ObjectRef<$owned>`.
-///
-/// ```ignore
-/// #[derive(Serialize, Deserialize)]
-/// struct Frame { name: String, pixels: ndarray::Array2<u8> }
-/// #[derive(Serialize, Deserialize)]
-/// struct FrameView { name: String, pixels: shoal::SharedArray<u8, ndarray::Ix2> }
-/// shoal::view_twin!(Frame => FrameView);
-/// ```
-#[macro_export]
-macro_rules! view_twin {
-    ($owned:ty => $view:ty) => {
-        impl $crate::ViewOf<$owned> for $view {}
-        impl $crate::IntoArg<$view> for $crate::ObjectRef<$owned> {
-            fn into_arg(self) -> $crate::Arg {
-                $crate::Arg::from_ref(&self)
-            }
-        }
-        impl $crate::IntoArg<$view> for &$crate::ObjectRef<$owned> {
-            fn into_arg(self) -> $crate::Arg {
-                $crate::Arg::from_ref(self)
-            }
-        }
-    };
 }
 
 /// Decodes a task's arguments inside the worker (used by generated code).

@@ -393,14 +393,13 @@ struct Frame {
     weights: Vec<Array1<f32>>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, shoal::ViewOf)]
+#[view_of(Frame)]
 struct FrameView {
     name: String,
     pixels: SharedArray<u8, Ix2>,
     weights: Vec<SharedArray<f32, Ix1>>,
 }
-
-shoal::view_twin!(Frame => FrameView);
 
 /// Name, pixel sum, per-weight sums, and whether every buffer is aligned.
 #[shoal::remote]
@@ -472,6 +471,268 @@ fn view_twin_reads_nested_arrays_in_place() -> anyhow::Result<()> {
     drop(echoed);
     assert_eq!(v1.pixels.view(), frame.pixels.view());
     Ok(())
+}
+
+// ---- view twins are checked -------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Layer {
+    bias: f32,
+    weights: Array2<f32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Model {
+    name: String,
+    first: Layer,
+    layers: Vec<Layer>,
+    mask: Option<Array1<bool>>,
+    scale: Option<Array1<f64>>,
+    steps: Vec<Array1<f64>>,
+    pair: (u8, Array1<i32>),
+}
+
+#[derive(Serialize, Deserialize, shoal::ViewOf)]
+#[view_of(Layer)]
+struct LayerView {
+    bias: f32,
+    weights: SharedArray<f32, Ix2>,
+}
+
+#[derive(Serialize, Deserialize, shoal::ViewOf)]
+#[view_of(Model)]
+struct ModelView {
+    name: String,
+    #[view_of(view)]
+    first: LayerView,
+    #[view_of(view)]
+    layers: Vec<LayerView>,
+    mask: Option<SharedArray<bool, Ix1>>,
+    scale: Option<SharedArray<f64, Ix1>>,
+    steps: Vec<SharedArray<f64, Ix1>>,
+    pair: (u8, SharedArray<i32, Ix1>),
+}
+
+/// `Layer` with its fields the other way round: same names, same types, so
+/// only the order check can tell.
+#[derive(Serialize, Deserialize, shoal::ViewOf)]
+#[view_of(Layer)]
+struct LayerSwapped {
+    weights: SharedArray<f32, Ix2>,
+    bias: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Point {
+    x: u32,
+    y: u32,
+    data: Array1<u8>,
+}
+
+/// Two `u32`s swapped: without the check this reads `y` as `x`, silently.
+#[derive(Serialize, Deserialize, shoal::ViewOf)]
+#[view_of(Point)]
+struct PointSwapped {
+    y: u32,
+    x: u32,
+    data: SharedArray<u8, Ix1>,
+}
+
+/// A correct twin whose nested twin is out of order.
+#[derive(Serialize, Deserialize, shoal::ViewOf)]
+#[view_of(Model)]
+struct ModelWithSwappedLayers {
+    name: String,
+    #[view_of(view)]
+    first: LayerView,
+    #[view_of(view)]
+    layers: Vec<LayerSwapped>,
+    mask: Option<SharedArray<bool, Ix1>>,
+    scale: Option<SharedArray<f64, Ix1>>,
+    steps: Vec<SharedArray<f64, Ix1>>,
+    pair: (u8, SharedArray<i32, Ix1>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Tagged<T>(T, Array1<f32>);
+
+#[derive(Serialize, Deserialize, shoal::ViewOf)]
+#[view_of(Tagged<T>)]
+struct TaggedView<T>(T, SharedArray<f32, Ix1>);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Signal {
+    Empty,
+    Dense(Array1<f32>),
+    Sparse { indices: Vec<u32>, values: Array1<f32> },
+}
+
+#[derive(Serialize, Deserialize, shoal::ViewOf)]
+#[view_of(Signal)]
+enum SignalView {
+    Empty,
+    Dense(SharedArray<f32, Ix1>),
+    Sparse { indices: Vec<u32>, values: SharedArray<f32, Ix1> },
+}
+
+/// The variants out of order: `Dense` would read as `Empty`.
+#[derive(Serialize, Deserialize, shoal::ViewOf)]
+#[view_of(Signal)]
+enum SignalVariantsSwapped {
+    Dense(SharedArray<f32, Ix1>),
+    Empty,
+    Sparse { indices: Vec<u32>, values: SharedArray<f32, Ix1> },
+}
+
+/// A struct variant's fields out of order.
+#[derive(Serialize, Deserialize, shoal::ViewOf)]
+#[view_of(Signal)]
+enum SignalFieldsSwapped {
+    Empty,
+    Dense(SharedArray<f32, Ix1>),
+    Sparse { values: SharedArray<f32, Ix1>, indices: Vec<u32> },
+}
+
+/// What a task saw of its model: the first layer's weight sum, whether the
+/// arrays are aligned in the store, and the mask's length.
+#[shoal::remote]
+fn model_stats(model: ModelView) -> (f32, bool, Option<usize>) {
+    let aligned = model.first.weights.as_ptr() as usize % 64 == 0
+        && model.layers.iter().all(|l| l.weights.as_ptr() as usize % 64 == 0);
+    (model.first.weights.view().sum(), aligned, model.mask.map(|m| m.len()))
+}
+
+#[shoal::remote]
+fn swapped_bias(layer: LayerSwapped) -> f32 {
+    layer.bias
+}
+
+#[shoal::remote]
+fn swapped_x(point: PointSwapped) -> u32 {
+    point.x
+}
+
+#[shoal::remote]
+fn swapped_model(model: ModelWithSwappedLayers) -> usize {
+    model.layers.len()
+}
+
+fn sample_model() -> Model {
+    let layer = |k: f32| Layer { bias: k, weights: Array2::from_shape_fn((8, 16), |(i, j)| k * (i * 16 + j) as f32) };
+    Model {
+        name: "model".into(),
+        first: layer(1.0),
+        layers: vec![layer(2.0), layer(3.0)],
+        mask: Some(Array1::from_shape_fn(5, |i| i % 2 == 0)),
+        scale: None,
+        steps: vec![Array1::from_elem(4, 0.25), Array1::zeros(0)],
+        pair: (7, Array1::from_vec(vec![-1, 2, -3])),
+    }
+}
+
+fn is_type_mismatch<T>(result: &shoal::Result<T>) -> bool {
+    matches!(result, Err(shoal::Error::TypeMismatch { .. }))
+}
+
+#[test]
+fn a_correct_view_twin_reads_every_array_in_place() -> anyhow::Result<()> {
+    shared_node();
+    let model = sample_model();
+    let r = shoal::put(model.clone())?;
+    let v: ModelView = shoal::get_view(&r)?;
+    let again: ModelView = shoal::get_view(&r)?;
+    assert_eq!(v.name, "model");
+    assert_eq!(v.first.bias, 1.0);
+    assert_eq!(v.first.weights.view(), model.first.weights.view());
+    assert_eq!(v.layers.len(), 2);
+    for (l, expected) in v.layers.iter().zip(&model.layers) {
+        assert_eq!(l.bias, expected.bias);
+        assert_eq!(l.weights.view(), expected.weights.view());
+    }
+    assert_eq!(v.mask.as_ref().map(|m| m.to_owned()), model.mask);
+    assert!(v.scale.is_none());
+    assert_eq!(v.steps.len(), 2);
+    assert_eq!(v.steps[0].view(), model.steps[0].view());
+    assert!(v.steps[1].is_empty());
+    assert_eq!(v.pair.0, 7);
+    assert_eq!(v.pair.1.view(), model.pair.1.view());
+    // In place: two reads see the same buffers, each 64-byte aligned.
+    assert_eq!(v.first.weights.as_ptr(), again.first.weights.as_ptr());
+    assert_eq!(v.layers[1].weights.as_ptr(), again.layers[1].weights.as_ptr());
+    assert_eq!(v.mask.as_ref().unwrap().as_ptr(), again.mask.as_ref().unwrap().as_ptr());
+    assert_eq!(v.pair.1.as_ptr(), again.pair.1.as_ptr());
+    assert_eq!(v.first.weights.as_ptr() as usize % 64, 0);
+    assert_eq!(v.mask.as_ref().unwrap().as_ptr() as usize % 64, 0);
+    // A task taking the view accepts the owned type's ref.
+    let stats = shoal::get_timeout(&model_stats::remote(&r), PATIENCE)?;
+    assert_eq!(stats, (model.first.weights.sum(), true, Some(5)));
+    // A Vec of twins reads a Vec of the owned type.
+    let layers = shoal::put(model.layers.clone())?;
+    let views: Vec<LayerView> = shoal::get_view(&layers)?;
+    assert_eq!(views[1].weights.view(), model.layers[1].weights.view());
+    // A generic tuple twin, and an enum twin, every variant.
+    let tagged = shoal::put(Tagged("t".to_string(), Array1::from_elem(3, 1.5)))?;
+    let tv: TaggedView<String> = shoal::get_view(&tagged)?;
+    assert_eq!((tv.0.as_str(), tv.1.view().sum()), ("t", 4.5));
+    let signals = [
+        Signal::Empty,
+        Signal::Dense(Array1::from_elem(6, 2.0)),
+        Signal::Sparse { indices: vec![1, 4], values: Array1::from_vec(vec![0.5, 1.5]) },
+    ];
+    for signal in signals {
+        let r = shoal::put(signal.clone())?;
+        match (shoal::get_view::<SignalView, _>(&r)?, &signal) {
+            (SignalView::Empty, Signal::Empty) => {}
+            (SignalView::Dense(a), Signal::Dense(b)) => assert_eq!(a.view(), b.view()),
+            (SignalView::Sparse { indices, values }, Signal::Sparse { indices: i, values: v }) => {
+                assert_eq!(&indices, i);
+                assert_eq!(values.view(), v.view());
+            }
+            _ => panic!("{signal:?} read as another variant"),
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn a_twin_out_of_order_is_a_type_mismatch() -> anyhow::Result<()> {
+    shared_node();
+    let point = shoal::put(Point { x: 1, y: 2, data: Array1::from_elem(3, 9) })?;
+    let read = shoal::get_view::<PointSwapped, _>(&point);
+    let Err(shoal::Error::TypeMismatch { detail }) = &read else {
+        panic!("a twin with x and y swapped was read: {:?}", read.map(|p| (p.x, p.y)).ok());
+    };
+    assert!(detail.contains("PointSwapped") && detail.contains("Point"), "{detail}");
+    assert!(detail.contains(r#"["y", "x", "data"]"#) && detail.contains(r#"["x", "y", "data"]"#), "{detail}");
+    assert!(is_type_mismatch(&shoal::get_view::<PointSwapped, _>(&point)), "and again, from the cache");
+    assert!(is_type_mismatch(&shoal::get_timeout(&swapped_x::remote(&point), PATIENCE)));
+    assert!(is_type_mismatch(&shoal::get_timeout(&swapped_x::remote(point.clone()), PATIENCE)));
+
+    let layer = shoal::put(sample_model().first)?;
+    assert!(is_type_mismatch(&shoal::get_view::<LayerSwapped, _>(&layer)));
+    assert!(is_type_mismatch(&shoal::get_timeout(&swapped_bias::remote(&layer), PATIENCE)));
+    // A task's output, passed on, is checked the same way.
+    let echoed = echo_layer::remote(&layer);
+    assert!(is_type_mismatch(&shoal::get_timeout(&swapped_bias::remote(&echoed), PATIENCE)));
+    assert_eq!(shoal::get_timeout(&echoed, PATIENCE)?, sample_model().first);
+
+    // A nested twin out of order fails its outer twin.
+    let model = shoal::put(sample_model())?;
+    assert!(is_type_mismatch(&shoal::get_view::<ModelWithSwappedLayers, _>(&model)));
+    assert!(is_type_mismatch(&shoal::get_timeout(&swapped_model::remote(&model), PATIENCE)));
+    assert!(shoal::get_view::<ModelView, _>(&model).is_ok(), "the correct twin still reads");
+
+    // Enums: variants, and a struct variant's fields.
+    let dense = shoal::put(Signal::Dense(Array1::from_elem(2, 1.0)))?;
+    assert!(is_type_mismatch(&shoal::get_view::<SignalVariantsSwapped, _>(&dense)));
+    assert!(is_type_mismatch(&shoal::get_view::<SignalFieldsSwapped, _>(&dense)));
+    assert!(shoal::get_view::<SignalView, _>(&dense).is_ok());
+    Ok(())
+}
+
+#[shoal::remote]
+fn echo_layer(layer: Layer) -> Layer {
+    layer
 }
 
 #[test]

@@ -29,13 +29,12 @@ struct Frame {
     pixels: Array2<u8>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, shoal::ViewOf)]
+#[view_of(Frame)]
 struct FrameView {
     name: String,
     pixels: SharedArray<u8, Ix2>,
 }
-
-shoal::view_twin!(Frame => FrameView);
 
 #[shoal::remote]
 fn sleepy(ms: u64) -> u64 {

@@ -203,14 +203,15 @@ struct Chain {
     after: Vec<ObjectRef<i64>>,
 }
 
-#[derive(Serialize, Deserialize)]
+/// Reads a `Chain`, with its middle list fetched while it decodes.
+#[derive(Serialize, Deserialize, shoal::ViewOf)]
+#[view_of(Chain)]
 struct ChainRead {
     before: Vec<ObjectRef<i64>>,
+    #[view_of(owned = ObjectRef<Vec<ObjectRef<i64>>>)]
     middle: Resolved,
     after: Vec<ObjectRef<i64>>,
 }
-
-impl shoal::ViewOf<Chain> for ChainRead {}
 
 #[test]
 fn a_get_nested_in_a_decode_keeps_both_decodes_apart() -> anyhow::Result<()> {

@@ -1,13 +1,17 @@
-//! `#[shoal::remote]`: turns a plain function into a remote function.
+//! `#[shoal::remote]`, which turns a plain function into a remote function,
+//! and `#[derive(shoal::ViewOf)]`, which declares a checked view twin.
 //!
 //! This crate owns only the code generation; everything the generated code
-//! calls lives in `shoal::__private`. Use it through `shoal::remote`.
+//! calls lives in `shoal::__private`. Use it through `shoal::remote` and
+//! `shoal::ViewOf`, where it is documented.
+
+mod view_of;
 
 use proc_macro::TokenStream;
 use proc_macro2::TokenStream as TokenStream2;
 use quote::{format_ident, quote};
 use syn::parse::{Parse, ParseStream};
-use syn::{FnArg, Ident, ItemFn, LitInt, Pat, ReturnType, Token, Type, parse_macro_input};
+use syn::{DeriveInput, FnArg, Ident, ItemFn, LitInt, Pat, ReturnType, Token, Type, parse_macro_input};
 
 struct RemoteArgs {
     num_returns: usize,
@@ -43,6 +47,16 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> TokenStream {
     let args = parse_macro_input!(attr as RemoteArgs);
     let func = parse_macro_input!(item as ItemFn);
     match expand(args, func) {
+        Ok(tokens) => tokens.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+/// Use it as `shoal::ViewOf`: the generated code names the `shoal` crate.
+#[proc_macro_derive(ViewOf, attributes(view_of))]
+pub fn derive_view_of(item: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(item as DeriveInput);
+    match view_of::expand(input) {
         Ok(tokens) => tokens.into(),
         Err(e) => e.to_compile_error().into(),
     }
