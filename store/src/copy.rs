@@ -68,7 +68,58 @@ pub(crate) fn copy_bytes(dst: &mut [u8], src: &[u8]) {
     }
     // Page-sized parts, so no two threads touch one page.
     let part = src.len().div_ceil(wanted).next_multiple_of(4096);
-    in_parallel(dst.chunks_mut(part).zip(src.chunks(part)), wanted, |(d, s)| d.copy_from_slice(s));
+    in_parallel(dst.chunks_mut(part).zip(src.chunks(part)), wanted, |(d, s)| copy_streaming(d, s));
+}
+
+/// `dst.copy_from_slice(src)` for large copies: the destination is written
+/// with non-temporal stores, which skip reading each line into the cache
+/// first (glibc's `memcpy` only streams copies above a threshold, here
+/// 240 MiB, so the parts of a parallel copy would each read their
+/// destination once for nothing: measured 13–14 GB/s against 19–22 GB/s).
+fn copy_streaming(dst: &mut [u8], src: &[u8]) {
+    assert_eq!(dst.len(), src.len(), "copy_streaming: lengths differ");
+    #[cfg(target_arch = "x86_64")]
+    {
+        let head = dst.as_ptr().align_offset(64).min(dst.len());
+        let (dst_head, dst_rest) = dst.split_at_mut(head);
+        let (src_head, src_rest) = src.split_at(head);
+        dst_head.copy_from_slice(src_head);
+        let body = dst_rest.len() / 64 * 64;
+        let (dst_body, dst_tail) = dst_rest.split_at_mut(body);
+        let (src_body, src_tail) = src_rest.split_at(body);
+        if body > 0 {
+            stream_lines(dst_body, src_body);
+        }
+        dst_tail.copy_from_slice(src_tail);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    dst.copy_from_slice(src);
+}
+
+/// Copy whole 64-byte lines into a 64-byte aligned destination with
+/// non-temporal stores, then fence, so the bytes are ordered before whatever
+/// this thread does next (a join, a lock, a message that seals the object).
+#[cfg(target_arch = "x86_64")]
+fn stream_lines(dst: &mut [u8], src: &[u8]) {
+    use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_sfence, _mm_stream_si128};
+    assert!(dst.len() == src.len() && dst.len() % 64 == 0 && dst.as_ptr().align_offset(64) == 0);
+    for (d, s) in dst.chunks_exact_mut(64).zip(src.chunks_exact(64)) {
+        let (d, s) = (d.as_mut_ptr().cast::<__m128i>(), s.as_ptr().cast::<__m128i>());
+        // SAFETY: (1) SSE2 is part of the x86_64 baseline, so these
+        // instructions exist on every x86_64 CPU; (2) `s` and `d` point to
+        // 64 valid bytes each (whole chunks of slices of equal length), read
+        // and written as four 16-byte halves at offsets 0..4; (3) loads are
+        // unaligned loads; stores need 16-byte alignment, which holds since
+        // `dst` is 64-byte aligned (asserted) and chunks are 64 bytes; (4)
+        // `d` is borrowed mutably, so nothing else reads it meanwhile.
+        unsafe {
+            for i in 0..4 {
+                _mm_stream_si128(d.add(i), _mm_loadu_si128(s.add(i)));
+            }
+        }
+    }
+    // SAFETY: `sfence` has no preconditions (SSE, x86_64 baseline).
+    unsafe { _mm_sfence() };
 }
 
 /// The elements of `bytes` (little-endian `A`s) in a new vector, copied in
@@ -100,7 +151,7 @@ pub(crate) fn to_vec<A: Element>(bytes: &[u8]) -> Vec<A> {
     let part = bytes.len().div_ceil(threads).next_multiple_of(4096);
     in_parallel(dst.chunks_mut(part).zip(bytes.chunks(part)), threads, |(d, s)| {
         populate(d);
-        d.copy_from_slice(s);
+        copy_streaming(d, s);
     });
     elements
 }
@@ -220,6 +271,18 @@ mod tests {
         assert_eq!(second.threads, 1, "a copy while the cores are taken uses its own thread only");
         drop((first, second));
         assert_eq!(BUSY.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn streaming_copies_are_exact_at_any_alignment() {
+        let src: Vec<u8> = (0..10_000).map(|i| (i * 7 % 253) as u8).collect();
+        let mut dst = vec![0u8; 10_100];
+        for (start, len) in [(0, 10_000), (1, 9_000), (63, 64), (5, 63), (17, 0), (64, 6_400)] {
+            dst.fill(0);
+            copy_streaming(&mut dst[start..start + len], &src[..len]);
+            assert!(dst[start..start + len] == src[..len], "{start}+{len}");
+            assert!(dst[..start].iter().chain(&dst[start + len..]).all(|&b| b == 0), "{start}+{len}: outside");
+        }
     }
 
     #[test]

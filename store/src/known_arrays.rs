@@ -64,9 +64,6 @@ macro_rules! each_array_type {
 /// If `value` is an owned `Array<A, D>` of an [`Element`] type in standard
 /// layout, its elements as bytes.
 pub(crate) fn standard_array<T: ?Sized>(value: &T) -> Option<ArrayBytes<'_>> {
-    if !ARRAY_SIZES.contains(&size_of_val(value)) {
-        return None;
-    }
     let id = typeid::of::<T>();
     macro_rules! found {
         ($a:ty, $d:ty) => {
@@ -76,6 +73,15 @@ pub(crate) fn standard_array<T: ?Sized>(value: &T) -> Option<ArrayBytes<'_>> {
                 // so the pointer is a valid `&Array<$a, $d>` for `value`'s
                 // lifetime.
                 let array = unsafe { &*(value as *const T).cast::<Array<$a, $d>>() };
+                return bytes_of(array);
+            }
+            // serde's `collect_seq` (every `Vec`, slice, set…) hands each
+            // element over as a reference to it.
+            if id == TypeId::of::<&'static Array<$a, $d>>() {
+                // SAFETY: as above, `T` is `&'x Array<$a, $d>` for some
+                // lifetime 'x that outlives `value`'s borrow, so `value`
+                // points to a valid reference to a live array.
+                let array: &Array<$a, $d> = unsafe { *(value as *const T).cast::<&Array<$a, $d>>() };
                 return bytes_of(array);
             }
         };
@@ -96,6 +102,10 @@ pub(crate) trait BuildArray {
 /// an [`Element`] type, build it with `build` and return it as `S`'s value;
 /// `None` for any other seed.
 pub(crate) fn build_for_seed<S, V, B: BuildArray>(build: B) -> Option<Result<V, B::Error>> {
+    // A constant per `V`: every other type is ruled out at compile time.
+    if !ARRAY_SIZES.contains(&size_of::<V>()) {
+        return None;
+    }
     let id = typeid::of::<S>();
     macro_rules! found {
         ($a:ty, $d:ty) => {
@@ -134,6 +144,8 @@ mod tests {
         let found = standard_array(&a).expect("a standard Array2<f32>");
         assert_eq!((found.dtype, found.shape.clone(), found.bytes.len()), (DType::F32, vec![3, 4], 48));
         assert_eq!(&found.bytes[4..8], &1f32.to_le_bytes());
+        // As serde's `collect_seq` hands over each element of a `Vec`.
+        assert_eq!(standard_array(&&a).map(|f| f.bytes.len()), Some(48));
         assert!(standard_array(&a.clone().reversed_axes()).is_none(), "transposed strides");
         let f_order = Array2::<u8>::zeros((2, 3).f());
         assert!(standard_array(&f_order).is_none());
