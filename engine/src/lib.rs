@@ -311,6 +311,14 @@ impl Shoal {
         state.allocator.capacity() - state.allocator.free_bytes()
     }
 
+    /// Bytes of the object store's memory reserved so far (allocated and
+    /// mapped, from offset 0). The store reserves ahead of use: a margin
+    /// beyond the highest allocation, at least 32 MiB, as much again as
+    /// lies below it, never more than the store's size.
+    pub fn store_reserved_bytes(&self) -> u64 {
+        self.node.arena().reserved()
+    }
+
     /// Number of objects the node tracks (pending ones included).
     pub fn object_count(&self) -> usize {
         self.node.lock().objects.len()

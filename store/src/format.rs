@@ -244,6 +244,7 @@ fn measure_with<T: Serialize + ?Sized>(
 }
 
 /// Lay out an object: header, descriptors and payload, then the arrays.
+#[inline]
 fn layout(
     payload: Vec<u8>,
     arrays: Vec<CapturedArray>,

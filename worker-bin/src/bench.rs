@@ -177,6 +177,11 @@ impl Bench {
             // The arena is reserved in the background; writing across all of
             // it waits until that is done, so no figure competes with it.
             drop(shoal::put(Array1::<u8>::zeros(store as usize - (256 << 20)))?);
+            // The margin beyond that put is reserved after it: wait for it
+            // too, so no task metric shares the cores with the reserver.
+            while node.store_reserved_bytes() < store {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
             self.node = Some(node);
         }
         Ok(self.node.as_ref().expect("started above"))
