@@ -384,7 +384,15 @@ impl Client {
         // alone and publishes it to no one until this client seals it; (2)
         // this is the only reference to those bytes in this process.
         let written = match unsafe { self.arena.bytes_mut(offset, len) } {
-            Ok(dst) => write(&layout, dst).map_err(Into::into),
+            // `write` runs user code (`Serialize`): a panic gives the
+            // allocation back on its way out.
+            Ok(dst) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write(&layout, dst))) {
+                Ok(written) => written.map_err(Into::into),
+                Err(panic) => {
+                    let _ = self.send(&[ToNode::Abandon(vec![offset])]);
+                    std::panic::resume_unwind(panic);
+                }
+            },
             Err(e) => Err(e.into()),
         };
         if let Err(e) = written {

@@ -10,7 +10,8 @@ use std::sync::OnceLock;
 
 use crossbeam_channel::Sender;
 
-/// Values of at least this many bytes in the store are dropped off-thread.
+/// Values of at least this many bytes in the store (4 MiB) are dropped
+/// off-thread.
 pub(crate) const DEFER_MIN_BYTES: usize = 4 << 20;
 
 /// Drop `value` on the process's dropping thread (or here, if that thread
@@ -18,7 +19,9 @@ pub(crate) const DEFER_MIN_BYTES: usize = 4 << 20;
 pub(crate) fn drop_later<T: Send + 'static>(value: T) {
     static DROPPER: OnceLock<Option<Sender<Box<dyn Send>>>> = OnceLock::new();
     let dropper = DROPPER.get_or_init(|| {
-        let (tx, rx) = crossbeam_channel::unbounded::<Box<dyn Send>>();
+        // Bounded: a caller that puts faster than memory can be freed waits
+        // here rather than piling up garbage.
+        let (tx, rx) = crossbeam_channel::bounded::<Box<dyn Send>>(4);
         std::thread::Builder::new().name("shoal-drop".into()).spawn(move || rx.iter().for_each(drop)).ok()?;
         Some(tx)
     });

@@ -362,10 +362,12 @@ pub fn init(config: Config) -> Result<Shoal> {
 /// shared-memory arena, where every process can read them in place. A store
 /// without room gives [`Error::ObjectStoreFull`].
 ///
-/// `put` consumes `value`. A large one (4 MB or more in the store, holding no
-/// object refs) is freed on a background thread, so the call returns when
-/// the copy is done, not when its memory has gone back to the system. To keep
-/// an array, use [`put_array`], which borrows it.
+/// `put` consumes `value`. A large one (4 MiB or more in the store, holding
+/// no object refs) is dropped on a background thread, so the call returns
+/// when the copy is done, not when its memory has gone back to the system;
+/// its `Drop` (if it has one of its own) runs there, a little later, and may
+/// not run at all if the process exits first. To keep an array, use
+/// [`put_array`], which borrows it.
 pub fn put<T: Value>(value: T) -> Result<ObjectRef<T>> {
     let runtime = Runtime::current()?;
     let layout = shoal_store::measure(&value, fingerprint::<T>())?;

@@ -49,7 +49,10 @@ struct Reserved {
     upto: u64,
     /// Bytes from offset 0 the reserver is asked to reserve.
     target: u64,
+    /// Why the last reservation step failed.
     failed: Option<String>,
+    /// Steps failed so far: the writers waiting when one fails get an error.
+    failures: u64,
     cancelled: bool,
 }
 
@@ -66,6 +69,7 @@ pub const MIN_MARGIN: u64 = 32 << 20;
 /// A write in progress into reserved memory ([`Arena::prepare_write`]);
 /// dropping it asks for the margin beyond.
 #[derive(Debug)]
+#[must_use = "dropping it at once asks for the margin before the write"]
 pub struct Writing<'a> {
     arena: &'a Arena,
     end: u64,
@@ -132,10 +136,10 @@ impl Arena {
 
     /// Be the arena's reserver until [`cancel_reservation`](Self::cancel_reservation):
     /// keep the arena reserved up to the mark [`prepare`](Self::prepare) sets,
-    /// starting with [`MIN_MARGIN`]. Returns early if the host runs out of
-    /// memory (writers beyond what is reserved then get
-    /// [`StoreError::Unreserved`]).
-    pub fn run_reserver(&self) -> Result<(), StoreError> {
+    /// starting with [`MIN_MARGIN`]. If the host runs out of memory, the
+    /// writers waiting then get [`StoreError::Unreserved`] and the reserver
+    /// waits for the next write beyond the mark to try again.
+    pub fn run_reserver(&self) {
         self.raise_target(0);
         loop {
             {
@@ -144,10 +148,11 @@ impl Arena {
                     state = self.reservation.wanted.wait(state).unwrap_or_else(|e| e.into_inner());
                 }
                 if state.cancelled {
-                    return Ok(());
+                    return;
                 }
             }
-            self.reserve_step()?;
+            // A failure has been reported to the writers waiting for it.
+            let _ = self.reserve_step();
         }
     }
 
@@ -177,6 +182,9 @@ impl Arena {
             }
             Some(source) => {
                 state.failed = Some(format!("only {from} of {} bytes could be reserved: {source}", self.len));
+                state.failures += 1;
+                // Stop here; the next write beyond the mark asks again.
+                state.target = state.upto;
                 Err(StoreError::Arena { context: "reserving arena memory", source })
             }
         };
@@ -251,9 +259,6 @@ impl Arena {
     pub fn cancel_reservation(&self) {
         let mut state = self.state();
         state.cancelled = true;
-        if state.failed.is_none() && state.upto < self.len {
-            state.failed = Some("the arena's owner is stopping".into());
-        }
         self.reservation.wanted.notify_all();
         self.reservation.progress.notify_all();
     }
@@ -263,20 +268,25 @@ impl Arena {
         self.state().upto
     }
 
-    /// Wait until the first `end` bytes are reserved.
-    pub fn wait_reserved(&self, end: u64) -> Result<(), StoreError> {
+    /// Wait until the first `end` bytes are reserved, or a reservation step
+    /// fails meanwhile, or reserving stops.
+    fn wait_reserved(&self, end: u64) -> Result<(), StoreError> {
         let mut state = self.state();
-        while state.upto < end && state.failed.is_none() {
+        let failures = state.failures;
+        while state.upto < end && end <= self.len && state.failures == failures && !state.cancelled {
             state = self.reservation.progress.wait(state).unwrap_or_else(|e| e.into_inner());
         }
         if state.upto >= end {
             return Ok(());
         }
-        Err(StoreError::Unreserved {
-            wanted: end,
-            reserved: state.upto,
-            reason: state.failed.clone().unwrap_or_default(),
-        })
+        let reason = if end > self.len {
+            format!("the arena has {} bytes", self.len)
+        } else if state.failures != failures {
+            state.failed.clone().unwrap_or_default()
+        } else {
+            "the arena's owner is stopping".into()
+        };
+        Err(StoreError::Unreserved { wanted: end, reserved: state.upto, reason })
     }
 
     /// Map an arena received from the store owner. Checks that it is sealed
@@ -385,10 +395,11 @@ mod tests {
         arena.wait_reserved(6 * MIN_MARGIN).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(50));
         assert_eq!(arena.reserved(), 6 * MIN_MARGIN, "the margin is what lies below it");
-        // Never past the end.
+        // Never past the end: beyond it is an error, not a wait.
         arena.prepare(7 * MIN_MARGIN, MIN_MARGIN).unwrap();
+        assert!(matches!(arena.prepare(arena.len(), 64), Err(StoreError::Unreserved { .. })));
         arena.cancel_reservation();
-        reserver.join().unwrap().unwrap();
+        reserver.join().unwrap();
         assert_eq!(arena.reserved(), arena.len());
     }
 
@@ -396,7 +407,7 @@ mod tests {
     fn a_cancelled_reservation_is_an_error_not_a_hang() {
         let arena = Arena::create_unreserved(2 * MIN_MARGIN).unwrap();
         arena.cancel_reservation();
-        arena.run_reserver().unwrap(); // returns at once: cancelled
+        arena.run_reserver(); // returns at once: cancelled
         assert!(matches!(arena.prepare(0, MIN_MARGIN), Err(StoreError::Unreserved { reserved: 0, .. })));
         arena.wait_reserved(0).unwrap();
     }

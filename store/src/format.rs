@@ -151,11 +151,12 @@ impl Layout {
     /// The layout of a bare `Array<A, _>` of `shape` (what [`measure`] gives
     /// for such an array, without looking at its elements).
     pub fn of_array<A: Element>(shape: &[usize], type_fingerprint: u64) -> Result<Layout, EncodeError> {
-        let elements = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
-        let len = elements
-            .and_then(|n| n.checked_mul(size_of::<A>()))
-            .filter(|&len| len <= isize::MAX as usize)
-            .ok_or_else(|| EncodeError::Unsupported("array too large".into()))?;
+        // ndarray's (and the decoder's) rule: the non-zero axes' product, in
+        // bytes, fits in an isize, even when another axis is zero.
+        let too_large = || EncodeError::Unsupported(format!("an array of shape {shape:?} is too large"));
+        let nonzero = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d.max(1))).ok_or_else(too_large)?;
+        nonzero.checked_mul(size_of::<A>()).filter(|&bytes| bytes <= isize::MAX as usize).ok_or_else(too_large)?;
+        let len = if shape.contains(&0) { 0 } else { nonzero * size_of::<A>() };
         let dtype = if len == 0 { DType::Empty } else { A::DTYPE };
         let array = CapturedArray { dtype, shape: shape.iter().map(|&d| d as u64).collect(), len };
         layout(vec![0], vec![array], Vec::new(), type_fingerprint)
@@ -173,6 +174,7 @@ impl Layout {
     pub fn array_view_mut<'d, A: Element, D: Dimension>(&self, dst: &'d mut [u8], dim: D) -> ArrayViewMut<'d, A, D> {
         self.write_head(dst);
         let &[(offset, len, dtype)] = &self.slots[..] else { panic!("array_view_mut: not a bare array's layout") };
+        assert!(self.is_bare_array_of(dim.slice()), "array_view_mut: {:?} is not the layout's shape", dim.slice());
         assert!(dtype == A::DTYPE || (dtype == DType::Empty && len == 0), "array_view_mut: another element type");
         let slot = &mut dst[offset..offset + len];
         if A::DTYPE == DType::Bool {
@@ -191,6 +193,20 @@ impl Layout {
         // (4) `len` is a whole number of `A`s (the layout sized it so).
         let elements = unsafe { std::slice::from_raw_parts_mut(ptr, elements) };
         ArrayViewMut::from_shape(dim, elements).expect("array_view_mut: the shape is the layout's")
+    }
+
+    /// Whether this is a bare array's layout of `shape`: its one descriptor
+    /// (right after the header) records exactly these axis lengths.
+    fn is_bare_array_of(&self, shape: &[usize]) -> bool {
+        let at = HEADER_LEN;
+        let recorded = self.head.get(at + 1).map(|&ndim| ndim as usize);
+        recorded == Some(shape.len())
+            && shape.iter().enumerate().all(|(i, &d)| {
+                let field = at + DESC_FIXED_LEN + 8 * i;
+                self.head
+                    .get(field..field + 8)
+                    .is_some_and(|b| u64::from_le_bytes(b.try_into().expect("8")) == d as u64)
+            })
     }
 
     /// Write `array` (any memory order) as the object of a layout made by
@@ -679,6 +695,8 @@ mod tests {
         check(ndarray::arr0(1usize));
         check(Array1::<i8>::zeros(0));
         assert!(Layout::of_array::<f64>(&[usize::MAX, 2], 3).is_err());
+        assert!(Layout::of_array::<u8>(&[usize::MAX, 0], 3).is_err(), "the non-zero axes must fit");
+        assert_eq!(Layout::of_array::<u8>(&[1 << 40, 0], 3).unwrap().total_len() % 64, 0);
     }
 
     #[test]
@@ -705,6 +723,14 @@ mod tests {
         let large = Array2::from_shape_fn((4096, 2048), |(i, j)| (i ^ j) as f64);
         check(&large.slice(ndarray::s![.., ..;2]));
         check(&large.t());
+    }
+
+    #[test]
+    #[should_panic(expected = "not the layout's shape")]
+    fn array_views_must_have_the_layouts_shape() {
+        let layout = Layout::of_array::<f32>(&[3, 4], 1).unwrap();
+        let mut dst = vec![0; layout.total_len()];
+        let _ = layout.array_view_mut::<f32, _>(&mut dst, ndarray::Ix2(4, 3));
     }
 
     #[test]

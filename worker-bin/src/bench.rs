@@ -179,7 +179,9 @@ impl Bench {
             drop(shoal::put(Array1::<u8>::zeros(store as usize - (256 << 20)))?);
             // The margin beyond that put is reserved after it: wait for it
             // too, so no task metric shares the cores with the reserver.
+            let deadline = Instant::now() + std::time::Duration::from_secs(120);
             while node.store_reserved_bytes() < store {
+                ensure!(Instant::now() < deadline, "the store was not reserved within 2 minutes");
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
             self.node = Some(node);

@@ -213,11 +213,7 @@ impl Node {
             let reserving = self.arena.clone();
             std::thread::Builder::new()
                 .name("shoal-reserve".into())
-                .spawn(move || {
-                    if let Err(e) = reserving.run_reserver() {
-                        tracing::error!("object store: {e}");
-                    }
-                })
+                .spawn(move || reserving.run_reserver())
                 .map_err(spawn_error)?;
         } else {
             self.arena.skip_reservation();
@@ -490,7 +486,16 @@ impl Node {
         // it yet, so no other thread or process can reach those bytes until
         // `new_object` below publishes them.
         let written = match unsafe { self.arena.bytes_mut(offset, len) } {
-            Ok(dst) => write(&layout, dst),
+            // `write` runs user code (`Serialize`): a panic frees the
+            // allocation on its way out.
+            Ok(dst) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write(&layout, dst))) {
+                Ok(written) => written,
+                Err(panic) => {
+                    drop(writing);
+                    self.lock().allocator.free(offset);
+                    std::panic::resume_unwind(panic);
+                }
+            },
             Err(e) => Err(e.into()),
         };
         drop(writing);
