@@ -14,7 +14,7 @@ use ndarray::{Array, Dimension};
 
 use crate::element::{self, DType};
 use crate::format::{BufferView, owned_array, with_context};
-use crate::known_arrays::{self, BuildArray};
+use crate::known_arrays::{self, BuildArray, BuildVec};
 use crate::shared_array::SHARED_ARRAY_MARKER;
 
 /// A decoding error as serde reports it.
@@ -333,6 +333,13 @@ impl BuildArray for NextBuffer<'_, '_> {
     }
 }
 
+impl BuildVec for &BufferView {
+    fn build<A: element::Element>(self) -> Option<Vec<A>> {
+        let same = self.dtype == A::DTYPE || (self.dtype == DType::Empty && self.len == 0);
+        same.then(|| crate::copy::to_vec::<A>(self.bytes()))
+    }
+}
+
 /// ndarray's `(v, dim, data)` sequence, made from a buffer.
 struct ArrayParts {
     buffer: BufferView,
@@ -347,7 +354,11 @@ impl<'de> de::SeqAccess<'de> for ArrayParts {
         match step {
             0 => seed.deserialize(1u8.into_deserializer()).map(Some),
             1 => seed.deserialize(DimDeserializer(&self.buffer.shape)).map(Some),
-            2 => seed.deserialize(DataDeserializer(&self.buffer)).map(Some),
+            // ndarray asks for its elements as a `Vec<A>`: one copy.
+            2 => match known_arrays::vec_for_seed::<T, T::Value, _>(&self.buffer) {
+                Some(elements) => Ok(Some(elements)),
+                None => seed.deserialize(DataDeserializer(&self.buffer)).map(Some),
+            },
             _ => Ok(None),
         }
     }

@@ -680,6 +680,22 @@ mod tests {
     }
 
     #[test]
+    fn arrays_under_option_and_newtypes_decode_as_serde_would() {
+        #[derive(Debug, PartialEq, Serialize, serde::Deserialize)]
+        struct Wrapped(Array2<f32>);
+        let a = Array2::from_shape_fn((33, 17), |(i, j)| (i * 17 + j) as f32);
+        let value = (Some(a.clone()), Wrapped(a.clone()), Some(Array1::<bool>::from_elem(9, true)), None::<Array1<u8>>);
+        let bytes = encode(&value, 4).unwrap().into_vec();
+        assert_eq!(
+            decode::<(Option<Array2<f32>>, Wrapped, Option<Array1<bool>>, Option<Array1<u8>>)>(&bytes, 4).unwrap(),
+            value
+        );
+        // Another element type than written: serde's conversions still apply.
+        let widened: Option<Array2<f64>> = decode(&encode(&Some(a.clone()), 4).unwrap().into_vec(), 4).unwrap();
+        assert_eq!(widened.unwrap(), a.mapv(f64::from));
+    }
+
+    #[test]
     fn bare_array_layouts_match_measured_ones() {
         fn check<A: Element + Serialize, D: Dimension + Serialize>(array: Array<A, D>) {
             let measured = measure(&array, 3).unwrap();

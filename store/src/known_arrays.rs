@@ -118,16 +118,46 @@ pub(crate) fn build_for_seed<S, V, B: BuildArray>(build: B) -> Option<Result<V, 
     None
 }
 
+/// Builds the elements of a checked buffer as a `Vec<A>`, if they are `A`s.
+pub(crate) trait BuildVec {
+    /// The elements, or `None` if the buffer holds another element type.
+    fn build<A: Element>(self) -> Option<Vec<A>>;
+}
+
+/// If the seed `S` asks plainly for a `Vec<A>` of an [`Element`] type (as
+/// ndarray's own `Deserialize` asks for an array's `data`), build it with
+/// `build` and return it as `S`'s value; `None` for any other seed, or a
+/// buffer of another element type.
+pub(crate) fn vec_for_seed<S, V, B: BuildVec>(build: B) -> Option<V> {
+    if size_of::<V>() != size_of::<Vec<u8>>() {
+        return None;
+    }
+    let id = typeid::of::<S>();
+    macro_rules! found {
+        ($($a:ty),*) => {$(
+            if id == TypeId::of::<PhantomData<Vec<$a>>>() {
+                return build.build::<$a>().map(cast::<Vec<$a>, V>);
+            }
+        )*};
+    }
+    found!(f64, f32, i64, u8, i32, u64, u32, i16, u16, i8, bool, i128, u128, usize, isize);
+    None
+}
+
 /// `value` as a `V`, which the caller has established is `T`.
 ///
 /// # Panics
 /// If `V`'s TypeId (lifetimes erased) differs from `T`'s.
+///
+/// Every `T` this module casts (`Array<A: Element, D>`, `Vec<A: Element>`)
+/// has no lifetime parameters.
 fn cast<T: 'static, V>(value: T) -> V {
     assert!(typeid::of::<V>() == TypeId::of::<T>(), "known_arrays::cast between different types");
     let value = ManuallyDrop::new(value);
     // SAFETY: (1) `V` has `T`'s TypeId with lifetimes erased, and every `T`
-    // this module casts is an `Array<A: Element, D>`, which has no lifetime
-    // parameters, so `V` is exactly `T` (same size, layout and validity);
+    // this module casts (an `Array<A: Element, D>` or a `Vec<A: Element>`)
+    // has no lifetime parameters, so `V` is exactly `T` (same size, layout
+    // and validity);
     // (2) `value` is wrapped in `ManuallyDrop`, so ownership moves to the
     // result and nothing is dropped twice.
     unsafe { std::ptr::read((&*value as *const T).cast::<V>()) }
