@@ -137,12 +137,9 @@ pub(crate) fn to_vec<A: Element>(bytes: &[u8]) -> Vec<A> {
     }
     // Zeroed and untouched: the allocator maps fresh pages for large sizes.
     let mut elements = vec![A::ZERO; bytes.len() / size];
-    // SAFETY: (1) `A: Element` is a primitive number or `bool`, without
-    // padding, so the vector's memory is exactly `bytes.len()` initialised
-    // bytes; (2) every byte pattern written into it is a valid `A`: any for
-    // the numbers, and 0 or 1 for `bool` (asserted above); (3) the byte slice
-    // borrows `elements` mutably, so nothing else sees the bytes meanwhile.
-    let dst = unsafe { std::slice::from_raw_parts_mut(elements.as_mut_ptr().cast::<u8>(), bytes.len()) };
+    // SAFETY: what is written is `bytes`, valid `A`s: any bytes for the
+    // numbers, 0 or 1 for `bool` (asserted above).
+    let dst = unsafe { crate::element::as_bytes_mut(&mut elements) };
     if bytes.len() < PARALLEL_MIN {
         dst.copy_from_slice(bytes);
         return elements;

@@ -12,8 +12,8 @@ use serde::forward_to_deserialize_any;
 
 use ndarray::{Array, Dimension};
 
+use crate::decode_context::{BufferView, owned_array, with_context};
 use crate::element::{self, DType};
-use crate::format::{BufferView, owned_array, with_context};
 use crate::known_arrays::{self, BuildArray, BuildVec};
 use crate::shared_array::SHARED_ARRAY_MARKER;
 

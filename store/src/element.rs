@@ -85,3 +85,24 @@ element! {
 
 #[cfg(target_pointer_width = "64")]
 element! { isize => I64 = 0, usize => U64 = 0 }
+
+/// The memory of `elements`, as bytes.
+pub(crate) fn as_bytes<A: Element>(elements: &[A]) -> &[u8] {
+    // SAFETY: (1) `A: Element` is sealed to the primitive numbers and `bool`,
+    // which have no padding, so every byte of `elements` is initialised;
+    // (2) the byte slice covers exactly the memory of `elements` and borrows
+    // it for the same lifetime.
+    unsafe { std::slice::from_raw_parts(elements.as_ptr().cast::<u8>(), size_of_val(elements)) }
+}
+
+/// The memory of `elements`, as bytes to overwrite.
+///
+/// # Safety
+/// Whatever is written through the result must leave every element a valid
+/// `A`: any bytes for the numbers, 0 or 1 for `bool`.
+pub(crate) unsafe fn as_bytes_mut<A: Element>(elements: &mut [A]) -> &mut [u8] {
+    // SAFETY: (1) as in `as_bytes`, the memory is exactly the elements'
+    // initialised bytes, borrowed mutably for the same lifetime, so nothing
+    // else sees them meanwhile; (2) the caller keeps every element valid.
+    unsafe { std::slice::from_raw_parts_mut(elements.as_mut_ptr().cast::<u8>(), size_of_val(elements)) }
+}

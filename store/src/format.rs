@@ -23,17 +23,16 @@
 //! any view is made.
 
 use std::any::Any;
-use std::cell::RefCell;
 use std::marker::PhantomData;
-use std::sync::Arc;
 
-use ndarray::{Array, ArrayBase, ArrayViewMut, Data, Dimension, IxDyn};
+use ndarray::{Array, ArrayBase, ArrayViewMut, Data, Dimension};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::ALIGN;
 use crate::de::PayloadReader;
+use crate::decode_context::{self, BufferView, DecodeContext, owned_array};
 use crate::element::{DType, Element};
 use crate::error::{DecodeError, EncodeError};
 use crate::known_arrays::{self, BuildArray};
@@ -51,9 +50,7 @@ pub const HEADER_LEN: usize = 40;
 const DESC_FIXED_LEN: usize = 24;
 const MAX_NDIM: usize = 32;
 
-/// Something that keeps an object (and the mapping it lives in) alive while a
-/// [`SharedArray`](crate::SharedArray) views it. The engine supplies it.
-pub type Keepalive = Arc<dyn Any + Send + Sync>;
+pub use crate::decode_context::Keepalive;
 
 /// Round `n` up to the next multiple of [`ALIGN`].
 pub const fn align_up(n: usize) -> usize {
@@ -218,16 +215,9 @@ impl Layout {
     pub fn write_array<A: Element, S: Data<Elem = A>, D: Dimension>(&self, array: &ArrayBase<S, D>, dst: &mut [u8]) {
         let mut out = self.array_view_mut::<A, D>(dst, array.raw_dim());
         if let (Some(src), Some(dst)) = (array.as_slice(), out.as_slice_mut()) {
-            // SAFETY: as in `known_arrays::bytes_of`: `A` is plain data
-            // without padding, and the byte slices cover exactly the
-            // elements, borrowed as the element slices are.
-            let (src, dst) = unsafe {
-                (
-                    std::slice::from_raw_parts(src.as_ptr().cast::<u8>(), size_of_val(src)),
-                    std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<u8>(), size_of_val(dst)),
-                )
-            };
-            crate::copy::copy_bytes(dst, src);
+            // SAFETY: what is written is `src`'s bytes, valid `A`s.
+            let dst = unsafe { crate::element::as_bytes_mut(dst) };
+            crate::copy::copy_bytes(dst, crate::element::as_bytes(src));
             return;
         }
         crate::copy::assign(out, array.view());
@@ -360,54 +350,6 @@ pub fn encode<T: Serialize + ?Sized>(value: &T, type_fingerprint: u64) -> Result
     let mut bytes = vec![0u8; layout.total_len()];
     layout.write_to(value, &mut bytes)?;
     Ok(Encoded { bytes, has_buffers, refs: layout.refs, type_fingerprint })
-}
-
-/// A validated array buffer inside an object being decoded.
-#[derive(Debug, Clone)]
-pub(crate) struct BufferView {
-    pub dtype: DType,
-    pub shape: Vec<usize>,
-    pub ptr: *const u8,
-    pub len: usize,
-}
-
-impl BufferView {
-    /// The buffer's bytes.
-    pub(crate) fn bytes(&self) -> &[u8] {
-        if self.len == 0 {
-            return &[];
-        }
-        // SAFETY: (1) `ptr..ptr+len` was checked by `parse` to lie inside the
-        // object slice handed to `decode`; (2) a `BufferView` lives only in the
-        // decode context frame, which `decode` pops before that slice's borrow
-        // ends, so the bytes are still borrowed when this runs.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
-    }
-}
-
-/// What a decode makes available to `Deserialize` impls that need more than
-/// the payload: the object's buffers and its keepalive.
-pub(crate) struct DecodeContext {
-    pub(crate) buffers: Vec<BufferView>,
-    pub(crate) keepalive: Option<Keepalive>,
-}
-
-thread_local! {
-    static CONTEXT: RefCell<Vec<DecodeContext>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Run `f` with the innermost decode context, if a decode is in progress on
-/// this thread.
-pub(crate) fn with_context<R>(f: impl FnOnce(Option<&DecodeContext>) -> R) -> R {
-    CONTEXT.with(|stack| f(stack.borrow().last()))
-}
-
-struct ContextGuard;
-
-impl Drop for ContextGuard {
-    fn drop(&mut self) {
-        CONTEXT.with(|stack| stack.borrow_mut().pop());
-    }
 }
 
 fn corrupt(msg: impl Into<String>) -> DecodeError {
@@ -566,18 +508,6 @@ pub fn decode_owned_array<T: Any>(bytes: &[u8], expected_fingerprint: u64) -> Op
     known_arrays::build_for_seed::<PhantomData<T>, T, _>(bare)
 }
 
-/// An owned `Array<A, D>` holding a checked buffer's elements (one copy,
-/// parallel when large).
-pub(crate) fn owned_array<A: Element, D: Dimension>(buffer: &BufferView) -> Result<Array<A, D>, String> {
-    if !(buffer.dtype == A::DTYPE || (buffer.dtype == DType::Empty && buffer.len == 0)) {
-        return Err(format!("array holds {:?}, not {:?}", buffer.dtype, A::DTYPE));
-    }
-    let dim = D::from_dimension(&IxDyn(&buffer.shape))
-        .ok_or_else(|| format!("array has {} dimensions, the type another number", buffer.shape.len()))?;
-    let elements = crate::copy::to_vec::<A>(buffer.bytes());
-    Array::from_shape_vec(dim, elements).map_err(|e| e.to_string())
-}
-
 /// Decode an object written by [`encode`] as a `T`, copying what it needs.
 ///
 /// `expected_fingerprint` must equal the fingerprint the object was written
@@ -614,8 +544,7 @@ fn decode_inner<T: DeserializeOwned>(
     if parsed.type_fp != expected_fingerprint {
         return Err(DecodeError::TypeMismatch { expected });
     }
-    CONTEXT.with(|stack| stack.borrow_mut().push(DecodeContext { buffers: parsed.buffers, keepalive }));
-    let _pop = ContextGuard;
+    let _context = decode_context::enter(DecodeContext { buffers: parsed.buffers, keepalive });
     let mut reader = PayloadReader::new(parsed.payload);
     let value = T::deserialize(&mut reader).map_err(|e| DecodeError::Invalid { expected, message: e.0 })?;
     if !reader.is_empty() {

@@ -26,11 +26,7 @@ pub(crate) struct ArrayBytes<'a> {
 
 fn bytes_of<A: Element, D: Dimension>(array: &Array<A, D>) -> Option<ArrayBytes<'_>> {
     let elements = array.as_slice()?;
-    // SAFETY: (1) `A: Element` is sealed to the primitive numbers and `bool`,
-    // which have no padding, so every byte of `elements` is initialised;
-    // (2) the byte slice covers exactly the memory of `elements` and borrows
-    // it for the same lifetime.
-    let bytes = unsafe { std::slice::from_raw_parts(elements.as_ptr().cast::<u8>(), size_of_val(elements)) };
+    let bytes = crate::element::as_bytes(elements);
     let dtype = if elements.is_empty() { DType::Empty } else { A::DTYPE };
     Some(ArrayBytes { bytes, dtype, shape: array.shape().iter().map(|&d| d as u64).collect() })
 }

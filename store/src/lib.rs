@@ -21,6 +21,7 @@ pub mod alloc;
 pub mod arena;
 mod copy;
 mod de;
+mod decode_context;
 mod element;
 mod error;
 pub mod format;

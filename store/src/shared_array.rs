@@ -8,8 +8,8 @@ use ndarray::{Array, ArrayView, Dimension, IxDyn};
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 use serde::{Serialize, Serializer};
 
+use crate::decode_context::{Keepalive, with_context};
 use crate::element::{DType, Element};
-use crate::format::{Keepalive, with_context};
 
 /// The serde newtype-struct name through which a `SharedArray` asks the object
 /// decoder for a buffer.
