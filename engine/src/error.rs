@@ -23,7 +23,7 @@ pub enum Error {
         pid: u32,
     },
     /// The worker process running the task died, and so did every retry.
-    #[error("worker {pid} died while running `{function}` (after {attempts} attempts)")]
+    #[error("worker {pid} died while running `{function}` (after {attempts} attempts): {cause}{}", stderr_tail(stderr))]
     WorkerDied {
         /// Registered name of the function.
         function: String,
@@ -31,6 +31,12 @@ pub enum Error {
         pid: u32,
         /// How many times the task was started.
         attempts: u32,
+        /// How that worker ended: `killed by signal 11 (SIGSEGV)`, `exited
+        /// with code 3`, or why the node dropped its connection.
+        cause: String,
+        /// The last lines that worker wrote to its stderr (a Rust abort's
+        /// "has overflowed its stack", a C library's complaint), if any.
+        stderr: String,
     },
     /// A bounded wait ran out.
     #[error("timed out after {0:?}")]
@@ -136,6 +142,11 @@ impl From<shoal_store::EncodeError> for Error {
     fn from(e: shoal_store::EncodeError) -> Self {
         Error::Serialization(e.to_string())
     }
+}
+
+/// The stderr part of a `WorkerDied` message.
+fn stderr_tail(stderr: &str) -> String {
+    if stderr.is_empty() { String::new() } else { format!("; its last stderr lines:\n{stderr}") }
 }
 
 /// `Result` with [`Error`].

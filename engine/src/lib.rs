@@ -144,6 +144,7 @@ mod options;
 mod protocol;
 mod registry;
 mod runtime;
+mod stack_overflow;
 mod task;
 mod view;
 mod worker;

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskOptions {
     pub(crate) max_retries: u32,
+    pub(crate) retry_panics: bool,
     pub(crate) num_cpus: u32,
     /// Custom resources the task holds while it runs, by name.
     pub(crate) resources: Vec<(String, f64)>,
@@ -24,15 +25,27 @@ pub struct TaskOptions {
 
 impl Default for TaskOptions {
     fn default() -> Self {
-        TaskOptions { max_retries: 3, num_cpus: 1, resources: Vec::new() }
+        TaskOptions { max_retries: 3, retry_panics: false, num_cpus: 1, resources: Vec::new() }
     }
 }
 
 impl TaskOptions {
-    /// Times the task is started again if its worker process dies (default 3).
-    /// A panic is not retried: it is the function's answer.
+    /// Times the task is started again if its worker process dies (default 3):
+    /// the worker is replaced at once and the task re-run on another one;
+    /// past that, every output is [`Error::WorkerDied`](crate::Error::WorkerDied).
+    /// `0` fails at the first death. A panic is not retried unless
+    /// [`retry_panics`](Self::retry_panics) says so.
     pub fn max_retries(mut self, retries: u32) -> Self {
         self.max_retries = retries;
+        self
+    }
+
+    /// Whether a panic is retried too (default `false`: a panic is the
+    /// function's answer), within the same `max_retries` as worker deaths:
+    /// Ray's `retry_exceptions`. For functions that fail transiently (a
+    /// flaky download). The last attempt's `TaskPanicked` is what `get` sees.
+    pub fn retry_panics(mut self, retry: bool) -> Self {
+        self.retry_panics = retry;
         self
     }
 

@@ -61,6 +61,7 @@ extern "C" fn worker_entry() {
     // as std arranges for every Rust `main` (which a worker never reaches).
     let _ =
         unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigIgn) };
+    crate::stack_overflow::install();
     let code = match catch_unwind(|| run(socket.into(), parent, token)) {
         Ok(Ok(())) => 0,
         Ok(Err(e)) => {

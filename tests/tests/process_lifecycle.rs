@@ -345,7 +345,7 @@ fn a_task_whose_worker_always_dies_fails_with_worker_died() -> anyhow::Result<()
     let before: HashSet<u32> = node.worker_pids().into_iter().collect();
 
     match shoal::get_timeout(&always_abort::options().max_retries(0).remote(1), TASK_TIMEOUT) {
-        Err(shoal::Error::WorkerDied { function, pid, attempts }) => {
+        Err(shoal::Error::WorkerDied { function, pid, attempts, .. }) => {
             assert!(function.contains("always_abort"), "WorkerDied names the function: {function}");
             assert_eq!(attempts, 1, "max_retries(0) starts the task once");
             assert!(before.contains(&pid), "WorkerDied names the worker that died: {pid} not in {before:?}");

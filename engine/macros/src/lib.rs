@@ -169,7 +169,7 @@ fn expand(args: RemoteArgs, func: ItemFn) -> syn::Result<TokenStream2> {
                 options().remote(#(#arg_names),*)
             }
 
-            /// Per-call options (`max_retries`, `num_cpus`, `resource`), then `.remote(args…)`.
+            /// Per-call options (`max_retries`, `retry_panics`, `num_cpus`, `resource`), then `.remote(args…)`.
             pub fn options() -> Options {
                 Options(#shoal::TaskOptions::default())
             }
@@ -182,6 +182,11 @@ fn expand(args: RemoteArgs, func: ItemFn) -> syn::Result<TokenStream2> {
                 /// How many times the task is retried if its worker process dies.
                 pub fn max_retries(self, retries: u32) -> Self {
                     Options(self.0.max_retries(retries))
+                }
+
+                /// Whether a panic is retried too, within `max_retries`.
+                pub fn retry_panics(self, retry: bool) -> Self {
+                    Options(self.0.retry_panics(retry))
                 }
 
                 /// CPUs the task occupies while it runs.

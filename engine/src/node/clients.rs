@@ -9,7 +9,6 @@
 //! (`NodeState::dispatch`).
 
 use crate::error::Error;
-use crate::options::TaskOptions;
 use crate::protocol::{ObjectData, Placed, Submit, ToClient, is_client_id};
 
 use super::state::{ArgSpec, Level, MAX_ANCESTRY, NodeState, ObjectState, ParkedKind, ParkedRequest};
@@ -252,18 +251,8 @@ impl NodeState {
             let task = self.tasks.get_mut(&task_id).ok_or("unknown task")?;
             slot.forget_task(task_id, task.expected_ns);
             slot.queued_ns = slot.queued_ns.saturating_sub(task.expected_ns);
-            task.worker = None;
-            task.expected_ns = 0;
-            task.nested = false;
             task.attempts = task.attempts.saturating_sub(1);
-            let wide = task.options.num_cpus > 1;
-            let options: Option<TaskOptions> = std::mem::take(&mut task.holds_resources).then(|| task.options.clone());
-            if let Some(options) = options {
-                self.free_resources_of(&options);
-            }
-            if wide {
-                self.unreserve(worker);
-            }
+            self.take_back(task_id, worker);
             self.ready.push_front(task_id);
         }
         Ok(())

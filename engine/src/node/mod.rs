@@ -435,11 +435,19 @@ impl Node {
         });
     }
 
-    fn worker_lost(&self, conn: &Arc<WorkerConn>) {
-        self.change_and_dispatch(|state| state.worker_lost(conn.id, conn.pid));
-        if let Some((tx, _)) = &*self.supervisor.lock().unwrap_or_else(|e| e.into_inner()) {
-            let _ = tx.send(SupervisorCmd::Lost(conn.pid));
-        }
+    /// A worker's connection ended (`dropped`: the node ended it, why). The
+    /// supervisor reaps the process first, so the tasks that fail name how
+    /// it ended and what it last wrote to stderr; then a replacement starts.
+    fn worker_lost(&self, conn: &Arc<WorkerConn>, dropped: Option<String>) {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let asked = match &*self.supervisor.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some((tx, _)) => tx.send(SupervisorCmd::Lost { pid: conn.pid, dropped, reply }).is_ok(),
+            None => false,
+        };
+        // The supervisor waits at most about a second for an exit; a node
+        // stopping meanwhile drops the question.
+        let death = asked.then(|| answer.recv_timeout(Duration::from_secs(5)).ok()).flatten().unwrap_or_default();
+        self.change_and_dispatch(|state| state.worker_lost(conn.id, conn.pid, &death));
     }
 
     /// Count a new handle to `id`; false if no such object exists.

@@ -12,17 +12,18 @@
 //!   it is a worker. Anything malformed closes that one connection with a
 //!   logged reason; the node keeps serving everyone else.
 
-use std::io::Write;
+use std::collections::VecDeque;
+use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::process::{Child, ChildStderr, Command, Stdio};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use shoal_ipc::{FrameError, FrameReader, HandshakeReply, Hello, Welcome, encode_frame, handshake::HELLO_MAGIC};
@@ -30,7 +31,7 @@ use shoal_ipc::{FrameError, FrameReader, HandshakeReply, Hello, Welcome, encode_
 use crate::error::Error;
 use crate::node::Node;
 use crate::node::conn::{Incoming, WorkerConn};
-use crate::node::state::WorkerSlot;
+use crate::node::state::{Death, WorkerSlot};
 use crate::protocol::{RefOp, ToClient, ToNode};
 
 /// Environment variable that puts a process into worker mode: the node's
@@ -47,8 +48,10 @@ const MAX_REPORTED_RUN_NS: u64 = 3_600_000_000_000;
 
 /// Commands to the supervisor thread.
 pub(crate) enum SupervisorCmd {
-    /// A worker's connection ended.
-    Lost(u32),
+    /// A worker's connection ended; `dropped` says why, if the node ended it
+    /// (the process is then killed). The supervisor reaps the process,
+    /// answers how it ended, and starts a replacement.
+    Lost { pid: u32, dropped: Option<String>, reply: Sender<Death> },
     /// Start this many extra workers (tasks are blocked in nested calls).
     Spawn(usize),
     /// Stop every worker and exit.
@@ -63,24 +66,169 @@ pub(crate) struct SpawnPlan {
     pub token: u64,
 }
 
-fn spawn_worker(plan: &SpawnPlan) -> std::io::Result<Child> {
+/// How long a worker whose connection closed may take to exit before it is
+/// killed, and how long its stderr may stay open after it exited (a
+/// process it started may hold the pipe).
+const EXIT_GRACE: Duration = Duration::from_secs(1);
+const STDERR_GRACE: Duration = Duration::from_millis(200);
+/// Lines of a worker's stderr kept for its `WorkerDied` error, and the
+/// bytes kept of each.
+const TAIL_LINES: usize = 20;
+const TAIL_LINE_BYTES: usize = 400;
+
+/// A worker process and the tail of what it writes to stderr.
+struct WorkerProcess {
+    child: Child,
+    stderr: Arc<StderrTail>,
+}
+
+/// The last lines a worker wrote to stderr. Its stderr is a pipe that a
+/// `shoal-stderr` thread relays to the node's own stderr as it comes (so
+/// users see what they would have seen), keeping the tail here.
+#[derive(Default)]
+struct StderrTail {
+    state: Mutex<TailState>,
+    ended: Condvar,
+}
+
+#[derive(Default)]
+struct TailState {
+    lines: VecDeque<Vec<u8>>,
+    /// The line being written (no newline yet).
+    partial: Vec<u8>,
+    ended: bool,
+}
+
+impl StderrTail {
+    fn push(&self, chunk: &[u8]) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        for (i, piece) in chunk.split(|&b| b == b'\n').enumerate() {
+            if i > 0 {
+                let line = std::mem::take(&mut state.partial);
+                state.lines.push_back(line);
+                if state.lines.len() > TAIL_LINES {
+                    state.lines.pop_front();
+                }
+            }
+            let room = TAIL_LINE_BYTES.saturating_sub(state.partial.len());
+            state.partial.extend_from_slice(&piece[..piece.len().min(room)]);
+        }
+    }
+
+    fn end(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).ended = true;
+        self.ended.notify_all();
+    }
+
+    /// The tail, once the pipe has closed or `grace` has passed.
+    fn wait_for_end(&self, grace: Duration) -> String {
+        let deadline = Instant::now() + grace;
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while !state.ended {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            state = self.ended.wait_timeout(state, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        let mut lines: Vec<&[u8]> = state.lines.iter().map(Vec::as_slice).collect();
+        if !state.partial.is_empty() {
+            lines.push(&state.partial);
+        }
+        lines.iter().map(|l| String::from_utf8_lossy(l)).collect::<Vec<_>>().join("\n")
+    }
+}
+
+/// Copy a worker's stderr to ours until it closes, keeping its tail.
+fn relay_stderr(mut pipe: ChildStderr, tail: Arc<StderrTail>) {
+    let mut buf = [0u8; 8192];
+    loop {
+        match pipe.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let _ = std::io::stderr().write_all(&buf[..n]);
+                tail.push(&buf[..n]);
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    tail.end();
+}
+
+fn spawn_worker(plan: &SpawnPlan) -> std::io::Result<WorkerProcess> {
     let mut cmd = Command::new(&plan.program);
     if let Ok(exe) = std::env::current_exe() {
         if plan.program == std::path::Path::new("/proc/self/exe") {
             cmd.arg0(exe);
         }
     }
-    cmd.env(ENV_SOCKET, &plan.socket)
+    let mut child = cmd
+        .env(ENV_SOCKET, &plan.socket)
         .env(ENV_PARENT, std::process::id().to_string())
         .env(ENV_TOKEN, plan.token.to_string())
         .stdin(Stdio::null())
-        .spawn()
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = Arc::new(StderrTail::default());
+    let relay = child.stderr.take().map(|pipe| {
+        let tail = stderr.clone();
+        std::thread::Builder::new().name("shoal-stderr".into()).spawn(move || relay_stderr(pipe, tail))
+    });
+    if !matches!(relay, Some(Ok(_))) {
+        // No relay: nothing will read the pipe, so a full pipe would block
+        // the worker. (Dropping the pipe end makes its writes fail instead.)
+        stderr.end();
+    }
+    Ok(WorkerProcess { child, stderr })
+}
+
+/// How an exit status reads in an error: `killed by signal 11 (SIGSEGV)`.
+fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(signal) = status.signal() {
+        let name = nix::sys::signal::Signal::try_from(signal).map_or("unknown signal", |s| s.as_str());
+        let core = if status.core_dumped() { ", core dumped" } else { "" };
+        format!("killed by signal {signal} ({name}{core})")
+    } else if let Some(code) = status.code() {
+        format!("exited with code {code}")
+    } else {
+        status.to_string()
+    }
+}
+
+/// Reap a worker whose connection ended and say how it ended.
+fn reap(worker: &mut WorkerProcess, dropped: Option<String>) -> Death {
+    if dropped.is_some() {
+        let _ = worker.child.kill();
+    }
+    let deadline = Instant::now() + EXIT_GRACE;
+    let status = loop {
+        match worker.child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+            Ok(None) => {
+                let _ = worker.child.kill();
+                let _ = worker.child.wait();
+                break None;
+            }
+            Err(_) => break None,
+        }
+    };
+    let cause = match (dropped, status) {
+        (Some(reason), _) => format!("the node dropped its connection ({reason}) and killed it"),
+        (None, Some(status)) => describe_exit(status),
+        (None, None) => {
+            format!("it closed its connection and was still running {EXIT_GRACE:?} later, so it was killed")
+        }
+    };
+    Death { cause, stderr: worker.stderr.wait_for_end(STDERR_GRACE) }
 }
 
 /// The supervisor thread: spawns the pool, replaces workers that die, reaps
 /// exits, and on shutdown waits for (then kills) every child.
 pub(crate) fn supervise(node: Arc<Node>, plan: SpawnPlan, commands: Receiver<SupervisorCmd>) {
-    let mut children: Vec<Child> = Vec::new();
+    let mut children: Vec<WorkerProcess> = Vec::new();
     for _ in 0..plan.workers {
         match spawn_worker(&plan) {
             Ok(child) => children.push(child),
@@ -91,19 +239,22 @@ pub(crate) fn supervise(node: Arc<Node>, plan: SpawnPlan, commands: Receiver<Sup
     }
     loop {
         match commands.recv_timeout(Duration::from_millis(200)) {
-            Ok(SupervisorCmd::Lost(pid)) => {
-                let ours = children.iter().position(|c| c.id() == pid);
-                if let Some(i) = ours {
-                    let mut child = children.swap_remove(i);
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    // An extra worker that retired (or died) is not replaced.
-                    if !node.is_stopped() && children.len() < plan.workers {
-                        tracing::warn!("worker {pid} exited; starting a replacement");
-                        match spawn_worker(&plan) {
-                            Ok(child) => children.push(child),
-                            Err(e) => tracing::error!("cannot start a replacement worker: {e}"),
-                        }
+            Ok(SupervisorCmd::Lost { pid, dropped, reply }) => {
+                let Some(i) = children.iter().position(|c| c.child.id() == pid) else {
+                    let _ = reply.send(Death { cause: "its connection closed".into(), stderr: String::new() });
+                    continue;
+                };
+                let mut child = children.swap_remove(i);
+                let death = reap(&mut child, dropped);
+                if !node.is_stopped() {
+                    tracing::warn!("worker {pid} {}", death.cause);
+                }
+                let _ = reply.send(death);
+                // An extra worker that retired (or died) is not replaced.
+                if !node.is_stopped() && children.len() < plan.workers {
+                    match spawn_worker(&plan) {
+                        Ok(child) => children.push(child),
+                        Err(e) => tracing::error!("cannot start a replacement worker: {e}"),
                     }
                 }
             }
@@ -121,21 +272,20 @@ pub(crate) fn supervise(node: Arc<Node>, plan: SpawnPlan, commands: Receiver<Sup
             Ok(SupervisorCmd::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
             Err(RecvTimeoutError::Timeout) => node.retire_idle_extras(),
         }
-        // Reap exits; their connections report `Lost` and trigger replacement.
-        for child in &mut children {
-            if let Ok(Some(status)) = child.try_wait() {
-                tracing::debug!("worker {} exited: {status}", child.id());
-            }
+        // Reap exits (the status is kept for `reap`); their connections
+        // report `Lost` and trigger replacement.
+        for worker in &mut children {
+            let _ = worker.child.try_wait();
         }
     }
     let deadline = Instant::now() + Duration::from_secs(2);
-    for child in &mut children {
+    for worker in &mut children {
         loop {
-            match child.try_wait() {
+            match worker.child.try_wait() {
                 Ok(Some(_)) | Err(_) => break,
                 Ok(None) if Instant::now() >= deadline => {
-                    let _ = child.kill();
-                    let _ = child.wait();
+                    let _ = worker.child.kill();
+                    let _ = worker.child.wait();
                     break;
                 }
                 Ok(None) => std::thread::sleep(Duration::from_millis(5)),
@@ -254,14 +404,19 @@ fn serve_connection(node: Arc<Node>, stream: UnixStream) {
     drop(stream); // `conn` holds the same socket
     let reason = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_worker(&node, &conn)))
         .unwrap_or_else(|_| FrameError::Malformed("the connection's reader panicked".into()));
-    if !node.is_stopped() {
-        match &reason {
-            FrameError::Closed => tracing::warn!("worker {} (pid {}) disconnected", id, conn.pid),
-            other => tracing::warn!("dropping worker {} (pid {}): {other}", id, conn.pid),
+    let dropped = match reason {
+        // A process that dies with input unread resets the connection.
+        FrameError::Closed => None,
+        FrameError::Io(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) => None,
+        other => {
+            if !node.is_stopped() {
+                tracing::warn!("dropping worker {} (pid {}): {other}", id, conn.pid);
+            }
+            Some(other.to_string())
         }
-    }
+    };
     conn.close();
-    node.worker_lost(&conn);
+    node.worker_lost(&conn, dropped);
 }
 
 /// Serve one worker's messages until its connection ends; returns why it

@@ -239,6 +239,15 @@ impl WorkerSlot {
     }
 }
 
+/// How a worker's process ended, as the supervisor saw it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Death {
+    /// `killed by signal 9 (SIGKILL)`, `exited with code 1`, …
+    pub cause: String,
+    /// The last lines it wrote to stderr.
+    pub stderr: String,
+}
+
 /// A client request the node answers later.
 #[derive(Debug)]
 pub(crate) struct ParkedRequest {
@@ -588,6 +597,23 @@ impl NodeState {
         task.outputs
     }
 
+    /// Task `task_id` left `worker` without finishing (requeued, retried):
+    /// it holds no worker, CPUs or resources until it is sent again.
+    pub(super) fn take_back(&mut self, task_id: u64, worker: usize) {
+        let Some(task) = self.tasks.get_mut(&task_id) else { return };
+        task.worker = None;
+        task.expected_ns = 0;
+        task.nested = false;
+        let wide = task.options.num_cpus > 1;
+        let options = std::mem::take(&mut task.holds_resources).then(|| task.options.clone());
+        if let Some(options) = options {
+            self.free_resources_of(&options);
+        }
+        if wide {
+            self.unreserve(worker);
+        }
+    }
+
     pub(super) fn unreserve(&mut self, worker: usize) {
         for slot in self.workers.values_mut() {
             if slot.reserved_by == Some(worker) {
@@ -646,6 +672,20 @@ impl NodeState {
         let task = self.tasks.remove(&task_id).expect("checked above");
         let average = self.run_times.entry(task.function).or_insert(elapsed_ns);
         *average = average.saturating_mul(3).saturating_add(elapsed_ns) / 4;
+        let panicked = checked
+            .iter()
+            .any(|(state, _)| matches!(state, ObjectState::Failed(e) if matches!(**e, Error::TaskPanicked { .. })));
+        if panicked && task.options.retry_panics && task.attempts <= task.options.max_retries && !self.stopped {
+            for (state, _) in &checked {
+                if let ObjectState::Arena { offset, .. } = state {
+                    self.allocator.free(*offset);
+                }
+            }
+            self.tasks.insert(task_id, task);
+            self.take_back(task_id, worker);
+            self.ready.push_front(task_id);
+            return Ok(());
+        }
         if checked.len() != task.outputs.len() {
             // A task that failed before producing outputs reports one error for all.
             for (state, _) in &checked {
@@ -712,9 +752,9 @@ impl NodeState {
         false
     }
 
-    /// A worker's connection ended: reclaim what it held and retry (or fail)
-    /// its tasks. Returns whether it was known.
-    pub fn worker_lost(&mut self, worker: usize, pid: u32) -> bool {
+    /// A worker's connection ended (`death`: how its process ended): reclaim
+    /// what it held and retry (or fail) its tasks. Returns whether it was known.
+    pub fn worker_lost(&mut self, worker: usize, pid: u32, death: &Death) -> bool {
         let Some(slot) = self.workers.remove(&worker) else { return false };
         self.unreserve(worker);
         self.parked.retain(|&(w, _), _| w != worker);
@@ -732,23 +772,23 @@ impl NodeState {
         for (position, &task_id) in slot.in_flight.iter().enumerate().rev() {
             let Some(task) = self.tasks.get_mut(&task_id) else { continue };
             let started = position == 0 || task.nested;
-            task.worker = None;
-            task.expected_ns = 0;
-            task.nested = false;
             if !started {
                 task.attempts -= 1;
             }
-            if std::mem::take(&mut task.holds_resources) {
-                let options = task.options.clone();
-                self.free_resources_of(&options);
-            }
+            self.take_back(task_id, worker);
             let Some(task) = self.tasks.get_mut(&task_id) else { continue };
             if self.stopped {
                 self.fail_task(task_id, Error::NodeStopped);
             } else if task.attempts <= task.options.max_retries {
                 self.ready.push_front(task_id);
             } else {
-                let error = Error::WorkerDied { function: task.function.to_string(), pid, attempts: task.attempts };
+                let error = Error::WorkerDied {
+                    function: task.function.to_string(),
+                    pid,
+                    attempts: task.attempts,
+                    cause: death.cause.clone(),
+                    stderr: death.stderr.clone(),
+                };
                 self.fail_task(task_id, error);
             }
         }
@@ -1037,7 +1077,7 @@ mod tests {
         assert_eq!(state.workers[&0].in_flight, [task]);
         assert!(matches!(state.objects[&out].state, ObjectState::Pending));
         // The worker dies: its allocation is reclaimed and the task requeued.
-        state.worker_lost(0, 1000);
+        state.worker_lost(0, 1000, &Death::default());
         assert_eq!(state.allocator.allocations(), 0);
         assert_eq!(state.ready, [task]);
     }
@@ -1050,7 +1090,7 @@ mod tests {
         let (second, _) = submit(&mut state, once);
         state.dispatch(&mut Outbox::new());
         assert_eq!(state.workers[&0].in_flight, [first, second], "both pipelined to the one worker");
-        state.worker_lost(0, 1000);
+        state.worker_lost(0, 1000, &Death::default());
         assert!(
             matches!(&state.objects[&first_out].state, ObjectState::Failed(e) if matches!(**e, Error::WorkerDied { attempts: 1, .. }))
         );
