@@ -21,6 +21,8 @@ pub struct Config {
     pub(crate) socket_dir: Option<PathBuf>,
     pub(crate) max_workers: Option<usize>,
     pub(crate) resources: Vec<(String, f64)>,
+    pub(crate) spill: bool,
+    pub(crate) spill_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -37,6 +39,8 @@ impl Default for Config {
             socket_dir: None,
             max_workers: None,
             resources: Vec::new(),
+            spill: true,
+            spill_dir: None,
         }
     }
 }
@@ -120,6 +124,24 @@ impl Config {
         let name = name.into();
         self.resources.retain(|(n, _)| *n != name);
         self.resources.push((name, amount.max(0.0)));
+        self
+    }
+
+    /// Directory under which the node creates its private spill directory
+    /// (default: the system temp dir, `$TMPDIR` or `/tmp`). When the store
+    /// cannot fit a new object, sealed objects no one reads in place are
+    /// written there and read back, transparently, when a `get`, a view or
+    /// a task needs them. Spill files have no names (they are unlinked when
+    /// made), so they never outlive the node, even one killed with `kill -9`.
+    pub fn spill_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.spill_dir = Some(dir.into());
+        self
+    }
+
+    /// Whether to spill at all (default `true`). With `false`, a full
+    /// store is [`Error::ObjectStoreFull`](crate::Error::ObjectStoreFull).
+    pub fn spill(mut self, spill: bool) -> Self {
+        self.spill = spill;
         self
     }
 

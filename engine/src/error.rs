@@ -41,10 +41,10 @@ pub enum Error {
     /// A bounded wait ran out.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
-    /// The object store cannot hold the object, even after freeing everything
-    /// no one references.
+    /// The object store cannot hold the object, even after spilling every
+    /// object that may be spilled (what no one references is freed already).
     #[error(
-        "object store full: {requested} bytes requested, {free} of {capacity} bytes free (largest free block {largest_free})"
+        "object store full: {requested} bytes requested, {free} of {capacity} bytes free (largest free block {largest_free}), {pinned} bytes pinned by readers and running tasks"
     )]
     ObjectStoreFull {
         /// Bytes the object needs.
@@ -55,6 +55,10 @@ pub enum Error {
         free: u64,
         /// Largest contiguous free block.
         largest_free: u64,
+        /// Bytes of objects that could not be spilled: read in place (a
+        /// view, a `get` in progress), arguments of running tasks, held by
+        /// a worker process.
+        pinned: u64,
     },
     /// The object was written as another type than the one it is read as.
     #[error("type mismatch: {detail}")]
@@ -114,7 +118,7 @@ impl From<shoal_store::StoreError> for Error {
     fn from(e: shoal_store::StoreError) -> Self {
         match e {
             shoal_store::StoreError::Full { requested, capacity, free, largest_free } => {
-                Error::ObjectStoreFull { requested, capacity, free, largest_free }
+                Error::ObjectStoreFull { requested, capacity, free, largest_free, pinned: 0 }
             }
             // The host could not back the whole store: what is reserved is all
             // there is.
@@ -123,6 +127,7 @@ impl From<shoal_store::StoreError> for Error {
                 capacity: reserved,
                 free: 0,
                 largest_free: 0,
+                pinned: 0,
             },
             other => Error::Serialization(other.to_string()),
         }

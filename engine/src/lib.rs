@@ -324,6 +324,66 @@ impl Shoal {
     pub fn object_count(&self) -> usize {
         self.node.lock().objects.len()
     }
+
+    /// The object store's figures now: use, spill files, and what was
+    /// spilled and read back since the node started.
+    ///
+    /// ```no_run
+    /// # fn main() -> shoal::Result<()> {
+    /// let node = shoal::init(shoal::Config::default().store_bytes(256 << 20))?;
+    /// let parts: Vec<_> = (0..16).map(|i| shoal::put(ndarray::Array1::<f64>::from_elem(8 << 20, i as f64))).collect::<Result<_, _>>()?;
+    /// let stats = node.store_stats();
+    /// assert!(stats.spilled_objects > 0, "1 GiB does not fit in 256 MiB");
+    /// assert_eq!(shoal::get(&parts[0])?[0], 0.0); // read back from disk
+    /// # drop(parts); Ok(()) }
+    /// ```
+    pub fn store_stats(&self) -> StoreStats {
+        let state = self.node.lock();
+        let totals = state.spill.totals;
+        StoreStats {
+            capacity: state.allocator.capacity(),
+            used_bytes: state.allocator.capacity() - state.allocator.free_bytes(),
+            objects: state.objects.len(),
+            spilled_objects: state.spill.spilled_objects,
+            spilled_bytes: state.spill.spilled_bytes,
+            spill_files: state.spill.open_files(),
+            spill_file_bytes: state.spill.file_bytes,
+            total_spilled_objects: totals.spilled_objects,
+            total_spilled_bytes: totals.spilled_bytes,
+            total_restored_objects: totals.restored_objects,
+            total_restored_bytes: totals.restored_bytes,
+        }
+    }
+}
+
+/// Figures of a node's object store ([`Shoal::store_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreStats {
+    /// Size of the shared-memory arena.
+    pub capacity: u64,
+    /// Arena bytes allocated now.
+    pub used_bytes: u64,
+    /// Objects the node tracks (pending, in memory, spilled).
+    pub objects: usize,
+    /// Objects whose only copy is on disk now, and their bytes.
+    pub spilled_objects: usize,
+    /// Bytes of those objects.
+    pub spilled_bytes: u64,
+    /// Spill files open now and their bytes (a file goes when the last
+    /// object in it is freed; objects read back keep their copy, so
+    /// spilling them again writes nothing).
+    pub spill_files: usize,
+    /// Bytes of the spill files open now.
+    pub spill_file_bytes: u64,
+    /// Objects and bytes written to spill files since the node started.
+    pub total_spilled_objects: u64,
+    /// Bytes written to spill files since the node started.
+    pub total_spilled_bytes: u64,
+    /// Objects and bytes read back from them.
+    pub total_restored_objects: u64,
+    /// Bytes read back from spill files since the node started.
+    pub total_restored_bytes: u64,
 }
 
 impl Drop for Shoal {
@@ -549,9 +609,15 @@ fn read<V: Value>(handle_of: &ObjectRef<impl Sized>, written_as: u64, timeout: O
     let _scope = DecodeScope::enter(current, Precounted::new(precounted));
     match state {
         ObjectState::Inline(bytes) => Ok(shoal_store::decode(&bytes, written_as)?),
-        ObjectState::Arena { offset, len } => read_in_place(&handle.runtime, offset, len, written_as, handle.clone()),
+        ObjectState::Arena { offset, len } => {
+            // `wait_sealed` pinned it: it stays in the arena while read in place.
+            let keepalive = Arc::new((handle.clone(), node::Pin::new(node, handle.id)));
+            read_in_place(&handle.runtime, offset, len, written_as, keepalive)
+        }
         ObjectState::Failed(e) => Err(*e),
-        ObjectState::Pending => unreachable!("wait_sealed returns sealed states"),
+        ObjectState::Pending | ObjectState::Spilled { .. } => {
+            unreachable!("wait_sealed returns sealed states in memory")
+        }
     }
 }
 

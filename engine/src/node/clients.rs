@@ -99,7 +99,9 @@ impl NodeState {
                 ObjectState::Inline(bytes) => (ObjectData::Inline(bytes.to_vec()), entry.contained.clone()),
                 &ObjectState::Arena { offset, len } => (ObjectData::Arena { offset, len }, entry.contained.clone()),
                 ObjectState::Failed(e) => (ObjectData::Failed((**e).clone()), Vec::new()),
-                ObjectState::Pending => unreachable!("replies are for sealed objects"),
+                ObjectState::Pending | ObjectState::Spilled { .. } => {
+                    unreachable!("replies are for sealed objects in memory")
+                }
             },
         };
         contained.retain(|&c| self.worker_ref(worker, true, c));
@@ -114,6 +116,13 @@ impl NodeState {
     /// else parked until it is. `task` is set when the client's task thread
     /// asks, blocked inside that task.
     pub fn client_get(&mut self, worker: usize, request: u64, id: u64, task: Option<u64>) {
+        if let Some(entry) = self.objects.get_mut(&id).filter(|e| matches!(e.state, ObjectState::Spilled { .. })) {
+            // Answered once the restore thread has read it back.
+            entry.watchers.push((worker, request));
+            self.want_back(id);
+            self.park(worker, request, ParkedKind::Get(id), task);
+            return;
+        }
         if !self.is_pending(id) {
             let reply = self.object_reply(worker, request, id);
             self.replies.push((worker, reply));
@@ -228,9 +237,15 @@ impl NodeState {
                 ToClient::Ready { request, positions: self.ready_positions(&ids, limit) }
             }
         };
-        let parked = self.parked.remove(&key).expect("present");
-        self.unpark(worker, request, &parked);
-        self.replies.push((worker, reply));
+        self.answer_parked(worker, request, reply);
+    }
+
+    /// Answer parked request `request` of `worker` with `reply`.
+    pub(super) fn answer_parked(&mut self, worker: usize, request: u64, reply: ToClient) {
+        if let Some(parked) = self.parked.remove(&(worker, request)) {
+            self.unpark(worker, request, &parked);
+            self.replies.push((worker, reply));
+        }
     }
 
     /// Client `worker` stopped waiting for `request`.

@@ -14,6 +14,8 @@
 mod clients;
 mod conn;
 mod pool;
+mod room;
+mod spill;
 pub(crate) mod state;
 
 use std::path::{Path, PathBuf};
@@ -81,6 +83,10 @@ impl Drop for Helping<'_> {
 /// Longest a reader thread stands aside for a waiter reading its socket.
 const HELPED_PARK: Duration = Duration::from_micros(200);
 
+/// How long an allocation waits for tasks to unpin what it could spill,
+/// when nothing else can make room, before it is `ObjectStoreFull`.
+const FULL_WAIT: Duration = Duration::from_secs(10);
+
 /// How long `init` waits for every worker to finish its handshake.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -112,11 +118,14 @@ pub(crate) struct Node {
     refusals: Mutex<Vec<Error>>,
     supervisor: Mutex<Option<(Sender<SupervisorCmd>, JoinHandle<()>)>>,
     listener: Mutex<Option<JoinHandle<()>>>,
+    spill_dir: spill::SpillDir,
+    /// Spilled objects that tasks or clients wait for, to the restore thread.
+    restorer: Mutex<Option<Sender<u64>>>,
 }
 
 /// A private directory for this node's socket, under `base/shoal-<uid>/`.
 /// Directories left by nodes whose process is gone are removed on the way.
-fn make_socket_dir(base: &Path) -> std::io::Result<PathBuf> {
+fn make_private_dir(base: &Path, prefix: &str) -> std::io::Result<PathBuf> {
     let parent = base.join(format!("shoal-{}", nix::unistd::geteuid().as_raw()));
     shoal_ipc::peer::create_private_dir(&parent)?;
     if let Ok(entries) = std::fs::read_dir(&parent) {
@@ -124,7 +133,8 @@ fn make_socket_dir(base: &Path) -> std::io::Result<PathBuf> {
             let name = entry.file_name();
             let pid = name
                 .to_str()
-                .and_then(|n| n.strip_prefix("node-"))
+                .and_then(|n| n.strip_prefix(prefix))
+                .and_then(|n| n.strip_prefix('-'))
                 .and_then(|n| n.split('-').next())
                 .and_then(|p| p.parse::<i32>().ok());
             if let Some(pid) = pid {
@@ -136,10 +146,52 @@ fn make_socket_dir(base: &Path) -> std::io::Result<PathBuf> {
         }
     }
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let dir = parent.join(format!("node-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
+    let dir = parent.join(format!("{prefix}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
     let _ = std::fs::remove_dir_all(&dir);
     shoal_ipc::peer::create_private_dir(&dir)?;
     Ok(dir)
+}
+
+/// One pin of an object read in place in this process (see
+/// `ObjectEntry::pins`), taken by [`Node::wait_sealed`]; dropping it unpins.
+pub(crate) struct Pin {
+    node: Arc<Node>,
+    id: u64,
+}
+
+impl Pin {
+    /// Adopt the pin `wait_sealed` took on `id` for the caller.
+    pub(crate) fn new(node: Arc<Node>, id: u64) -> Pin {
+        Pin { node, id }
+    }
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        self.node.unpin(self.id);
+    }
+}
+
+/// The restore thread: reads back the spilled objects that ready tasks and
+/// clients' `get`s wait for, then dispatches. A failed read fails them (see
+/// `NodeState::finish_restore`). Ends with the node.
+fn restore_wanted(node: std::sync::Weak<Node>, wanted: crossbeam_channel::Receiver<u64>) {
+    while let Ok(id) = wanted.recv() {
+        let Some(node) = node.upgrade() else { return };
+        let still_wanted = {
+            let mut state = node.lock();
+            state.spill.requested.remove(&id);
+            state.waits_for(id)
+        };
+        if !still_wanted {
+            // Its task ran meanwhile; others may want their turn.
+            node.change_and_dispatch(|_| ());
+            continue;
+        }
+        if let Err(e) = node.restore(id) {
+            tracing::warn!("cannot read spilled object {id} back: {e}");
+        }
+    }
 }
 
 impl Node {
@@ -153,7 +205,10 @@ impl Node {
             .or_else(|| std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).filter(|p| p.is_dir()))
             .unwrap_or_else(std::env::temp_dir);
         let startup = |e: std::io::Error| Error::WorkerStartup(format!("socket directory: {e}"));
-        let socket_dir = make_socket_dir(&base).map_err(startup)?;
+        let socket_dir = make_private_dir(&base, "node").map_err(startup)?;
+        let spill_base = config.spill_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let spill_dir = make_private_dir(&spill_base, "spill")
+            .map_err(|e| Error::WorkerStartup(format!("spill directory under {}: {e}", spill_base.display())))?;
         let socket_path = socket_dir.join("node.sock");
         let listener = std::os::unix::net::UnixListener::bind(&socket_path).map_err(startup)?;
         let mut table: Vec<String> = code.names.iter().map(|n| n.to_string()).collect();
@@ -192,6 +247,8 @@ impl Node {
             refusals: Mutex::new(Vec::new()),
             supervisor: Mutex::new(None),
             listener: Mutex::new(None),
+            spill_dir: spill::SpillDir::new(spill_dir),
+            restorer: Mutex::new(None),
             config,
         });
         if let Err(e) = node.start_threads(listener) {
@@ -219,6 +276,13 @@ impl Node {
             self.arena.skip_reservation();
         }
         let node = self;
+        let (restore_tx, restore_rx) = crossbeam_channel::unbounded();
+        let restore_node = Arc::downgrade(node);
+        std::thread::Builder::new()
+            .name("shoal-restore".into())
+            .spawn(move || restore_wanted(restore_node, restore_rx))
+            .map_err(spawn_error)?;
+        *node.restorer.lock().expect("fresh lock") = Some(restore_tx);
         let listen_node = node.clone();
         let listener = std::thread::Builder::new()
             .name("shoal-listener".into())
@@ -391,6 +455,14 @@ impl Node {
     fn dispatch_locked(&self, state: &mut NodeState) -> Vec<Arc<WorkerConn>> {
         let mut outbox = Outbox::new();
         state.dispatch(&mut outbox);
+        if !state.spill.wanted.is_empty() {
+            let wanted = std::mem::take(&mut state.spill.wanted);
+            if let Some(tx) = &*self.restorer.lock().unwrap_or_else(|e| e.into_inner()) {
+                for id in wanted {
+                    let _ = tx.send(id);
+                }
+            }
+        }
         let spawn = std::mem::take(&mut state.spawn_wanted);
         if spawn > 0 {
             if let Some((tx, _)) = &*self.supervisor.lock().unwrap_or_else(|e| e.into_inner()) {
@@ -472,6 +544,133 @@ impl Node {
         !layout.has_buffers() && layout.total_len() <= self.config.inline_max
     }
 
+    /// An arena allocation of `len` bytes, for this process (`worker`
+    /// `None`) or for a worker's object (recorded as its unsealed
+    /// allocation). When the arena is full, objects are spilled to make room
+    /// (see `room.rs`): written out without the lock, in batches, and the
+    /// allocation tried again; when nothing more can be spilled, the error
+    /// is `ObjectStoreFull` naming what is pinned.
+    pub(crate) fn allocate(&self, len: u64, worker: Option<usize>) -> Result<u64> {
+        let mut state = self.lock();
+        let mut give_up = None;
+        loop {
+            let full = match worker {
+                Some(worker) => state.allocate_for(worker, len),
+                None => state.allocator.allocate(len).map_err(Error::from),
+            };
+            let full = match full {
+                Ok(offset) => return Ok(offset),
+                Err(Error::ObjectStoreFull { requested, capacity, free, largest_free, .. }) => {
+                    Error::ObjectStoreFull { requested, capacity, free, largest_free, pinned: 0 }
+                }
+                Err(other) => return Err(other),
+            };
+            if len > state.allocator.capacity() || !self.config.spill {
+                return Err(full);
+            }
+            let (evicted, batch) = state.make_room(len);
+            if batch.is_empty() {
+                if evicted > 0 {
+                    continue;
+                }
+                if state.spill.batches_in_flight > 0 {
+                    // Another thread's spill may make room: wait for it.
+                    state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+                    continue;
+                }
+                // Tasks out at workers pin their arguments until they end
+                // (as plasma queues a create while the store is full).
+                let give_up = *give_up.get_or_insert_with(|| Instant::now() + FULL_WAIT);
+                let now = Instant::now();
+                if state.workers.values().any(|w| !w.in_flight.is_empty()) && now < give_up && !self.is_stopped() {
+                    let wait = (give_up - now).min(Duration::from_millis(50));
+                    state = self.changed.wait_timeout(state, wait).unwrap_or_else(|e| e.into_inner()).0;
+                    continue;
+                }
+                let Error::ObjectStoreFull { requested, capacity, free, largest_free, .. } = full else {
+                    unreachable!()
+                };
+                let pinned = state.pinned_bytes();
+                return Err(Error::ObjectStoreFull { requested, capacity, free, largest_free, pinned });
+            }
+            drop(state);
+            let file = self.write_batch(&batch);
+            state = self.lock();
+            state.finish_spill(&batch, file);
+            self.notify();
+        }
+    }
+
+    /// Write a batch of objects chosen to spill into a new spill file.
+    fn write_batch(&self, batch: &[room::Victim]) -> Option<Arc<std::fs::File>> {
+        let parts: Result<Vec<&[u8]>> = batch
+            .iter()
+            .map(|v| {
+                // SAFETY: (1) each victim is sealed, so no process writes its
+                // bytes; (2) `make_room` holds a reference to it and marks it
+                // as being written, so it is neither freed nor evicted (its
+                // allocation reused) until `finish_spill`, after the write.
+                unsafe { self.arena.bytes(v.offset, v.len) }.map_err(Error::from)
+            })
+            .collect();
+        let written = parts.map_err(|e| std::io::Error::other(e.to_string())).and_then(|parts| {
+            let file = self.spill_dir.new_file()?;
+            spill::write_parts(&file, &parts)?;
+            Ok(file)
+        });
+        match written {
+            Ok(file) => Some(Arc::new(file)),
+            Err(e) => {
+                tracing::error!("cannot spill to {}: {e}", self.spill_dir.path().display());
+                None
+            }
+        }
+    }
+
+    /// Read object `id` back into the arena if it is spilled (another
+    /// thread reading it back is waited for).
+    pub(crate) fn restore(&self, id: u64) -> Result<()> {
+        loop {
+            let mut state = self.lock();
+            let (file, pos, len) = match state.begin_restore(id) {
+                room::Restore::NotSpilled => return Ok(()),
+                room::Restore::InProgress => {
+                    drop(self.changed.wait(state).unwrap_or_else(|e| e.into_inner()));
+                    continue;
+                }
+                room::Restore::Read { file, pos, len } => (file, pos, len),
+            };
+            drop(state);
+            let restored = self.allocate(len, None).and_then(|offset| {
+                let read = self.arena.prepare(offset, len).map_err(Error::from).and_then(|()| {
+                    // SAFETY: `offset..offset+len` was just allocated to this
+                    // thread and no object refers to it until
+                    // `finish_restore` publishes it.
+                    let dst = unsafe { self.arena.bytes_mut(offset, len) }?;
+                    spill::read_at(&file, pos, dst)
+                        .map_err(|e| Error::Serialization(format!("reading spilled object {id} back: {e}")))
+                });
+                match read {
+                    Ok(()) => Ok(offset),
+                    Err(e) => {
+                        self.lock().allocator.free(offset);
+                        Err(e)
+                    }
+                }
+            });
+            let failed = restored.as_ref().err().cloned();
+            self.change_and_dispatch(|state| state.finish_restore(id, restored));
+            return failed.map_or(Ok(()), Err);
+        }
+    }
+
+    /// A reader of object `id` in place is done (see `ObjectEntry::pins`);
+    /// an allocation waiting for room may try again.
+    pub(crate) fn unpin(&self, id: u64) {
+        let _state = self.lock().unpin(id);
+        self.notify();
+    }
+
     /// Store an object of `layout` that `write` writes; returns its id with
     /// one reference (the caller's). On failure nothing stays allocated.
     pub(crate) fn put(&self, layout: Layout, write: impl FnOnce(&Layout, &mut [u8]) -> Result<()>) -> Result<u64> {
@@ -481,7 +680,7 @@ impl Node {
             return Ok(self.lock().new_object(ObjectState::Inline(bytes.into()), refs));
         }
         let len = layout.total_len() as u64;
-        let offset = self.lock().allocator.allocate(len)?;
+        let offset = self.allocate(len, None)?;
         let writing = match self.arena.prepare_write(offset, len) {
             Ok(writing) => writing,
             Err(e) => {
@@ -517,7 +716,7 @@ impl Node {
     /// Store an already encoded object (holding no arrays) in the arena.
     pub(crate) fn put_bytes(&self, bytes: &[u8], refs: Vec<u64>) -> Result<u64> {
         let len = bytes.len() as u64;
-        let offset = self.lock().allocator.allocate(len)?;
+        let offset = self.allocate(len, None)?;
         let written = self.arena.prepare(offset, len).map_err(Error::from).and_then(|()| {
             // SAFETY: as in `put`: the range was just allocated to this thread
             // and no id refers to it yet.
@@ -553,7 +752,9 @@ impl Node {
         outputs
     }
 
-    /// Wait until object `id` is sealed or failed; returns its state, and,
+    /// Wait until object `id` is sealed or failed (read back if it was
+    /// spilled); returns its state — an arena object pinned for the caller,
+    /// which unpins it when it no longer reads it in place — and,
     /// with `precount`, the objects it contains with one reference counted
     /// for the caller per entry (an id contained twice is listed, and
     /// counted, twice), in the order the object serialized them.
@@ -567,11 +768,21 @@ impl Node {
         let mut state = self.lock();
         let mut spun = false;
         loop {
+            if state.objects.get(&id).is_some_and(|e| matches!(e.state, ObjectState::Spilled { .. })) {
+                drop(state);
+                self.restore(id)?;
+                state = self.lock();
+                continue;
+            }
             match state.objects.get(&id) {
                 None => return Err(Error::ObjectNotFound(id)),
                 Some(entry) if !matches!(entry.state, ObjectState::Pending) => {
                     let sealed = entry.state.clone();
                     let mut counted = if precount { entry.contained.clone() } else { Vec::new() };
+                    if matches!(sealed, ObjectState::Arena { .. }) {
+                        // Read in place by the caller, which unpins it.
+                        state.pin(id);
+                    }
                     // Each is live (this object counts it), but only what was
                     // really counted is handed out.
                     counted.retain(|&c| state.add_ref(c));
@@ -678,6 +889,9 @@ impl Node {
             let _ = handle.join();
         }
         let _ = std::fs::remove_dir_all(&self.socket_dir);
+        // The files in it have no names: they go when the node's state does.
+        let _ = std::fs::remove_dir_all(self.spill_dir.path());
+        self.restorer.lock().unwrap_or_else(|e| e.into_inner()).take();
         self.arena.cancel_reservation();
     }
 }

@@ -542,7 +542,8 @@ fn handle(node: &Node, conn: &WorkerConn, msg: ToNode, dirty: &mut bool) -> Resu
             if std::mem::take(dirty) {
                 node.change_and_dispatch(|_| ());
             }
-            let mut result = node.lock().allocate_for(conn.id, size);
+            // May spill objects to make room (the lock is not held meanwhile).
+            let mut result = node.allocate(size, Some(conn.id));
             if let Ok(offset) = result {
                 if let Err(e) = node.arena().prepare(offset, size) {
                     node.lock().abandon(conn.id, offset);

@@ -31,6 +31,7 @@ use shoal_store::Allocator;
 
 use crate::error::Error;
 use crate::node::conn::{Outbox, WorkerConn};
+use crate::node::spill::SpillBook;
 use crate::options::TaskOptions;
 use crate::protocol::{ArgData, Execute, Placed, SubmitArg, ToClient};
 
@@ -95,6 +96,9 @@ pub(crate) enum ObjectState {
     Inline(Arc<[u8]>),
     /// A sealed object in the arena.
     Arena { offset: u64, len: u64 },
+    /// A sealed object of `len` bytes whose only copy is in a spill file
+    /// (`SpillBook::copies`); read back into the arena when needed.
+    Spilled { len: u64 },
     /// Its task failed (or one it depended on did).
     Failed(Box<Error>),
 }
@@ -112,6 +116,10 @@ pub(crate) struct ObjectEntry {
     pub watchers: Vec<(usize, u64)>,
     /// The task that produces it, while it is pending.
     pub producer: Option<u64>,
+    /// Readers of its arena bytes in place: the node's own threads reading
+    /// it (a driver `get`, a view), and dispatched tasks taking it as an
+    /// argument. A pinned object is never spilled.
+    pub pins: u32,
 }
 
 #[derive(Debug)]
@@ -133,6 +141,8 @@ pub(crate) struct Task {
     pub nested: bool,
     /// Holds its custom resources (while it is at a worker).
     pub holds_resources: bool,
+    /// Pins its arena arguments (while it is at a worker).
+    pub pins_args: bool,
 }
 
 /// Ancestors a task remembers; a deeper descendant is still run by a
@@ -288,6 +298,8 @@ pub(crate) struct NodeState {
     pub worker_cap: usize,
     pub spawn_pending: usize,
     pub spawn_wanted: usize,
+    /// Spill files and the objects in them (see `room.rs`).
+    pub spill: SpillBook,
 }
 
 impl NodeState {
@@ -323,6 +335,7 @@ impl NodeState {
             worker_cap,
             spawn_pending: 0,
             spawn_wanted: 0,
+            spill: SpillBook::default(),
         }
     }
 
@@ -344,8 +357,15 @@ impl NodeState {
     /// Record object `id` (new) with one reference.
     pub fn insert_object(&mut self, id: u64, state: ObjectState, contained: Vec<u64>) {
         let contained = self.count_contained(contained);
-        let entry =
-            ObjectEntry { refs: 1, state, dependents: Vec::new(), contained, watchers: Vec::new(), producer: None };
+        let entry = ObjectEntry {
+            refs: 1,
+            state,
+            dependents: Vec::new(),
+            contained,
+            watchers: Vec::new(),
+            producer: None,
+            pins: 0,
+        };
         self.objects.insert(id, entry);
     }
 
@@ -389,8 +409,18 @@ impl NodeState {
             return None;
         }
         let entry = self.objects.remove(&id).expect("present");
-        if let ObjectState::Arena { offset, .. } = entry.state {
-            self.allocator.free(offset);
+        match entry.state {
+            ObjectState::Arena { offset, .. } => {
+                self.allocator.free(offset);
+            }
+            ObjectState::Spilled { len } => {
+                self.spill.spilled_objects -= 1;
+                self.spill.spilled_bytes -= len;
+            }
+            _ => {}
+        }
+        if !self.spill.copies.is_empty() {
+            self.spill.drop_copy(id);
         }
         Some(entry.contained)
     }
@@ -488,6 +518,7 @@ impl NodeState {
             ancestors,
             nested: false,
             holds_resources: false,
+            pins_args: false,
         };
         self.tasks.insert(task_id, task);
         if let Some(error) = failed {
@@ -585,6 +616,9 @@ impl NodeState {
         if let Some(w) = task.worker {
             self.unreserve(w);
         }
+        if task.pins_args {
+            self.unpin_args(&task.args);
+        }
         if task.holds_resources {
             self.free_resources_of(&task.options);
         }
@@ -606,12 +640,77 @@ impl NodeState {
         task.nested = false;
         let wide = task.options.num_cpus > 1;
         let options = std::mem::take(&mut task.holds_resources).then(|| task.options.clone());
+        if std::mem::take(&mut task.pins_args) {
+            let args = std::mem::take(&mut task.args);
+            self.unpin_args(&args);
+            self.tasks.get_mut(&task_id).expect("present").args = args;
+        }
         if let Some(options) = options {
             self.free_resources_of(&options);
         }
         if wide {
             self.unreserve(worker);
         }
+    }
+
+    /// One reader more of `id`'s arena bytes (see `ObjectEntry::pins`).
+    pub fn pin(&mut self, id: u64) {
+        if let Some(entry) = self.objects.get_mut(&id) {
+            entry.pins += 1;
+        }
+    }
+
+    pub fn unpin(&mut self, id: u64) {
+        if let Some(entry) = self.objects.get_mut(&id) {
+            entry.pins = entry.pins.saturating_sub(1);
+        }
+    }
+
+    fn unpin_args(&mut self, args: &[ArgSpec]) {
+        for arg in args {
+            if let ArgSpec::Object { id, .. } = arg {
+                self.unpin(*id);
+            }
+        }
+    }
+
+    /// Whether any argument of ready task `task_id` is spilled; those are
+    /// wanted back (the restore thread reads them, then dispatches), a few
+    /// at a time: objects read back long before their task can run would
+    /// only push each other out again.
+    fn needs_restore(&mut self, task_id: u64) -> bool {
+        if self.spill.spilled_objects == 0 {
+            return false;
+        }
+        let spilled: Vec<u64> = self.tasks[&task_id]
+            .args
+            .iter()
+            .filter_map(|arg| match arg {
+                ArgSpec::Object { id, .. } => Some(*id),
+                ArgSpec::Inline { .. } => None,
+            })
+            .filter(|id| matches!(self.objects.get(id).map(|e| &e.state), Some(ObjectState::Spilled { .. })))
+            .collect();
+        for &id in &spilled {
+            if self.spill.requested.len() + self.spill.restoring.len() < RESTORES_AHEAD {
+                self.want_back(id);
+            }
+        }
+        !spilled.is_empty()
+    }
+
+    /// Hand spilled object `id` to the restore thread (once).
+    pub fn want_back(&mut self, id: u64) {
+        if self.spill.requested.insert(id) {
+            self.spill.wanted.push(id);
+        }
+    }
+
+    /// Whether a ready task or a parked `get` still waits for object `id`.
+    pub fn waits_for(&self, id: u64) -> bool {
+        let takes_it =
+            |t: &u64| self.tasks[t].args.iter().any(|a| matches!(a, ArgSpec::Object { id: arg, .. } if *arg == id));
+        self.objects.get(&id).is_some_and(|e| !e.watchers.is_empty()) || self.ready.iter().any(takes_it)
     }
 
     pub(super) fn unreserve(&mut self, worker: usize) {
@@ -819,10 +918,12 @@ impl NodeState {
         // each other wherever it ran.)
         for (worker, request, task_id) in std::mem::take(&mut self.run_first) {
             let Some(position) = self.ready.iter().take(MAX_SCAN).position(|&t| t == task_id) else { continue };
-            let task = &self.tasks[&task_id];
             let blocked_here =
                 self.workers.get(&worker).and_then(|s| s.blocked_in()).is_some_and(|l| l.parked == Some(request));
+            let restore = self.needs_restore(task_id);
+            let task = &self.tasks[&task_id];
             if !blocked_here
+                || restore
                 || used >= self.total_cpus
                 || task.options.num_cpus > 1
                 || !self.resources_free(&task.options)
@@ -839,6 +940,10 @@ impl NodeState {
         let mut skipped = 0;
         let mut starved = 0;
         while let Some(&task_id) = self.ready.get(position) {
+            if self.needs_restore(task_id) {
+                position += 1;
+                continue;
+            }
             let task = &self.tasks[&task_id];
             let cpus = task.options.num_cpus.max(1);
             let free = self.total_cpus.saturating_sub(used);
@@ -894,17 +999,25 @@ impl NodeState {
                 ArgSpec::Inline { bytes, fingerprint, .. } => {
                     ArgData::Inline { bytes: bytes.to_vec(), fingerprint: *fingerprint }
                 }
-                ArgSpec::Object { id, fingerprint } => match &self.objects[id].state {
-                    ObjectState::Inline(bytes) => ArgData::Inline { bytes: bytes.to_vec(), fingerprint: *fingerprint },
-                    ObjectState::Arena { offset, len } => {
-                        ArgData::Arena { id: *id, offset: *offset, len: *len, fingerprint: *fingerprint }
+                ArgSpec::Object { id, fingerprint } => {
+                    let entry = self.objects.get_mut(id).expect("arguments are pinned");
+                    // Every object argument is pinned while the task is out.
+                    entry.pins += 1;
+                    match &entry.state {
+                        ObjectState::Inline(bytes) => {
+                            ArgData::Inline { bytes: bytes.to_vec(), fingerprint: *fingerprint }
+                        }
+                        ObjectState::Arena { offset, len } => {
+                            ArgData::Arena { id: *id, offset: *offset, len: *len, fingerprint: *fingerprint }
+                        }
+                        ObjectState::Pending | ObjectState::Failed(_) | ObjectState::Spilled { .. } => {
+                            unreachable!("ready tasks are dispatched with sealed arguments in memory")
+                        }
                     }
-                    ObjectState::Pending | ObjectState::Failed(_) => {
-                        unreachable!("ready tasks have sealed arguments")
-                    }
-                },
+                }
             });
         }
+        task.pins_args = true;
         task.worker = Some(worker);
         task.attempts += 1;
         task.expected_ns = expected_ns;
@@ -1017,6 +1130,9 @@ impl NodeState {
 
 /// How long after an answer a worker's exchange counts as ongoing.
 const NESTED_EXCHANGE: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// Spilled arguments of ready tasks read back ahead of their dispatch.
+const RESTORES_AHEAD: usize = 2;
 
 /// Ready tasks looked at past the first that no worker takes, when some
 /// worker is blocked (the dispatch looks for tasks a blocked worker may run).
