@@ -133,6 +133,13 @@ impl Config {
     /// written there and read back, transparently, when a `get`, a view or
     /// a task needs them. Spill files have no names (they are unlinked when
     /// made), so they never outlive the node, even one killed with `kill -9`.
+    ///
+    /// ```no_run
+    /// # fn main() -> shoal::Result<()> {
+    /// let node = shoal::init(shoal::Config::default().store_bytes(1 << 30).spill_dir("/mnt/scratch"))?;
+    /// println!("{:?}", node.store_stats());
+    /// # Ok(()) }
+    /// ```
     pub fn spill_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.spill_dir = Some(dir.into());
         self

@@ -44,6 +44,17 @@ impl TaskOptions {
     /// function's answer), within the same `max_retries` as worker deaths:
     /// Ray's `retry_exceptions`. For functions that fail transiently (a
     /// flaky download). The last attempt's `TaskPanicked` is what `get` sees.
+    ///
+    /// ```no_run
+    /// #[shoal::remote]
+    /// fn fetch(url: String) -> usize { url.len() }
+    ///
+    /// # fn main() -> shoal::Result<()> {
+    /// let _node = shoal::init(shoal::Config::default())?;
+    /// let page = fetch::options().retry_panics(true).max_retries(5).remote("https://example.com".to_string());
+    /// assert_eq!(shoal::get(&page)?, 19);
+    /// # Ok(()) }
+    /// ```
     pub fn retry_panics(mut self, retry: bool) -> Self {
         self.retry_panics = retry;
         self

@@ -233,8 +233,11 @@ impl Drop for KillOnDrop {
 }
 
 #[test]
-fn kill_9_of_the_driver_leaves_no_worker_and_no_shared_memory() -> anyhow::Result<()> {
+fn kill_9_of_the_driver_leaves_no_worker_no_shared_memory_and_no_spill_file() -> anyhow::Result<()> {
+    let spill_base = TempDir(marker_path("kill-spill"));
+    std::fs::create_dir_all(&spill_base.0)?;
     let child = Command::new(env!("CARGO_BIN_EXE_kill_target"))
+        .arg(&spill_base.0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -270,9 +273,27 @@ fn kill_9_of_the_driver_leaves_no_worker_and_no_shared_memory() -> anyhow::Resul
         assert!(wait_until(GRACE, || !inodes_of(w).is_disjoint(&arena)), "worker {w} maps the driver's arena");
     }
 
+    let user_dir = spill_base.0.join(format!("shoal-{}", nix::unistd::geteuid().as_raw()));
+    let spill_dir = std::fs::read_dir(&user_dir)?.flatten().map(|e| e.path()).next().expect("a spill directory");
+    assert!(!spill_files_open(&spill_dir).is_empty(), "the driver has spill files open");
+
     kill(Pid::from_raw(driver_pid as i32), Signal::SIGKILL)?;
     let status = driver.0.wait()?;
     assert!(!status.success(), "the driver was killed: {status}");
+    let mut open = Vec::new();
+    let closed = wait_until(GRACE, || {
+        open = spill_files_open(&spill_dir);
+        open.is_empty()
+    });
+    assert!(closed, "spill files outlived kill -9 of their driver: {open:?}");
+    assert_eq!(std::fs::read_dir(&spill_dir)?.count(), 0, "no spill file has a name");
+    {
+        // The next node of the same user removes the empty directory.
+        let _serial = serial();
+        let node = shoal::init(config().spill_dir(&spill_base.0))?;
+        assert!(!spill_dir.exists(), "{} left after the next init", spill_dir.display());
+        drop(node);
+    }
 
     assert!(
         wait_until(GRACE, || all_gone(&workers)),
@@ -286,6 +307,24 @@ fn kill_9_of_the_driver_leaves_no_worker_and_no_shared_memory() -> anyhow::Resul
     });
     assert!(released, "the arena outlived kill -9 of its driver: {holders:?}");
     Ok(())
+}
+
+/// Descriptors of any process that point into `dir` (unlinked spill files
+/// read as `<dir>/#123 (deleted)` or `<dir>/spill-0 (deleted)`).
+fn spill_files_open(dir: &std::path::Path) -> Vec<String> {
+    let prefix = dir.to_string_lossy().into_owned();
+    let mut open = Vec::new();
+    for proc_entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        for fd in std::fs::read_dir(proc_entry.path().join("fd")).into_iter().flatten().flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path()) {
+                let target = target.to_string_lossy().into_owned();
+                if target.starts_with(&prefix) {
+                    open.push(format!("{}: {target}", fd.path().display()));
+                }
+            }
+        }
+    }
+    open
 }
 
 fn marker_path(tag: &str) -> PathBuf {

@@ -13,12 +13,15 @@ use shoal::{Error, ObjectRef, SharedArray};
 
 const MIB: usize = 1 << 20;
 
+/// The file's node, with spilling off: these tests are about what a full
+/// store does (`store_spill.rs` tests spilling).
 fn node() -> (&'static shoal::Shoal, MutexGuard<'static, ()>) {
     static NODE: OnceLock<shoal::Shoal> = OnceLock::new();
     static SERIAL: Mutex<()> = Mutex::new(());
     let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let node =
-        NODE.get_or_init(|| shoal::init(shoal::Config::default().workers(2).store_bytes(256 << 20)).expect("node"));
+    let node = NODE.get_or_init(|| {
+        shoal::init(shoal::Config::default().workers(2).store_bytes(256 << 20).spill(false)).expect("node")
+    });
     (node, guard)
 }
 

@@ -212,3 +212,20 @@ fn spilling_off_gives_object_store_full() -> anyhow::Result<()> {
     drop(refs);
     Ok(())
 }
+
+#[test]
+fn small_objects_are_spilled_together_into_few_files() -> anyhow::Result<()> {
+    let _serial = serial();
+    let base = SpillBase::new("small");
+    let node = node(&base)?;
+    // 2 000 arrays of 256 KiB (above the inline limit, so in the arena): 500 MiB.
+    let small: Vec<_> =
+        (0..2000).map(|i| shoal::put(Array1::from_elem(32 << 10, i as f64))).collect::<Result<_, _>>()?;
+    let stats = node.store_stats();
+    assert!(stats.spilled_objects >= 1000, "{stats:?}");
+    assert!(stats.spill_files * 100 <= stats.spilled_objects, "at least 100 objects to a file: {stats:?}");
+    for (i, r) in small.iter().enumerate().step_by(97) {
+        assert_eq!(shoal::get(r)?[100], i as f64);
+    }
+    Ok(())
+}

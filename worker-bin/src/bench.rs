@@ -111,6 +111,15 @@ const GROUPS: &[Group] = &[
     Group { metrics: &["machine memcpy gigabytes", "machine memcpy gigabytes all cores"], run: machine_memcpy },
     Group { metrics: &["init cpu seconds", "idle node rss"], run: idle_node },
     Group { metrics: &["cold put gigabytes"], run: cold_put },
+    Group {
+        metrics: &[
+            "machine disk write gigabytes",
+            "machine disk write and sync gigabytes",
+            "spill gigabytes",
+            "restore gigabytes",
+        ],
+        run: spill,
+    },
     Group { metrics: &["machine unix socket ping-pong"], run: machine_ping_pong },
     Group { metrics: &["machine worker start"], run: machine_process_start },
     Group { metrics: &["init to first result", "shutdown"], run: init_and_shutdown },
@@ -312,6 +321,74 @@ fn cold_put(bench: &mut Bench) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Spilling 1 GiB against the disk (`shoal bench-probe spill`, a fresh
+/// process each time): writing 1 GiB in 64 MiB writes to an unlinked file
+/// in the temp dir, as spill files are written (through the page cache, no
+/// sync), then the same with a sync at the end; then sixteen 64 MiB arrays
+/// put into a 256 MiB store (the bytes spilled over the time of the puts),
+/// and read back in place one after another (the bytes read back over the
+/// time of the reads).
+fn spill(_: &mut Bench) -> anyhow::Result<()> {
+    let mut figures: Vec<[f64; 4]> = Vec::new();
+    measure(|| {
+        let out = probe(&["spill"])?;
+        let [disk, synced, spill, restore] = out[..] else { anyhow::bail!("bench-probe spill printed {out:?}") };
+        figures.push([disk, synced, spill, restore]);
+        Ok(spill)
+    })?;
+    let names = [
+        "machine disk write gigabytes",
+        "machine disk write and sync gigabytes",
+        "spill gigabytes",
+        "restore gigabytes",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        let samples: Vec<f64> = figures[1..].iter().map(|f| f[i]).collect();
+        report(name, &samples, "GB/s");
+    }
+    Ok(())
+}
+
+/// The child side of [`spill`].
+fn spill_probe() -> anyhow::Result<()> {
+    use std::io::Write;
+    const PART: usize = 64 << 20;
+    const PARTS: usize = 16;
+    let chunk = vec![1u8; PART];
+    let mut disk = Vec::new();
+    for sync in [false, true] {
+        let dir = std::env::temp_dir();
+        let path = dir.join(format!("shoal-bench-disk-{}", std::process::id()));
+        let mut file = std::fs::File::create(&path)?;
+        std::fs::remove_file(&path)?;
+        let t = Instant::now();
+        for _ in 0..PARTS {
+            file.write_all(&chunk)?;
+        }
+        if sync {
+            file.sync_data()?;
+        }
+        disk.push((PART * PARTS) as f64 / t.elapsed().as_secs_f64() / 1e9);
+    }
+    drop(chunk);
+    let node = shoal::init(shoal::Config::default().store_bytes(256 << 20))?;
+    let array = Array1::from_elem(PART / 8, 2.5f64);
+    let t = Instant::now();
+    let refs: Vec<_> = (0..PARTS).map(|_| shoal::put_array(&array)).collect::<Result<_, _>>()?;
+    let spill_secs = t.elapsed().as_secs_f64();
+    let spilled = node.store_stats().total_spilled_bytes;
+    ensure!(spilled >= 12 * PART as u64, "only {spilled} bytes spilled");
+    let t = Instant::now();
+    for r in &refs {
+        ensure!(shoal::get_shared(r)?.as_slice()[PART / 16] == 2.5, "wrong value read back");
+    }
+    let restore_secs = t.elapsed().as_secs_f64();
+    let restored = node.store_stats().total_restored_bytes;
+    println!("{} {} {} {}", disk[0], disk[1], spilled as f64 / spill_secs / 1e9, restored as f64 / restore_secs / 1e9);
+    drop((refs, node));
+    Ok(())
+}
+
 /// Run `shoal bench-probe ARGS…` and parse the numbers it prints.
 fn probe(args: &[&str]) -> anyhow::Result<Vec<f64>> {
     let out = Command::new(std::env::current_exe()?).arg("bench-probe").args(args).stderr(Stdio::inherit()).output()?;
@@ -319,7 +396,8 @@ fn probe(args: &[&str]) -> anyhow::Result<Vec<f64>> {
     String::from_utf8(out.stdout)?.split_whitespace().map(|w| Ok(w.parse::<f64>()?)).collect()
 }
 
-/// The child side of [`idle_node`] (`idle`) and [`cold_put`] (`cold-put MB`).
+/// The child side of [`idle_node`] (`idle`), [`cold_put`] (`cold-put MB`)
+/// and [`spill`] (`spill`).
 pub fn probe_child(what: &str, mb: Option<usize>) -> anyhow::Result<()> {
     match what {
         "idle" => {
@@ -342,6 +420,7 @@ pub fn probe_child(what: &str, mb: Option<usize>) -> anyhow::Result<()> {
             println!("{}", len as f64 * 8.0 / secs / 1e9);
             drop((r, node));
         }
+        "spill" => spill_probe()?,
         other => anyhow::bail!("unknown probe {other:?}"),
     }
     Ok(())

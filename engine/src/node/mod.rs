@@ -121,6 +121,8 @@ pub(crate) struct Node {
     spill_dir: spill::SpillDir,
     /// Spilled objects that tasks or clients wait for, to the restore thread.
     restorer: Mutex<Option<Sender<u64>>>,
+    /// Allocations waiting for readers to unpin (an unpin wakes them).
+    room_waiters: AtomicUsize,
 }
 
 /// A private directory for this node's socket, under `base/shoal-<uid>/`.
@@ -249,6 +251,7 @@ impl Node {
             listener: Mutex::new(None),
             spill_dir: spill::SpillDir::new(spill_dir),
             restorer: Mutex::new(None),
+            room_waiters: AtomicUsize::new(0),
             config,
         });
         if let Err(e) = node.start_threads(listener) {
@@ -584,7 +587,9 @@ impl Node {
                 let now = Instant::now();
                 if state.workers.values().any(|w| !w.in_flight.is_empty()) && now < give_up && !self.is_stopped() {
                     let wait = (give_up - now).min(Duration::from_millis(50));
+                    self.room_waiters.fetch_add(1, Ordering::AcqRel);
                     state = self.changed.wait_timeout(state, wait).unwrap_or_else(|e| e.into_inner()).0;
+                    self.room_waiters.fetch_sub(1, Ordering::AcqRel);
                     continue;
                 }
                 let Error::ObjectStoreFull { requested, capacity, free, largest_free, .. } = full else {
@@ -667,8 +672,10 @@ impl Node {
     /// A reader of object `id` in place is done (see `ObjectEntry::pins`);
     /// an allocation waiting for room may try again.
     pub(crate) fn unpin(&self, id: u64) {
-        let _state = self.lock().unpin(id);
-        self.notify();
+        self.lock().unpin(id);
+        if self.room_waiters.load(Ordering::Acquire) > 0 {
+            self.notify();
+        }
     }
 
     /// Store an object of `layout` that `write` writes; returns its id with
@@ -768,21 +775,21 @@ impl Node {
         let mut state = self.lock();
         let mut spun = false;
         loop {
-            if state.objects.get(&id).is_some_and(|e| matches!(e.state, ObjectState::Spilled { .. })) {
-                drop(state);
-                self.restore(id)?;
-                state = self.lock();
-                continue;
-            }
-            match state.objects.get(&id) {
+            match state.objects.get_mut(&id) {
                 None => return Err(Error::ObjectNotFound(id)),
+                Some(entry) if matches!(entry.state, ObjectState::Spilled { .. }) => {
+                    drop(state);
+                    self.restore(id)?;
+                    state = self.lock();
+                    continue;
+                }
                 Some(entry) if !matches!(entry.state, ObjectState::Pending) => {
                     let sealed = entry.state.clone();
-                    let mut counted = if precount { entry.contained.clone() } else { Vec::new() };
                     if matches!(sealed, ObjectState::Arena { .. }) {
                         // Read in place by the caller, which unpins it.
-                        state.pin(id);
+                        entry.pins += 1;
                     }
+                    let mut counted = if precount { entry.contained.clone() } else { Vec::new() };
                     // Each is live (this object counts it), but only what was
                     // really counted is handed out.
                     counted.retain(|&c| state.add_ref(c));

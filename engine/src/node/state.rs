@@ -653,13 +653,7 @@ impl NodeState {
         }
     }
 
-    /// One reader more of `id`'s arena bytes (see `ObjectEntry::pins`).
-    pub fn pin(&mut self, id: u64) {
-        if let Some(entry) = self.objects.get_mut(&id) {
-            entry.pins += 1;
-        }
-    }
-
+    /// One reader fewer of `id`'s arena bytes (see `ObjectEntry::pins`).
     pub fn unpin(&mut self, id: u64) {
         if let Some(entry) = self.objects.get_mut(&id) {
             entry.pins = entry.pins.saturating_sub(1);
