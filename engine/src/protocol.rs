@@ -327,14 +327,7 @@ mod tests {
                     })
             },
         );
-        (
-            ".{0,20}",
-            options,
-            prop::collection::vec(arg, 0..4),
-            ids(),
-            any::<Option<u64>>(),
-            prop::option::of(error()),
-        )
+        (".{0,20}", options, prop::collection::vec(arg, 0..4), ids(), any::<Option<u64>>(), prop::option::of(error()))
             .prop_map(|(function, options, args, outputs, parent, failed)| Submit {
                 function,
                 options,
@@ -355,8 +348,11 @@ mod tests {
                 .prop_map(|(task, outputs, elapsed_ns)| ToNode::TaskDone { task, outputs, elapsed_ns }),
             submit().prop_map(ToNode::Submit),
             (any::<u64>(), placed()).prop_map(|(id, placed)| ToNode::Put { id, placed }),
-            (any::<u64>(), any::<u64>(), any::<Option<u64>>())
-                .prop_map(|(request, id, task)| ToNode::Get { request, id, task }),
+            (any::<u64>(), any::<u64>(), any::<Option<u64>>()).prop_map(|(request, id, task)| ToNode::Get {
+                request,
+                id,
+                task
+            }),
             (any::<u64>(), ids(), any::<u32>(), any::<u32>(), any::<Option<u64>>())
                 .prop_map(|(request, ids, num, limit, task)| ToNode::Wait { request, ids, num, limit, task }),
             any::<u64>().prop_map(|request| ToNode::Forget { request }),
@@ -376,9 +372,8 @@ mod tests {
             error().prop_map(ObjectData::Failed),
         ];
         prop_oneof![
-            (any::<u64>(), ".{0,20}", prop::collection::vec(arg, 0..4), any::<Option<u64>>()).prop_map(
-                |(task, function, args, nested)| ToClient::Execute(Execute { task, function, args, nested })
-            ),
+            (any::<u64>(), ".{0,20}", prop::collection::vec(arg, 0..4), any::<Option<u64>>())
+                .prop_map(|(task, function, args, nested)| ToClient::Execute(Execute { task, function, args, nested })),
             (any::<u64>(), prop_oneof![any::<u64>().prop_map(Ok), error().prop_map(Err)])
                 .prop_map(|(request, result)| ToClient::Allocated { request, result }),
             (any::<u64>(), data, ids()).prop_map(|(request, data, contained)| ToClient::Object {

@@ -16,7 +16,9 @@ use ndarray::{Array1, Array2, ArrayD, Ix1, Ix2, IxDyn};
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 use shoal_store::format::HEADER_LEN;
-use shoal_store::{DecodeError, SharedArray, decode, decode_in_place, decode_owned_array, encode, read_type_fingerprint};
+use shoal_store::{
+    DecodeError, SharedArray, decode, decode_in_place, decode_owned_array, encode, read_type_fingerprint,
+};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Record {
@@ -58,9 +60,8 @@ fn record() -> impl Strategy<Value = Record> {
         prop::collection::vec(prop::collection::vec(any::<u8>(), 0..100).prop_map(Array1::from), 0..3),
         0..3,
     );
-    (".{0,24}", weights, flags, tensor, extra, (any::<i128>(), any::<Option<char>>())).prop_map(
-        |(name, weights, flags, tensor, extra, tail)| Record { name, weights, flags, tensor, extra, tail },
-    )
+    (".{0,24}", weights, flags, tensor, extra, (any::<i128>(), any::<Option<char>>()))
+        .prop_map(|(name, weights, flags, tensor, extra, tail)| Record { name, weights, flags, tensor, extra, tail })
 }
 
 /// `f32` NaNs compare unequal: compare the bits.

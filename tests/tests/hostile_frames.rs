@@ -193,8 +193,7 @@ impl Hostile {
         let stream = UnixStream::connect(node().socket_path()).expect("connect to the node socket");
         stream.set_read_timeout(Some(PATIENCE)).expect("read timeout");
         stream.set_write_timeout(Some(PATIENCE)).expect("write timeout");
-        let mut table: Vec<String> =
-            shoal::__private::REMOTE_FUNCTIONS.iter().map(|f| f.name.to_string()).collect();
+        let mut table: Vec<String> = shoal::__private::REMOTE_FUNCTIONS.iter().map(|f| f.name.to_string()).collect();
         table.sort();
         table.dedup();
         let hello = Hello {
@@ -243,7 +242,9 @@ impl Hostile {
             match self.reader.read::<ToClient>() {
                 Ok(ToClient::Execute(_) | ToClient::Shutdown) => continue,
                 Ok(reply) => return Some(reply),
-                Err(shoal_ipc::FrameError::Io(e)) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                Err(shoal_ipc::FrameError::Io(e))
+                    if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+                {
                     panic!("no reply from the node within {PATIENCE:?}")
                 }
                 Err(_) => return None,
@@ -525,8 +526,20 @@ fn protocol_violations_drop_only_that_client() {
     type Violation = fn(&mut Hostile, u64) -> ToNode;
     let violations: [(&str, Violation); 4] = [
         ("Requeue of a task never sent", |_, _| ToNode::Requeue(vec![1 << 40])),
-        ("Wait for more than it names", |_, kept| ToNode::Wait { request: 3, ids: vec![kept], num: 2, limit: 2, task: None }),
-        ("Wait with a limit below its count", |_, kept| ToNode::Wait { request: 3, ids: vec![kept], num: 1, limit: 0, task: None }),
+        ("Wait for more than it names", |_, kept| ToNode::Wait {
+            request: 3,
+            ids: vec![kept],
+            num: 2,
+            limit: 2,
+            task: None,
+        }),
+        ("Wait with a limit below its count", |_, kept| ToNode::Wait {
+            request: 3,
+            ids: vec![kept],
+            num: 1,
+            limit: 0,
+            task: None,
+        }),
         ("a Put that is an error", |c, _| ToNode::Put { id: c.fresh_id(), placed: Placed::Failed(Error::NodeStopped) }),
     ];
     for (what, violation) in violations {
