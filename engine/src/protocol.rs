@@ -266,3 +266,188 @@ pub(crate) enum ToClient {
     /// Finish and exit.
     Shutdown,
 }
+
+#[cfg(test)]
+mod tests {
+    //! The message decoder on hostile bytes: whatever a client sends,
+    //! decoding is an error or a message, never a panic, and valid messages
+    //! round-trip.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Cases per fuzz property: short by default (`cargo test` runs them in
+    /// CI), `PROPTEST_CASES` for a longer run (see ARCHITECTURE.md).
+    fn fuzz_config(default: u32) -> ProptestConfig {
+        let cases = std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(default);
+        ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+    }
+
+    fn ids() -> impl Strategy<Value = Vec<u64>> {
+        prop::collection::vec(any::<u64>(), 0..6)
+    }
+
+    fn bytes() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(any::<u8>(), 0..48)
+    }
+
+    fn error() -> impl Strategy<Value = Error> {
+        prop_oneof![
+            Just(Error::NodeStopped),
+            ".{0,12}".prop_map(Error::Serialization),
+            any::<u64>().prop_map(Error::ObjectNotFound),
+            (".{0,8}", ".{0,8}").prop_map(|(function, program)| Error::FunctionNotFound { function, program }),
+            (any::<u64>(), 0u32..1_000_000_000).prop_map(|(s, n)| Error::Timeout(std::time::Duration::new(s, n))),
+        ]
+    }
+
+    fn placed() -> impl Strategy<Value = Placed> {
+        prop_oneof![
+            (bytes(), ids()).prop_map(|(bytes, refs)| Placed::Inline { bytes, refs }),
+            (any::<u64>(), any::<u64>(), ids()).prop_map(|(offset, len, refs)| Placed::Arena { offset, len, refs }),
+            error().prop_map(Placed::Failed),
+        ]
+    }
+
+    fn submit() -> impl Strategy<Value = Submit> {
+        let arg = prop_oneof![
+            (bytes(), any::<u64>(), ids()).prop_map(|(bytes, fingerprint, refs)| SubmitArg::Inline {
+                bytes,
+                fingerprint,
+                refs
+            }),
+            (any::<u64>(), any::<u64>()).prop_map(|(id, fingerprint)| SubmitArg::Object { id, fingerprint }),
+        ];
+        let options = (any::<u32>(), any::<u32>(), prop::collection::vec((".{0,6}", 0.001f64..1e9), 0..3)).prop_map(
+            |(retries, cpus, resources)| {
+                resources
+                    .into_iter()
+                    .fold(TaskOptions::default().max_retries(retries).num_cpus(cpus), |o, (name, amount)| {
+                        o.resource(name, amount)
+                    })
+            },
+        );
+        (".{0,20}", options, prop::collection::vec(arg, 0..4), ids(), any::<Option<u64>>(), prop::option::of(error()))
+            .prop_map(|(function, options, args, outputs, parent, failed)| Submit {
+                function,
+                options,
+                args,
+                outputs,
+                parent,
+                failed,
+            })
+    }
+
+    fn to_node() -> impl Strategy<Value = ToNode> {
+        let op = prop_oneof![any::<u64>().prop_map(RefOp::Acquire), any::<u64>().prop_map(RefOp::Release)];
+        prop_oneof![
+            prop::collection::vec(op, 0..8).prop_map(ToNode::Refs),
+            (any::<u64>(), any::<u64>()).prop_map(|(request, size)| ToNode::Allocate { request, size }),
+            ids().prop_map(ToNode::Abandon),
+            (any::<u64>(), prop::collection::vec(placed(), 0..4), any::<u64>())
+                .prop_map(|(task, outputs, elapsed_ns)| ToNode::TaskDone { task, outputs, elapsed_ns }),
+            submit().prop_map(ToNode::Submit),
+            (any::<u64>(), placed()).prop_map(|(id, placed)| ToNode::Put { id, placed }),
+            (any::<u64>(), any::<u64>(), any::<Option<u64>>()).prop_map(|(request, id, task)| ToNode::Get {
+                request,
+                id,
+                task
+            }),
+            (any::<u64>(), ids(), any::<u32>(), any::<u32>(), any::<Option<u64>>())
+                .prop_map(|(request, ids, num, limit, task)| ToNode::Wait { request, ids, num, limit, task }),
+            any::<u64>().prop_map(|request| ToNode::Forget { request }),
+            ids().prop_map(ToNode::Requeue),
+        ]
+    }
+
+    fn to_client() -> impl Strategy<Value = ToClient> {
+        let arg = prop_oneof![
+            (bytes(), any::<u64>()).prop_map(|(bytes, fingerprint)| ArgData::Inline { bytes, fingerprint }),
+            (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>())
+                .prop_map(|(id, offset, len, fingerprint)| ArgData::Arena { id, offset, len, fingerprint }),
+        ];
+        let data = prop_oneof![
+            bytes().prop_map(ObjectData::Inline),
+            (any::<u64>(), any::<u64>()).prop_map(|(offset, len)| ObjectData::Arena { offset, len }),
+            error().prop_map(ObjectData::Failed),
+        ];
+        prop_oneof![
+            (any::<u64>(), ".{0,20}", prop::collection::vec(arg, 0..4), any::<Option<u64>>())
+                .prop_map(|(task, function, args, nested)| ToClient::Execute(Execute { task, function, args, nested })),
+            (any::<u64>(), prop_oneof![any::<u64>().prop_map(Ok), error().prop_map(Err)])
+                .prop_map(|(request, result)| ToClient::Allocated { request, result }),
+            (any::<u64>(), data, ids()).prop_map(|(request, data, contained)| ToClient::Object {
+                request,
+                data,
+                contained
+            }),
+            (any::<u64>(), prop::collection::vec(any::<u32>(), 0..8))
+                .prop_map(|(request, positions)| ToClient::Ready { request, positions }),
+            Just(()).prop_map(|()| ToClient::Shutdown),
+        ]
+    }
+
+    /// Decode `bytes` as a `T`; if it decodes, its encoding decodes again to
+    /// the same encoding (a decoded message is a well-formed one).
+    fn decode_is_stable<T: Serialize + serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<(), TestCaseError> {
+        if let Ok(msg) = postcard::from_bytes::<T>(bytes) {
+            let again = postcard::to_stdvec(&msg).unwrap();
+            let twice = postcard::to_stdvec(&postcard::from_bytes::<T>(&again).unwrap()).unwrap();
+            prop_assert_eq!(again, twice);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn huge_sequence_lengths_are_errors_not_allocations() {
+        // `Refs` (variant 0) claiming 2^63 operations, then nothing.
+        let mut bytes = vec![0u8];
+        bytes.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]);
+        assert!(postcard::from_bytes::<ToNode>(&bytes).is_err());
+        // An `Execute` whose function name claims 4 GiB.
+        let bytes = [0u8, 1, 0xff, 0xff, 0xff, 0xff, 0x0f, b'a'];
+        assert!(postcard::from_bytes::<ToClient>(&bytes).is_err());
+    }
+
+    proptest! {
+        #![proptest_config(fuzz_config(1024))]
+
+        #[test]
+        fn fuzz_messages_round_trip(to_node in to_node(), to_client in to_client()) {
+            let bytes = postcard::to_stdvec(&to_node).unwrap();
+            let back: ToNode = postcard::from_bytes(&bytes).unwrap();
+            prop_assert_eq!(postcard::to_stdvec(&back).unwrap(), bytes);
+            let bytes = postcard::to_stdvec(&to_client).unwrap();
+            let back: ToClient = postcard::from_bytes(&bytes).unwrap();
+            prop_assert_eq!(postcard::to_stdvec(&back).unwrap(), bytes);
+        }
+
+        #[test]
+        fn fuzz_arbitrary_bytes_decode_without_panicking(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            decode_is_stable::<ToNode>(&bytes)?;
+            decode_is_stable::<ToClient>(&bytes)?;
+        }
+
+        /// Valid messages with a few bytes overwritten, cut short or extended:
+        /// close to valid, so decoding gets deep into each message.
+        #[test]
+        fn fuzz_damaged_messages_decode_without_panicking(
+            to_node in to_node(),
+            to_client in to_client(),
+            edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            for mut bytes in [postcard::to_stdvec(&to_node).unwrap(), postcard::to_stdvec(&to_client).unwrap()] {
+                for (i, v) in &edits {
+                    let i = i.index(bytes.len());
+                    bytes[i] = *v;
+                }
+                decode_is_stable::<ToNode>(&bytes)?;
+                decode_is_stable::<ToClient>(&bytes)?;
+                let short = &bytes[..cut.index(bytes.len() + 1)];
+                decode_is_stable::<ToNode>(short)?;
+                decode_is_stable::<ToClient>(short)?;
+            }
+        }
+    }
+}

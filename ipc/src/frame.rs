@@ -305,4 +305,154 @@ mod tests {
             }
         }
     }
+
+    /// Cases per fuzz property: short by default (`cargo test` runs them in
+    /// CI), `PROPTEST_CASES` for a longer run (see ARCHITECTURE.md).
+    fn fuzz_config(default: u32) -> ProptestConfig {
+        let cases = std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(default);
+        ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+    }
+
+    type Msg = (u64, String, Vec<u8>);
+
+    /// Hands out its bytes in pieces of the given sizes, as a socket may.
+    struct Pieces<'a> {
+        bytes: &'a [u8],
+        sizes: Vec<usize>,
+        next: usize,
+    }
+
+    impl Read for Pieces<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let size = self.sizes.get(self.next).copied().unwrap_or(usize::MAX).max(1);
+            self.next += 1;
+            let n = size.min(buf.len()).min(self.bytes.len());
+            buf[..n].copy_from_slice(&self.bytes[..n]);
+            self.bytes = &self.bytes[n..];
+            Ok(n)
+        }
+    }
+
+    /// What a reader makes of a byte stream: the messages before the first
+    /// error, and that error (none: clean end at a frame boundary).
+    fn read_all(mut read: impl FnMut() -> Option<Result<Msg, FrameError>>) -> (Vec<Msg>, Option<String>) {
+        let mut msgs = Vec::new();
+        loop {
+            match read() {
+                None => return (msgs, None),
+                Some(Ok(m)) => msgs.push(m),
+                Some(Err(e)) => return (msgs, Some(e.to_string())),
+            }
+        }
+    }
+
+    /// Feed `bytes` to a [`FrameBuffer`] through a socket in pieces; the
+    /// messages and first error, as [`read_all`]. The buffer never holds
+    /// more than what arrived plus one read's room.
+    fn through_frame_buffer(bytes: &[u8], cuts: &[usize], max: usize) -> (Vec<Msg>, Option<String>) {
+        use std::io::Write;
+        use std::os::fd::AsFd;
+        let (mut tx, rx) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut frames = FrameBuffer { max, ..FrameBuffer::default() };
+        let mut msgs = Vec::new();
+        let mut sent = 0;
+        let mut pieces = cuts.iter().map(|&c| c.max(1)).chain(std::iter::repeat(usize::MAX));
+        loop {
+            while let Some(frame) = frames.next_frame::<Msg>() {
+                match frame {
+                    Ok(m) => msgs.push(m),
+                    Err(e) => return (msgs, Some(e.to_string())),
+                }
+            }
+            assert!(frames.buf.len() <= sent + FrameBuffer::CHUNK, "buffer grew past what arrived");
+            if sent == bytes.len() {
+                drop(tx);
+                return match frames.fill_from(rx.as_fd()) {
+                    Err(FrameError::Closed) if frames.start == frames.end => (msgs, None),
+                    Err(FrameError::Closed) => (msgs, Some("cut short".into())),
+                    other => panic!("after the writer closed: {other:?}"),
+                };
+            }
+            let n = pieces.next().unwrap().min(bytes.len() - sent);
+            tx.write_all(&bytes[sent..sent + n]).unwrap();
+            sent += n;
+            // A piece may span two of the buffer's reads.
+            while frames.fill_from(rx.as_fd()).unwrap() {}
+        }
+    }
+
+    fn frames_then(msgs: &[Msg], tail: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for m in msgs {
+            encode_frame(m, &mut out).unwrap();
+        }
+        out.extend_from_slice(tail);
+        out
+    }
+
+    fn msgs() -> impl Strategy<Value = Vec<Msg>> {
+        prop::collection::vec((any::<u64>(), ".{0,20}", prop::collection::vec(any::<u8>(), 0..200)), 0..8)
+    }
+
+    proptest! {
+        #![proptest_config(fuzz_config(1024))]
+
+        /// Valid frames, cut into pieces anywhere, come out whole and in
+        /// order from both readers.
+        #[test]
+        fn fuzz_frames_split_across_reads_round_trip(msgs in msgs(), cuts in prop::collection::vec(1usize..300, 0..40)) {
+            let bytes = frames_then(&msgs, &[]);
+            let (got, error) = through_frame_buffer(&bytes, &cuts, MAX_FRAME_BYTES);
+            prop_assert_eq!(&got, &msgs);
+            prop_assert_eq!(error, None);
+            let mut r = FrameReader::new(Pieces { bytes: &bytes, sizes: cuts, next: 0 });
+            let (got, error) = read_all(|| match r.read::<Msg>() {
+                Err(FrameError::Closed) => None,
+                other => Some(other),
+            });
+            prop_assert_eq!(&got, &msgs);
+            prop_assert_eq!(error, None);
+        }
+
+        /// Arbitrary bytes (alone, or after valid frames), cut anywhere:
+        /// neither reader panics, both yield the same messages, and both
+        /// fail exactly when the other does.
+        #[test]
+        fn fuzz_arbitrary_bytes_in_pieces(
+            msgs in msgs(),
+            tail in prop::collection::vec(any::<u8>(), 0..600),
+            cuts in prop::collection::vec(1usize..300, 0..40),
+        ) {
+            let bytes = frames_then(&msgs, &tail);
+            let (from_buffer, buffer_error) = through_frame_buffer(&bytes, &cuts, 4096);
+            let mut r = FrameReader::with_cap(Pieces { bytes: &bytes, sizes: cuts, next: 0 }, 4096);
+            let (from_reader, reader_error) = read_all(|| match r.read::<Msg>() {
+                Err(FrameError::Closed) => None,
+                other => Some(other),
+            });
+            prop_assert_eq!(&from_buffer[..msgs.len()], &msgs[..]);
+            prop_assert_eq!(&from_buffer, &from_reader);
+            prop_assert_eq!(buffer_error.is_some(), reader_error.is_some());
+        }
+
+        /// A length prefix over the cap is refused as soon as its four bytes
+        /// are in, whatever follows, before any room for it is made.
+        #[test]
+        fn fuzz_lengths_over_the_cap_allocate_nothing(cap in 0usize..(1 << 20), over in 1u64..(1 << 32), body in prop::collection::vec(any::<u8>(), 0..64)) {
+            let len = (cap as u64 + over).min(u64::from(u32::MAX));
+            prop_assume!(len > cap as u64);
+            let mut bytes = (len as u32).to_le_bytes().to_vec();
+            bytes.extend_from_slice(&body);
+            let mut r = FrameReader::with_cap(&bytes[..], cap);
+            let refused = matches!(r.read::<Vec<u8>>(), Err(FrameError::Oversized { len: l, max }) if l as u64 == len && max == cap);
+            prop_assert!(refused);
+            prop_assert_eq!(r.buf.capacity(), 0);
+            let mut frames = FrameBuffer { max: cap, ..FrameBuffer::default() };
+            frames.buf = bytes.clone();
+            frames.end = bytes.len();
+            let refused = matches!(frames.next_frame::<Vec<u8>>(), Some(Err(FrameError::Oversized { .. })));
+            prop_assert!(refused);
+            prop_assert_eq!(frames.buf.capacity(), bytes.len());
+        }
+    }
 }

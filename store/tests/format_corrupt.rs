@@ -464,7 +464,7 @@ fn interesting_u64() -> impl Strategy<Value = u64> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: common::cases(512), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn random_byte_overwrites_never_panic(edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8)) {

@@ -124,6 +124,19 @@ fn string_len(s: String) -> usize {
     s.len()
 }
 
+/// A `get` inside a task (through the worker's client, not the driver's
+/// node) of each ref, as a string naming the outcome.
+#[shoal::remote]
+fn get_each_as_string(refs: Vec<ObjectRef<String>>) -> Vec<String> {
+    refs.iter()
+        .map(|r| match shoal::get(r) {
+            Ok(s) => format!("ok {s}"),
+            Err(Error::TypeMismatch { .. }) => "type mismatch".to_string(),
+            Err(e) => format!("{e:?}"),
+        })
+        .collect()
+}
+
 /// `put` then `get` must give back `v`; so must the identity task, given the
 /// value itself, the put ref, and a task's output.
 fn round_trip<T: Value + Clone + PartialEq + Debug>(
@@ -486,6 +499,25 @@ fn wrongly_typed_ref_is_a_type_mismatch() -> anyhow::Result<()> {
     let wrong_big: ObjectRef<Vec<i64>> = postcard::from_bytes(&postcard::to_stdvec(&big)?)?;
     assert!(matches!(shoal::get(&wrong_big), Err(Error::TypeMismatch { .. })), "arena object read as another type");
     assert_eq!(shoal::get(&big)?.len(), 50_000);
+    Ok(())
+}
+
+#[test]
+fn wrongly_typed_get_inside_a_task_is_a_type_mismatch() -> anyhow::Result<()> {
+    let _g = serial();
+    shared_node();
+    let small = shoal::put(42i64)?;
+    let big = shoal::put(vec![7u64; 50_000])?;
+    let right = shoal::put(String::from("right"))?;
+    // The same objects, claimed to hold strings.
+    let as_string = |bytes: Vec<u8>| -> anyhow::Result<ObjectRef<String>> { Ok(postcard::from_bytes(&bytes)?) };
+    let refs = vec![as_string(postcard::to_stdvec(&small)?)?, as_string(postcard::to_stdvec(&big)?)?, right.clone()];
+    let outcomes = shoal::get_timeout(&get_each_as_string::remote(refs), PATIENCE)?;
+    assert_eq!(outcomes, ["type mismatch", "type mismatch", "ok right"], "inline, arena, and a right one");
+    // The objects are unharmed, and so is the worker that read them.
+    assert_eq!(shoal::get(&small)?, 42);
+    assert_eq!(shoal::get(&big)?.len(), 50_000);
+    assert_eq!(shoal::get_timeout(&string_len::remote(right), PATIENCE)?, 5);
     Ok(())
 }
 

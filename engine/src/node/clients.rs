@@ -42,6 +42,10 @@ impl NodeState {
                 return Err(format!("output id {out} is not a fresh id of this client"));
             }
         }
+        if let Some((name, amount)) = options.resources.iter().find(|(_, a)| !a.is_finite() || *a <= 0.0) {
+            // The builder never makes one; a negative amount would let others oversubscribe.
+            return Err(format!("resource `{name}` asked for {amount}"));
+        }
         if outputs.is_empty() {
             return Err("a task without outputs".into());
         }
@@ -112,21 +116,32 @@ impl NodeState {
         self.objects.get(&id).is_some_and(|e| matches!(e.state, ObjectState::Pending))
     }
 
+    /// A request number that is still parked cannot name a second request:
+    /// the objects the first one watches would wake the second (answering
+    /// a `get` of an object still pending, which is unreachable).
+    fn check_request_free(&self, worker: usize, request: u64) -> Result<(), String> {
+        if self.parked.contains_key(&(worker, request)) {
+            return Err(format!("request {request} is still waiting"));
+        }
+        Ok(())
+    }
+
     /// Client `worker` asks for object `id`: answered now if it is sealed,
     /// else parked until it is. `task` is set when the client's task thread
-    /// asks, blocked inside that task.
-    pub fn client_get(&mut self, worker: usize, request: u64, id: u64, task: Option<u64>) {
+    /// asks, blocked inside that task. An error is a protocol violation.
+    pub fn client_get(&mut self, worker: usize, request: u64, id: u64, task: Option<u64>) -> Result<(), String> {
+        self.check_request_free(worker, request)?;
         if let Some(entry) = self.objects.get_mut(&id).filter(|e| matches!(e.state, ObjectState::Spilled { .. })) {
             // Answered once the restore thread has read it back.
             entry.watchers.push((worker, request));
             self.want_back(id);
             self.park(worker, request, ParkedKind::Get(id), task);
-            return;
+            return Ok(());
         }
         if !self.is_pending(id) {
             let reply = self.object_reply(worker, request, id);
             self.replies.push((worker, reply));
-            return;
+            return Ok(());
         }
         let entry = self.objects.get_mut(&id).expect("pending");
         entry.watchers.push((worker, request));
@@ -142,10 +157,12 @@ impl NodeState {
                 }
             }
         }
+        Ok(())
     }
 
     /// Client `worker` waits until `num` of `ids` are sealed or failed.
-    /// The reply lists at most `limit` positions.
+    /// The reply lists at most `limit` positions. An error is a protocol
+    /// violation.
     pub fn client_wait(
         &mut self,
         worker: usize,
@@ -154,12 +171,13 @@ impl NodeState {
         num: usize,
         limit: usize,
         task: Option<u64>,
-    ) {
+    ) -> Result<(), String> {
+        self.check_request_free(worker, request)?;
         let ready = ids.iter().filter(|&&id| !self.is_pending(id)).count();
         if ready >= num {
             let positions = self.ready_positions(&ids, limit);
             self.replies.push((worker, ToClient::Ready { request, positions }));
-            return;
+            return Ok(());
         }
         for &id in &ids {
             if let Some(entry) = self.objects.get_mut(&id).filter(|e| matches!(e.state, ObjectState::Pending)) {
@@ -167,6 +185,7 @@ impl NodeState {
             }
         }
         self.park(worker, request, ParkedKind::Wait { ids, num, limit, ready }, task);
+        Ok(())
     }
 
     fn ready_positions(&self, ids: &[u64], num: usize) -> Vec<u32> {

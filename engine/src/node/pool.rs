@@ -566,14 +566,14 @@ fn handle(node: &Node, conn: &WorkerConn, msg: ToNode, dirty: &mut bool) -> Resu
         ToNode::Put { id, placed } => node.lock().client_put(conn.id, id, placed).map_err(violation)?,
         ToNode::Get { request, id, task } => {
             conn.nests.store(true, Ordering::Relaxed);
-            node.lock().client_get(conn.id, request, id, task);
+            node.lock().client_get(conn.id, request, id, task).map_err(violation)?;
             *dirty = true;
         }
         ToNode::Wait { request, ids, num, limit, task } => {
             if num as usize > ids.len() || limit < num {
                 return Err(violation(format!("wait for {num} (at most {limit}) of {} objects", ids.len())));
             }
-            node.lock().client_wait(conn.id, request, ids, num as usize, limit as usize, task);
+            node.lock().client_wait(conn.id, request, ids, num as usize, limit as usize, task).map_err(violation)?;
             *dirty = true;
         }
         ToNode::Forget { request } => node.lock().client_forget(conn.id, request),

@@ -211,3 +211,9 @@ pub fn place(encoded: &Encoded, offset: u64) -> Arc<Arena> {
     encoded.write_to(dst);
     Arc::new(arena)
 }
+
+/// Cases per property test: `default` (short, as `cargo test` runs them in
+/// CI), or `PROPTEST_CASES` for a longer run (see ARCHITECTURE.md).
+pub fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(default)
+}
