@@ -13,12 +13,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
 /// Addresses whose fault is an overflow of the task thread's stack: the
-/// kernel's guard gap below its lowest address (256 pages by default), and
-/// one page above.
+/// kernel's guard gap (256 pages by default) on either side of the lowest
+/// address glibc reports for it (below it for a stack limit, above it for
+/// an unlimited one, where glibc reports the end of the mapping below).
 static GUARD_LOW: AtomicUsize = AtomicUsize::new(0);
 static GUARD_HIGH: AtomicUsize = AtomicUsize::new(0);
 const GUARD_GAP: usize = 1 << 20;
-const PAGE: usize = 4096;
 /// The handler's own stack: the faulting one has no room left.
 const ALT_STACK: usize = 64 * 1024;
 
@@ -30,7 +30,7 @@ const MESSAGE: &[u8] =
 pub(crate) fn install() {
     let Some(low) = stack_low() else { return };
     GUARD_LOW.store(low.saturating_sub(GUARD_GAP), Ordering::Relaxed);
-    GUARD_HIGH.store(low.saturating_add(PAGE), Ordering::Relaxed);
+    GUARD_HIGH.store(low.saturating_add(GUARD_GAP), Ordering::Relaxed);
     let stack: &'static mut [u8] = Box::leak(vec![0u8; ALT_STACK].into_boxed_slice());
     let alt = libc::stack_t { ss_sp: stack.as_mut_ptr().cast(), ss_flags: 0, ss_size: stack.len() };
     // SAFETY: `alt` describes memory leaked above, so it stays valid and

@@ -229,3 +229,24 @@ fn small_objects_are_spilled_together_into_few_files() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn a_spill_that_cannot_be_written_is_a_full_store_not_a_hang() -> anyhow::Result<()> {
+    let _serial = serial();
+    let base = SpillBase::new("unwritable");
+    let node = node(&base)?;
+    // The node's spill directory disappears (a cleaner, a full disk's kin).
+    for dir in dirs(&base.user_dir()) {
+        std::fs::remove_dir_all(dir)?;
+    }
+    let refs: Vec<_> = (0..3).map(|i| shoal::put(array(i))).collect::<Result<_, _>>()?;
+    match shoal::put(array(3)) {
+        Err(Error::ObjectStoreFull { requested, .. }) => assert!(requested >= 64 * MIB),
+        other => panic!("expected ObjectStoreFull, got {other:?}"),
+    }
+    for (i, r) in refs.iter().enumerate() {
+        check_sum(i, shoal::get(r)?.sum());
+    }
+    assert_eq!(node.store_stats().spilled_objects, 0, "nothing left the arena");
+    Ok(())
+}

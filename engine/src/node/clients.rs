@@ -239,10 +239,14 @@ impl NodeState {
 
     /// An object that request `key` watches was sealed: answer it if it is
     /// complete now.
-    pub(super) fn watched_sealed(&mut self, key: (usize, u64)) {
+    /// A request number reused after a `Forget` may be parked on another
+    /// object now: only a request that watches `sealed` is answered.
+    pub(super) fn watched_sealed(&mut self, key: (usize, u64), sealed: u64) {
         let Some(parked) = self.parked.get_mut(&key) else { return };
         let (worker, request) = key;
         let reply = match &mut parked.kind {
+            ParkedKind::Get(id) if *id != sealed => return,
+            ParkedKind::Wait { ids, .. } if !ids.contains(&sealed) => return,
             ParkedKind::Get(id) => {
                 let id = *id;
                 self.object_reply(worker, request, id)
@@ -270,6 +274,15 @@ impl NodeState {
     /// Client `worker` stopped waiting for `request`.
     pub fn client_forget(&mut self, worker: usize, request: u64) {
         if let Some(parked) = self.parked.remove(&(worker, request)) {
+            let watched = match &parked.kind {
+                ParkedKind::Get(id) => std::slice::from_ref(id),
+                ParkedKind::Wait { ids, .. } => ids.as_slice(),
+            };
+            for id in watched {
+                if let Some(entry) = self.objects.get_mut(id) {
+                    entry.watchers.retain(|&w| w != (worker, request));
+                }
+            }
             self.unpark(worker, request, &parked);
         }
     }

@@ -31,7 +31,7 @@ use conn::Outbox;
 use conn::WorkerConn;
 pub(crate) use pool::{ENV_PARENT, ENV_SOCKET, ENV_TOKEN};
 use pool::{SpawnPlan, SupervisorCmd};
-use state::{ArgSpec, NodeState, ObjectState, WorkerSlot};
+use state::{ArgSpec, Death, NodeState, ObjectState, WorkerSlot};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -190,8 +190,12 @@ fn restore_wanted(node: std::sync::Weak<Node>, wanted: crossbeam_channel::Receiv
             node.change_and_dispatch(|_| ());
             continue;
         }
-        if let Err(e) = node.restore(id) {
-            tracing::warn!("cannot read spilled object {id} back: {e}");
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| node.restore(id))) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("cannot read spilled object {id} back: {e}"),
+            Err(panic) => {
+                tracing::error!("reading spilled object {id} back panicked: {}", crate::error::panic_message(&*panic))
+            }
         }
     }
 }
@@ -514,6 +518,10 @@ impl Node {
     /// supervisor reaps the process first, so the tasks that fail name how
     /// it ended and what it last wrote to stderr; then a replacement starts.
     fn worker_lost(&self, conn: &Arc<WorkerConn>, dropped: Option<String>) {
+        // No task goes to it while the supervisor reaps it.
+        if let Some(slot) = self.lock().workers.get_mut(&conn.id) {
+            slot.retiring = true;
+        }
         let (reply, answer) = crossbeam_channel::bounded(1);
         let asked = match &*self.supervisor.lock().unwrap_or_else(|e| e.into_inner()) {
             Some((tx, _)) => tx.send(SupervisorCmd::Lost { pid: conn.pid, dropped, reply }).is_ok(),
@@ -521,8 +529,12 @@ impl Node {
         };
         // The supervisor waits at most about a second for an exit; a node
         // stopping meanwhile drops the question.
-        let death = asked.then(|| answer.recv_timeout(Duration::from_secs(5)).ok()).flatten().unwrap_or_default();
-        self.change_and_dispatch(|state| state.worker_lost(conn.id, conn.pid, &death));
+        let death = asked.then(|| answer.recv_timeout(Duration::from_secs(5)).ok()).flatten();
+        // Unreaped, the process may still write into its allocations: they
+        // are leaked rather than handed to someone else.
+        let reaped = death.is_some();
+        let death = death.unwrap_or_else(|| Death { cause: "it was not reaped in time".into(), stderr: String::new() });
+        self.change_and_dispatch(|state| state.worker_lost(conn.id, conn.pid, &death, reaped));
     }
 
     /// Count a new handle to `id`; false if no such object exists.
@@ -554,6 +566,12 @@ impl Node {
     /// allocation tried again; when nothing more can be spilled, the error
     /// is `ObjectStoreFull` naming what is pinned.
     pub(crate) fn allocate(&self, len: u64, worker: Option<usize>) -> Result<u64> {
+        self.allocate_as(len, worker, false)
+    }
+
+    /// [`allocate`](Self::allocate); a `restore` may not push out objects
+    /// read back for tasks not yet dispatched (`SpillBook::kept`).
+    fn allocate_as(&self, len: u64, worker: Option<usize>, restore: bool) -> Result<u64> {
         let mut state = self.lock();
         let mut give_up = None;
         loop {
@@ -561,17 +579,28 @@ impl Node {
                 Some(worker) => state.allocate_for(worker, len),
                 None => state.allocator.allocate(len).map_err(Error::from),
             };
-            let full = match full {
+            let (requested, capacity, free, largest_free) = match full {
                 Ok(offset) => return Ok(offset),
                 Err(Error::ObjectStoreFull { requested, capacity, free, largest_free, .. }) => {
-                    Error::ObjectStoreFull { requested, capacity, free, largest_free, pinned: 0 }
+                    (requested, capacity, free, largest_free)
                 }
                 Err(other) => return Err(other),
             };
+            let full = |state: &NodeState| Error::ObjectStoreFull {
+                requested,
+                capacity,
+                free,
+                largest_free,
+                pinned: state.pinned_bytes(),
+            };
             if len > state.allocator.capacity() || !self.config.spill {
-                return Err(full);
+                return Err(full(&state));
             }
-            let (evicted, batch) = state.make_room(len);
+            // A driver thread reading the workers' sockets may have got here
+            // (a worker's `Allocate`): spilling or waiting takes long, so the
+            // readers must not stand aside for it meanwhile.
+            self.stop_helping(&state);
+            let (evicted, batch) = state.make_room(len, restore);
             if batch.is_empty() {
                 if evicted > 0 {
                     continue;
@@ -581,28 +610,44 @@ impl Node {
                     state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
                     continue;
                 }
-                // Tasks out at workers pin their arguments until they end
-                // (as plasma queues a create while the store is full).
+                // Tasks out at other workers pin their arguments until they
+                // end (as plasma queues a create while the store is full);
+                // the asking worker's own cannot end while it waits here.
                 let give_up = *give_up.get_or_insert_with(|| Instant::now() + FULL_WAIT);
                 let now = Instant::now();
-                if state.workers.values().any(|w| !w.in_flight.is_empty()) && now < give_up && !self.is_stopped() {
+                let others_busy = state.workers.iter().any(|(&id, w)| Some(id) != worker && !w.in_flight.is_empty());
+                if others_busy && now < give_up && !self.is_stopped() {
                     let wait = (give_up - now).min(Duration::from_millis(50));
                     self.room_waiters.fetch_add(1, Ordering::AcqRel);
                     state = self.changed.wait_timeout(state, wait).unwrap_or_else(|e| e.into_inner()).0;
                     self.room_waiters.fetch_sub(1, Ordering::AcqRel);
                     continue;
                 }
-                let Error::ObjectStoreFull { requested, capacity, free, largest_free, .. } = full else {
-                    unreachable!()
-                };
-                let pinned = state.pinned_bytes();
-                return Err(Error::ObjectStoreFull { requested, capacity, free, largest_free, pinned });
+                return Err(full(&state));
             }
             drop(state);
             let file = self.write_batch(&batch);
             state = self.lock();
+            let written = file.is_some();
             state.finish_spill(&batch, file);
             self.notify();
+            if !written {
+                // The same objects would be chosen again (disk full, the
+                // directory gone): what cannot be spilled is a full store.
+                return Err(full(&state));
+            }
+        }
+    }
+
+    /// Make every connection's reader read for itself again (see
+    /// [`Node::park_while_helped`]), whoever is helping.
+    fn stop_helping(&self, state: &NodeState) {
+        if self.helping.load(Ordering::Acquire) {
+            for slot in state.workers.values() {
+                slot.conn.helped.store(false, Ordering::Release);
+            }
+            let _guard = self.help_parked.lock().unwrap_or_else(|e| e.into_inner());
+            self.help_ended.notify_all();
         }
     }
 
@@ -646,22 +691,32 @@ impl Node {
                 room::Restore::Read { file, pos, len } => (file, pos, len),
             };
             drop(state);
-            let restored = self.allocate(len, None).and_then(|offset| {
-                let read = self.arena.prepare(offset, len).map_err(Error::from).and_then(|()| {
-                    // SAFETY: `offset..offset+len` was just allocated to this
-                    // thread and no object refers to it until
-                    // `finish_restore` publishes it.
-                    let dst = unsafe { self.arena.bytes_mut(offset, len) }?;
-                    spill::read_at(&file, pos, dst)
-                        .map_err(|e| Error::Serialization(format!("reading spilled object {id} back: {e}")))
-                });
-                match read {
-                    Ok(()) => Ok(offset),
-                    Err(e) => {
-                        self.lock().allocator.free(offset);
-                        Err(e)
+            // Whatever happens, `finish_restore` runs: a panic here must not
+            // leave the object marked as being read back.
+            let read_back = std::panic::AssertUnwindSafe(|| {
+                self.allocate_as(len, None, true).and_then(|offset| {
+                    let read = self.arena.prepare(offset, len).map_err(Error::from).and_then(|()| {
+                        // SAFETY: `offset..offset+len` was just allocated to this
+                        // thread and no object refers to it until
+                        // `finish_restore` publishes it.
+                        let dst = unsafe { self.arena.bytes_mut(offset, len) }?;
+                        spill::read_at(&file, pos, dst)
+                            .map_err(|e| Error::Serialization(format!("reading spilled object {id} back: {e}")))
+                    });
+                    match read {
+                        Ok(()) => Ok(offset),
+                        Err(e) => {
+                            self.lock().allocator.free(offset);
+                            Err(e)
+                        }
                     }
-                }
+                })
+            });
+            let restored = std::panic::catch_unwind(read_back).unwrap_or_else(|panic| {
+                Err(Error::Serialization(format!(
+                    "reading spilled object {id} back panicked: {}",
+                    crate::error::panic_message(&*panic)
+                )))
             });
             let failed = restored.as_ref().err().cloned();
             self.change_and_dispatch(|state| state.finish_restore(id, restored));

@@ -59,8 +59,15 @@ impl NodeState {
     /// writes): evict objects with a copy on disk (returns the bytes freed),
     /// and return the others chosen to be written out, marked as being
     /// written and each with a reference held for the writer. Nothing of
-    /// either when nothing may be spilled.
-    pub fn make_room(&mut self, need: u64) -> (u64, Vec<Victim>) {
+    /// either when nothing may be spilled. For a `restore`, objects read
+    /// back for tasks not yet dispatched stay (`SpillBook::kept`).
+    pub fn make_room(&mut self, need: u64, restore: bool) -> (u64, Vec<Victim>) {
+        let kept: Vec<u64> = self.spill.kept.iter().copied().collect();
+        for id in kept {
+            if !self.ready_task_takes(id) {
+                self.spill.kept.remove(&id);
+            }
+        }
         let held = self.held_by_workers();
         let mut candidates: Vec<(bool, u64, u64, u64)> = self
             .objects
@@ -70,6 +77,7 @@ impl NodeState {
                     && !held.contains(id)
                     && !self.spill.writing.contains(id)
                     && !self.spill.restoring.contains(id)
+                    && !(restore && self.spill.kept.contains(id))
             })
             .filter_map(|(&id, e)| match e.state {
                 ObjectState::Arena { offset, len } => Some((!self.spill.copies.contains_key(&id), id, offset, len)),
@@ -190,8 +198,11 @@ impl NodeState {
                 self.spill.spilled_bytes -= len;
                 self.spill.totals.restored_objects += 1;
                 self.spill.totals.restored_bytes += len;
+                if self.ready_task_takes(id) {
+                    self.spill.kept.insert(id);
+                }
                 for key in watchers {
-                    self.watched_sealed(key);
+                    self.watched_sealed(key, id);
                 }
             }
             Err(error) => self.fail_waiting_for(id, error),
@@ -204,7 +215,8 @@ impl NodeState {
     fn fail_waiting_for(&mut self, id: u64, error: Error) {
         let watchers = self.objects.get_mut(&id).map(|e| std::mem::take(&mut e.watchers)).unwrap_or_default();
         for (worker, request) in watchers {
-            if matches!(self.parked.get(&(worker, request)).map(|p| &p.kind), Some(ParkedKind::Get(_))) {
+            if matches!(self.parked.get(&(worker, request)).map(|p| &p.kind), Some(ParkedKind::Get(got)) if *got == id)
+            {
                 let data = ObjectData::Failed(error.clone());
                 self.answer_parked(worker, request, ToClient::Object { request, data, contained: Vec::new() });
             }

@@ -94,6 +94,10 @@ pub(crate) struct SpillBook {
     pub wanted: Vec<u64>,
     /// Those handed over and not yet taken up by the restore thread.
     pub requested: HashSet<u64>,
+    /// Objects read back for a ready task, kept in the arena until it is
+    /// dispatched (else restoring a task's second argument could push out
+    /// its first, and so on forever).
+    pub kept: HashSet<u64>,
     /// Objects whose only copy is on disk, and their bytes.
     pub spilled_objects: usize,
     pub spilled_bytes: u64,

@@ -562,7 +562,7 @@ impl NodeState {
         let watchers = std::mem::take(&mut entry.watchers);
         let unreferenced = entry.refs == 0;
         for key in watchers {
-            self.watched_sealed(key);
+            self.watched_sealed(key, id);
         }
         for task_id in dependents {
             match &failed {
@@ -702,9 +702,14 @@ impl NodeState {
 
     /// Whether a ready task or a parked `get` still waits for object `id`.
     pub fn waits_for(&self, id: u64) -> bool {
+        self.objects.get(&id).is_some_and(|e| !e.watchers.is_empty()) || self.ready_task_takes(id)
+    }
+
+    /// Whether a ready task takes object `id` as an argument.
+    pub fn ready_task_takes(&self, id: u64) -> bool {
         let takes_it =
             |t: &u64| self.tasks[t].args.iter().any(|a| matches!(a, ArgSpec::Object { id: arg, .. } if *arg == id));
-        self.objects.get(&id).is_some_and(|e| !e.watchers.is_empty()) || self.ready.iter().any(takes_it)
+        self.ready.iter().any(takes_it)
     }
 
     pub(super) fn unreserve(&mut self, worker: usize) {
@@ -846,13 +851,19 @@ impl NodeState {
     }
 
     /// A worker's connection ended (`death`: how its process ended): reclaim
-    /// what it held and retry (or fail) its tasks. Returns whether it was known.
-    pub fn worker_lost(&mut self, worker: usize, pid: u32, death: &Death) -> bool {
+    /// what it held and retry (or fail) its tasks. Its unsealed allocations
+    /// are freed only once the process is `reaped` (else leaked: it might
+    /// still write them). Returns whether it was known.
+    pub fn worker_lost(&mut self, worker: usize, pid: u32, death: &Death, reaped: bool) -> bool {
         let Some(slot) = self.workers.remove(&worker) else { return false };
         self.unreserve(worker);
         self.parked.retain(|&(w, _), _| w != worker);
-        for offset in slot.unsealed {
-            self.allocator.free(offset);
+        if reaped {
+            for offset in slot.unsealed {
+                self.allocator.free(offset);
+            }
+        } else if !slot.unsealed.is_empty() {
+            tracing::error!("leaking {} allocations of worker {pid}, which was not reaped", slot.unsealed.len());
         }
         for (id, n) in slot.holds {
             for _ in 0..n {
@@ -910,14 +921,22 @@ impl NodeState {
         // rayon's `join` does: no other worker woken, none kept from others.
         // (Were that task to wait for the blocked one, they would wait for
         // each other wherever it ran.)
+        let mut restoring = Vec::new();
         for (worker, request, task_id) in std::mem::take(&mut self.run_first) {
             let Some(position) = self.ready.iter().take(MAX_SCAN).position(|&t| t == task_id) else { continue };
-            let blocked_here =
-                self.workers.get(&worker).and_then(|s| s.blocked_in()).is_some_and(|l| l.parked == Some(request));
-            let restore = self.needs_restore(task_id);
+            let blocked_here = self
+                .workers
+                .get(&worker)
+                .filter(|s| !s.retiring)
+                .and_then(|s| s.blocked_in())
+                .is_some_and(|l| l.parked == Some(request));
+            if blocked_here && self.needs_restore(task_id) {
+                // Run there once its arguments are back.
+                restoring.push((worker, request, task_id));
+                continue;
+            }
             let task = &self.tasks[&task_id];
             if !blocked_here
-                || restore
                 || used >= self.total_cpus
                 || task.options.num_cpus > 1
                 || !self.resources_free(&task.options)
@@ -929,6 +948,7 @@ impl NodeState {
             used += 1;
             self.send_task(task_id, worker, Some(request), expected_ns, out);
         }
+        self.run_first.extend(restoring);
         let blocked = self.workers.values().filter(|s| s.blocked_in().is_some() || !s.parked_other.is_empty()).count();
         let mut position = 0;
         let mut skipped = 0;
@@ -936,6 +956,10 @@ impl NodeState {
         while let Some(&task_id) = self.ready.get(position) {
             if self.needs_restore(task_id) {
                 position += 1;
+                skipped += 1;
+                if skipped >= MAX_SCAN {
+                    break;
+                }
                 continue;
             }
             let task = &self.tasks[&task_id];
@@ -997,6 +1021,9 @@ impl NodeState {
                     let entry = self.objects.get_mut(id).expect("arguments are pinned");
                     // Every object argument is pinned while the task is out.
                     entry.pins += 1;
+                    if !self.spill.kept.is_empty() {
+                        self.spill.kept.remove(id);
+                    }
                     match &entry.state {
                         ObjectState::Inline(bytes) => {
                             ArgData::Inline { bytes: bytes.to_vec(), fingerprint: *fingerprint }
@@ -1187,7 +1214,7 @@ mod tests {
         assert_eq!(state.workers[&0].in_flight, [task]);
         assert!(matches!(state.objects[&out].state, ObjectState::Pending));
         // The worker dies: its allocation is reclaimed and the task requeued.
-        state.worker_lost(0, 1000, &Death::default());
+        state.worker_lost(0, 1000, &Death::default(), true);
         assert_eq!(state.allocator.allocations(), 0);
         assert_eq!(state.ready, [task]);
     }
@@ -1200,7 +1227,7 @@ mod tests {
         let (second, _) = submit(&mut state, once);
         state.dispatch(&mut Outbox::new());
         assert_eq!(state.workers[&0].in_flight, [first, second], "both pipelined to the one worker");
-        state.worker_lost(0, 1000, &Death::default());
+        state.worker_lost(0, 1000, &Death::default(), true);
         assert!(
             matches!(&state.objects[&first_out].state, ObjectState::Failed(e) if matches!(**e, Error::WorkerDied { attempts: 1, .. }))
         );
