@@ -148,8 +148,11 @@ impl NodeState {
         let producer = entry.producer;
         self.park(worker, request, ParkedKind::Get(id), task);
         // What the blocked task thread waits for runs first, there if it can.
+        // Looked for in the whole queue (from the back: usually a child just
+        // submitted): past a window, behind work no worker can take, a
+        // producer the task did not submit would wait forever.
         if let Some(producer) = producer {
-            if let Some(at) = self.ready.iter().take(1024).position(|&t| t == producer) {
+            if let Some(at) = self.ready.iter().rposition(|&t| t == producer) {
                 self.ready.remove(at);
                 self.ready.push_front(producer);
                 if task.is_some() {

@@ -73,11 +73,9 @@ impl NodeState {
             .objects
             .iter()
             .filter(|(id, e)| {
-                e.pins == 0
-                    && !held.contains(id)
-                    && !self.spill.writing.contains(id)
-                    && !self.spill.restoring.contains(id)
-                    && !(restore && self.spill.kept.contains(id))
+                let busy = self.spill.writing.contains(id) || self.spill.restoring.contains(id);
+                let kept = restore && self.spill.kept.contains(id);
+                e.pins == 0 && !held.contains(id) && !busy && !kept
             })
             .filter_map(|(&id, e)| match e.state {
                 ObjectState::Arena { offset, len } => Some((!self.spill.copies.contains_key(&id), id, offset, len)),

@@ -923,7 +923,9 @@ impl NodeState {
         // each other wherever it ran.)
         let mut restoring = Vec::new();
         for (worker, request, task_id) in std::mem::take(&mut self.run_first) {
-            let Some(position) = self.ready.iter().take(MAX_SCAN).position(|&t| t == task_id) else { continue };
+            // The whole queue: past a window, work no worker can take would
+            // hide it (and the blocked thread waits for it).
+            let Some(position) = self.ready.iter().position(|&t| t == task_id) else { continue };
             let blocked_here = self
                 .workers
                 .get(&worker)
@@ -955,11 +957,8 @@ impl NodeState {
         let mut starved = 0;
         while let Some(&task_id) = self.ready.get(position) {
             if self.needs_restore(task_id) {
+                // Not counted toward the bound, for the reason below.
                 position += 1;
-                skipped += 1;
-                if skipped >= MAX_SCAN {
-                    break;
-                }
                 continue;
             }
             let task = &self.tasks[&task_id];
@@ -996,9 +995,15 @@ impl NodeState {
                 starved += usize::from(free >= 1);
             }
             position += 1;
-            skipped += 1;
-            if skipped >= MAX_SCAN {
-                break;
+            // Only a task a blocked task thread may run, waiting for room
+            // there, counts toward the bound: tasks no blocked thread may
+            // take would hide, past it, the children the blocked threads
+            // wait for — forever, with every worker blocked at the cap.
+            if cpus == 1 && self.blocked_may_run(task_id) {
+                skipped += 1;
+                if skipped >= MAX_SCAN {
+                    break;
+                }
             }
         }
         let free = self.total_cpus.saturating_sub(used) as usize;
@@ -1083,6 +1088,19 @@ impl NodeState {
         })
     }
 
+    /// Whether some blocked task thread may run `task_id` on top of itself
+    /// once it has room ([`blocked_worker_for`](Self::blocked_worker_for)
+    /// without the room).
+    fn blocked_may_run(&self, task_id: u64) -> bool {
+        let task = &self.tasks[&task_id];
+        !task.ancestors.is_empty()
+            && self.workers.values().any(|slot| {
+                slot.levels.last().is_some_and(|l| l.parked.is_some() && may_run_on(task, l.task))
+                    && !slot.retiring
+                    && slot.parked_other.is_empty()
+            })
+    }
+
     /// Choose the worker for a task needing `cpus` CPUs and expected to run
     /// `expected_ns`, with `free` CPUs free: the least loaded one with room
     /// in its pipeline (see the module notes); a multi-CPU task needs an
@@ -1155,8 +1173,9 @@ const NESTED_EXCHANGE: std::time::Duration = std::time::Duration::from_micros(20
 /// Spilled arguments of ready tasks read back ahead of their dispatch.
 const RESTORES_AHEAD: usize = 2;
 
-/// Ready tasks looked at past the first that no worker takes, when some
-/// worker is blocked (the dispatch looks for tasks a blocked worker may run).
+/// Ready tasks a blocked worker may run but has no room for, looked at past
+/// the first that no worker takes, when some worker is blocked (the
+/// dispatch looks for tasks a blocked worker may run).
 const MAX_SCAN: usize = 256;
 
 /// Slack for sums of fractional resource amounts.
