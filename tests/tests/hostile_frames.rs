@@ -641,6 +641,71 @@ fn a_request_number_already_waiting_is_a_violation() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A gate task (see [`gate`]) and the socket that opens it.
+struct Gate {
+    listener: UnixListener,
+    path: std::path::PathBuf,
+}
+
+impl Gate {
+    fn new(dir: &std::path::Path, name: &str) -> Gate {
+        let path = dir.join(name);
+        let listener = UnixListener::bind(&path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        Gate { listener, path }
+    }
+
+    /// Start the task; returns its ref and the stream that opens it.
+    fn start(&self) -> (ObjectRef<u64>, UnixStream) {
+        let r = gate::remote(self.path.display().to_string());
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => return (r, stream),
+                Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => std::thread::yield_now(),
+                Err(e) => panic!("the gate task did not start: {e}"),
+            }
+        }
+    }
+}
+
+/// A wait answered before all its objects sealed leaves no watcher on the
+/// others: the request number, used again, is answered for what it waits
+/// for now, not when an object of its old use seals.
+#[test]
+fn a_request_number_used_again_after_its_wait_was_answered_waits_for_its_new_objects() {
+    let _serial = serial();
+    let base = Baseline::take();
+    let dir = std::env::temp_dir().join(format!("shoal-hostile-reuse-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (one, two, three) = (Gate::new(&dir, "1.sock"), Gate::new(&dir, "2.sock"), Gate::new(&dir, "3.sock"));
+    let (a, mut open_a) = one.start();
+    let (b, mut open_b) = two.start();
+
+    let mut c = Hostile::connect();
+    c.send(&[ToNode::Wait { request: 9, ids: vec![a.id(), b.id()], num: 1, limit: 2, task: None }]);
+    open_a.write_all(&[1]).unwrap();
+    assert!(matches!(c.reply(), Some(ToClient::Ready { request: 9, positions }) if positions == [0]));
+
+    let (x, mut open_x) = three.start();
+    c.send(&[ToNode::Wait { request: 9, ids: vec![x.id()], num: 1, limit: 1, task: None }]);
+    open_b.write_all(&[2]).unwrap();
+    assert_eq!(shoal::get_timeout(&b, PATIENCE).unwrap(), 2, "b sealed (and its watchers were told)");
+    let request = c.request();
+    c.send(&[ToNode::Allocate { request, size: 64 }]);
+    match c.reply() {
+        Some(ToClient::Allocated { request: r, .. }) if r == request => {}
+        other => panic!("request 9 was answered when its old object sealed: {other:?}"),
+    }
+    open_x.write_all(&[3]).unwrap();
+    assert!(matches!(c.reply(), Some(ToClient::Ready { request: 9, positions }) if positions == [0]));
+    c.sync();
+    drop((a, b, x, c));
+    base.check_restored("a request number used again");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The header and buffer table of an object the client seals into the arena
 /// are checked by every reader: the driver's `get` and `get_shared`, and a
 /// task given it as an argument, all fail with a typed error; a faithful

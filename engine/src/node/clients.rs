@@ -242,14 +242,14 @@ impl NodeState {
 
     /// An object that request `key` watches was sealed: answer it if it is
     /// complete now.
-    /// A request number reused after a `Forget` may be parked on another
-    /// object now: only a request that watches `sealed` is answered.
+    /// A request leaves no watcher behind when it ends (answered, or
+    /// forgotten), so a request number the client uses again is never
+    /// answered for what its old use watched; a `Get` checks it anyway.
     pub(super) fn watched_sealed(&mut self, key: (usize, u64), sealed: u64) {
         let Some(parked) = self.parked.get_mut(&key) else { return };
         let (worker, request) = key;
         let reply = match &mut parked.kind {
             ParkedKind::Get(id) if *id != sealed => return,
-            ParkedKind::Wait { ids, .. } if !ids.contains(&sealed) => return,
             ParkedKind::Get(id) => {
                 let id = *id;
                 self.object_reply(worker, request, id)
@@ -260,6 +260,12 @@ impl NodeState {
                     return;
                 }
                 let (ids, limit) = (std::mem::take(ids), *limit);
+                // Objects still pending keep no watcher for it.
+                for id in &ids {
+                    if let Some(entry) = self.objects.get_mut(id).filter(|e| matches!(e.state, ObjectState::Pending)) {
+                        entry.watchers.retain(|&w| w != key);
+                    }
+                }
                 ToClient::Ready { request, positions: self.ready_positions(&ids, limit) }
             }
         };
