@@ -4,6 +4,7 @@
 //! functions a test calls are defined in that test file.
 
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 /// One node per test binary, shared by its tests (which run in parallel
 /// threads). It is never dropped: workers exit when the test process does.
@@ -12,6 +13,21 @@ pub fn shared_node() -> &'static shoal::Shoal {
     NODE.get_or_init(|| {
         shoal::init(shoal::Config::default().workers(2).store_bytes(256 << 20)).expect("start the shared test node")
     })
+}
+
+/// Poll `done` every 20 ms until it holds or `timeout` passes; whether it
+/// held. For conditions another process or thread brings about.
+pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 pub mod nested;

@@ -33,6 +33,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use shoal::{ObjectRef, SharedArray};
+use shoal_tests::wait_until;
 
 /// Groups the driver submits.
 const GROUPS: u64 = 1024;
@@ -121,20 +122,6 @@ fn expected(g: u64) -> GroupSum {
     let weighed = index_sum(g) * w * w * (w + 1) / 2 + LEAVES * (w - 1) * w * (w + 1) / 3;
     let combined = Array1::from_iter((0..w).map(|k| w * index_sum(g) + LEAVES * k));
     GroupSum { weighed, combined }
-}
-
-/// Poll `done` every 20 ms until it holds or `timeout` passes.
-fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The processes whose parent is this process, from `/proc/*/stat` (zombies

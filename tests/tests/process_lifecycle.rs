@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use shoal_tests::wait_until;
 
 #[shoal::remote]
 fn double(n: u64) -> u64 {
@@ -52,20 +53,6 @@ fn serial() -> MutexGuard<'static, ()> {
 
 fn config() -> shoal::Config {
     shoal::Config::default().workers(2).store_bytes(64 << 20)
-}
-
-/// Poll `done` every 20 ms until it holds or `timeout` passes.
-fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The process state letter from `/proc/<pid>/stat`, `None` if there is no
