@@ -17,7 +17,22 @@ use crate::runtime::{DecodeScope, Precounted, RefHandle, Runtime};
 
 /// What can be stored in the object store and passed to or returned from a
 /// remote function: any `Serialize + DeserializeOwned + Send + 'static` type.
-/// A type that cannot be sent between threads is a compile error.
+/// A type that cannot be sent between threads is a compile error, and so is
+/// one without serde's traits; the error names the type and what it lacks:
+///
+/// ```compile_fail,E0277
+/// struct Point { x: f64, y: f64 } // no Serialize, no Deserialize
+///
+/// #[shoal::remote]
+/// fn norm(p: Point) -> f64 { (p.x * p.x + p.y * p.y).sqrt() }
+/// // error[E0277]: `Point` is not a shoal value: it must be `Serialize + DeserializeOwned + Send + 'static`
+/// # fn main() {}
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a shoal value: it must be `Serialize + DeserializeOwned + Send + 'static`",
+    label = "not `Serialize + DeserializeOwned + Send + 'static`",
+    note = "derive serde's traits on it: `#[derive(serde::Serialize, serde::Deserialize)]`; a type holding a reference, an `Rc` or a raw pointer cannot travel between processes"
+)]
 pub trait Value: Serialize + DeserializeOwned + Send + 'static {}
 impl<T: Serialize + DeserializeOwned + Send + 'static> Value for T {}
 
@@ -154,6 +169,11 @@ impl Arg {
 /// `ObjectRef<Array<A, D>>` where the function takes `SharedArray<A, D>`, and
 /// an `ObjectRef<Frame>` where it takes a `FrameView` made with
 /// [`#[derive(ViewOf)]`](macro@crate::ViewOf)).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be passed where a remote function takes a `{P}`",
+    label = "expected a `{P}`, an `ObjectRef<{P}>` or a `&ObjectRef<{P}>`",
+    note = "`{P}` itself must be a shoal value: `Serialize + DeserializeOwned + Send + 'static`"
+)]
 pub trait IntoArg<P> {
     /// Package `self` for submission.
     fn into_arg(self) -> Arg;
