@@ -250,3 +250,29 @@ fn a_spill_that_cannot_be_written_is_a_full_store_not_a_hang() -> anyhow::Result
     assert_eq!(node.store_stats().spilled_objects, 0, "nothing left the arena");
     Ok(())
 }
+
+#[shoal::remote]
+fn hold_cpu(ms: u64) -> u64 {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    ms
+}
+
+#[test]
+fn get_timeout_of_a_spilled_object_that_has_no_room_yet_times_out_on_time() -> anyhow::Result<()> {
+    let _serial = serial();
+    let base = SpillBase::new("timeout");
+    let _node = node(&base)?;
+    let refs: Vec<_> = (0..4).map(|i| shoal::put(array(i))).collect::<Result<_, _>>()?;
+    // Three views pin three arrays: the fourth, spilled, has no room to come back.
+    let views: Vec<SharedArray<f64, Ix1>> = refs[1..].iter().map(shoal::get_shared).collect::<Result<_, _>>()?;
+    // A running task could unpin something, so the node would wait for room.
+    let busy = hold_cpu::remote(5_000);
+    let started = std::time::Instant::now();
+    let got = shoal::get_timeout(&refs[0], std::time::Duration::from_millis(200));
+    assert!(matches!(got, Err(Error::Timeout(_))), "{got:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "waited {:?}, past its deadline", started.elapsed());
+    drop(views);
+    check_sum(0, shoal::get(&refs[0])?.sum());
+    assert_eq!(shoal::get(&busy)?, 5_000);
+    Ok(())
+}

@@ -190,7 +190,7 @@ fn restore_wanted(node: std::sync::Weak<Node>, wanted: crossbeam_channel::Receiv
             node.change_and_dispatch(|_| ());
             continue;
         }
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| node.restore(id))) {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| node.restore(id, None))) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!("cannot read spilled object {id} back: {e}"),
             Err(panic) => {
@@ -566,12 +566,13 @@ impl Node {
     /// allocation tried again; when nothing more can be spilled, the error
     /// is `ObjectStoreFull` naming what is pinned.
     pub(crate) fn allocate(&self, len: u64, worker: Option<usize>) -> Result<u64> {
-        self.allocate_as(len, worker, false)
+        self.allocate_as(len, worker, false, None)
     }
 
     /// [`allocate`](Self::allocate); a `restore` may not push out objects
-    /// read back for tasks not yet dispatched (`SpillBook::kept`).
-    fn allocate_as(&self, len: u64, worker: Option<usize>, restore: bool) -> Result<u64> {
+    /// read back for tasks not yet dispatched (`SpillBook::kept`). Waiting
+    /// for room ends at `deadline` (a `get_timeout`'s).
+    fn allocate_as(&self, len: u64, worker: Option<usize>, restore: bool, deadline: Option<Instant>) -> Result<u64> {
         let mut state = self.lock();
         let mut give_up = None;
         loop {
@@ -613,7 +614,10 @@ impl Node {
                 // Tasks out at other workers pin their arguments until they
                 // end (as plasma queues a create while the store is full);
                 // the asking worker's own cannot end while it waits here.
-                let give_up = *give_up.get_or_insert_with(|| Instant::now() + FULL_WAIT);
+                let give_up = *give_up.get_or_insert_with(|| {
+                    let wait_ends = Instant::now() + FULL_WAIT;
+                    deadline.map_or(wait_ends, |d| d.min(wait_ends))
+                });
                 let now = Instant::now();
                 let others_busy = state.workers.iter().any(|(&id, w)| Some(id) != worker && !w.in_flight.is_empty());
                 if others_busy && now < give_up && !self.is_stopped() {
@@ -678,14 +682,24 @@ impl Node {
     }
 
     /// Read object `id` back into the arena if it is spilled (another
-    /// thread reading it back is waited for).
-    pub(crate) fn restore(&self, id: u64) -> Result<()> {
+    /// thread reading it back is waited for), waiting for room and for
+    /// that thread no longer than `deadline`.
+    pub(crate) fn restore(&self, id: u64, deadline: Option<Instant>) -> Result<()> {
         loop {
             let mut state = self.lock();
             let (file, pos, len) = match state.begin_restore(id) {
                 room::Restore::NotSpilled => return Ok(()),
                 room::Restore::InProgress => {
-                    drop(self.changed.wait(state).unwrap_or_else(|e| e.into_inner()));
+                    match deadline {
+                        None => drop(self.changed.wait(state).unwrap_or_else(|e| e.into_inner())),
+                        Some(d) => {
+                            let now = Instant::now();
+                            if now >= d {
+                                return Err(Error::Timeout(Duration::ZERO));
+                            }
+                            drop(self.changed.wait_timeout(state, d - now).unwrap_or_else(|e| e.into_inner()));
+                        }
+                    }
                     continue;
                 }
                 room::Restore::Read { file, pos, len } => (file, pos, len),
@@ -694,7 +708,7 @@ impl Node {
             // Whatever happens, `finish_restore` runs: a panic here must not
             // leave the object marked as being read back.
             let read_back = std::panic::AssertUnwindSafe(|| {
-                self.allocate_as(len, None, true).and_then(|offset| {
+                self.allocate_as(len, None, true, deadline).and_then(|offset| {
                     let read = self.arena.prepare(offset, len).map_err(Error::from).and_then(|()| {
                         // SAFETY: `offset..offset+len` was just allocated to this
                         // thread and no object refers to it until
@@ -834,7 +848,11 @@ impl Node {
                 None => return Err(Error::ObjectNotFound(id)),
                 Some(entry) if matches!(entry.state, ObjectState::Spilled { .. }) => {
                     drop(state);
-                    self.restore(id)?;
+                    // Room for it is waited for no longer than the caller waits.
+                    self.restore(id, deadline).map_err(|e| match deadline {
+                        Some(d) if Instant::now() >= d => Error::Timeout(timeout.unwrap_or_default()),
+                        _ => e,
+                    })?;
                     state = self.lock();
                     continue;
                 }
