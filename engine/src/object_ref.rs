@@ -34,6 +34,9 @@ use crate::runtime::{DecodeScope, Precounted, RefHandle, Runtime};
     note = "derive serde's traits on it: `#[derive(serde::Serialize, serde::Deserialize)]`; a type holding a reference, an `Rc` or a raw pointer cannot travel between processes"
 )]
 pub trait Value: Serialize + DeserializeOwned + Send + 'static {}
+// Not recommended: an error then names `Value` (and its message above), not
+// each of serde's traits the type lacks, one error apiece.
+#[diagnostic::do_not_recommend]
 impl<T: Serialize + DeserializeOwned + Send + 'static> Value for T {}
 
 /// Fingerprint of a type, stamped on every object written as that type and
@@ -179,6 +182,7 @@ pub trait IntoArg<P> {
     fn into_arg(self) -> Arg;
 }
 
+#[diagnostic::do_not_recommend]
 impl<P: Value> IntoArg<P> for P {
     fn into_arg(self) -> Arg {
         Arg::from_value(&self)
