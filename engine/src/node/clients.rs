@@ -151,7 +151,7 @@ impl NodeState {
         // Looked for in the whole queue (from the back: usually a child just
         // submitted): past a window, behind work no worker can take, a
         // producer the task did not submit would wait forever.
-        if let Some(producer) = producer {
+        if let Some(producer) = producer.map(std::num::NonZeroU64::get) {
             if let Some(at) = self.ready.iter().rposition(|&t| t == producer) {
                 self.ready.remove(at);
                 self.ready.push_front(producer);

@@ -74,8 +74,7 @@ impl Drop for Helping<'_> {
         }
         self.node.helping.store(false, Ordering::Release);
         if self.wake_readers {
-            let _guard = self.node.help_parked.lock().unwrap_or_else(|e| e.into_inner());
-            self.node.help_ended.notify_all();
+            self.node.wake_parked_readers();
         }
     }
 }
@@ -650,9 +649,14 @@ impl Node {
             for slot in state.workers.values() {
                 slot.conn.helped.store(false, Ordering::Release);
             }
-            let _guard = self.help_parked.lock().unwrap_or_else(|e| e.into_inner());
-            self.help_ended.notify_all();
+            self.wake_parked_readers();
         }
+    }
+
+    /// Wake the reader threads standing aside in [`Node::park_while_helped`].
+    fn wake_parked_readers(&self) {
+        let _guard = self.help_parked.lock().unwrap_or_else(|e| e.into_inner());
+        self.help_ended.notify_all();
     }
 
     /// Write a batch of objects chosen to spill into a new spill file.

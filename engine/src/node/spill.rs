@@ -34,6 +34,7 @@ impl SpillDir {
         SpillDir { path, made: AtomicU64::new(0) }
     }
 
+    /// The directory (removed by the node when it stops).
     pub fn path(&self) -> &Path {
         &self.path
     }
