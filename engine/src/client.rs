@@ -38,8 +38,10 @@ use shoal_ipc::{FrameBuffer, FrameReader, HandshakeReply, Hello, Welcome, encode
 use shoal_store::{Arena, Layout};
 
 use crate::error::{Error, Result};
-use crate::options::TaskOptions;
-use crate::protocol::{Execute, ObjectData, Placed, RefOp, Submit, SubmitArg, ToClient, ToNode, client_id_base};
+use crate::options::{ActorOptions, TaskOptions};
+use crate::protocol::{
+    CreateActor, Execute, ObjectData, Placed, RefOp, Submit, SubmitArg, ToClient, ToNode, client_id_base,
+};
 
 /// How long a reader watches the socket before it sleeps in `poll`: a reply
 /// a few microseconds away then costs no wake-up.
@@ -328,8 +330,8 @@ impl Client {
         out.batch_since.get_or_insert(ready);
     }
 
-    /// Submit a task; returns its output ids (this client holds one
-    /// reference to each).
+    /// Submit a task (`actor`: a call of that actor's method `function`);
+    /// returns its output ids (this client holds one reference to each).
     pub(crate) fn submit(
         &self,
         function: &str,
@@ -337,6 +339,7 @@ impl Client {
         args: Vec<SubmitArg>,
         num_returns: usize,
         failed: Option<Error>,
+        actor: Option<u64>,
     ) -> Vec<u64> {
         let outputs: Vec<u64> = (0..num_returns).map(|_| self.new_id()).collect();
         let parent = Some(self.top_task.load(Ordering::Acquire)).filter(|&t| t != 0 && self.on_task_thread());
@@ -348,12 +351,54 @@ impl Client {
             parent,
             failed,
         };
-        // A stopped node fails the outputs' reads with `NodeStopped`.
+        let msg = match actor {
+            None => ToNode::Submit(submit),
+            Some(actor) => ToNode::Call { actor, submit },
+        };
+        self.queue_submission(&msg);
+        outputs
+    }
+
+    /// Create an actor of `class`; returns its id (this client holds one
+    /// reference to its handle object).
+    pub(crate) fn create_actor(
+        &self,
+        class: &str,
+        options: &ActorOptions,
+        args: Vec<SubmitArg>,
+        failed: Option<Error>,
+    ) -> u64 {
+        let id = self.new_id();
+        let create = CreateActor { id, class: class.to_string(), options: options.clone(), args, failed };
+        self.queue_submission(&ToNode::CreateActor(create));
+        id
+    }
+
+    /// The live actor named `name`: its id (with a reference counted for
+    /// this client) and class.
+    pub(crate) fn get_actor(&self, name: &str) -> Result<(u64, String)> {
+        let make = |request| ToNode::GetActor { request, name: name.to_string() };
+        match self.request(make, None, Waiting::Reply)? {
+            ToClient::ActorFound { found, .. } => found,
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// End actor `id` now.
+    pub(crate) fn kill_actor(&self, id: u64) -> Result<()> {
+        self.send(&[ToNode::KillActor(id)])
+    }
+
+    /// Queue a submission (a task, a call, an actor): written at once from
+    /// outside a task; from a task's thread, batched with the task's other
+    /// submissions (see `start_flusher`). A stopped node fails the
+    /// outputs' reads with `NodeStopped`.
+    fn queue_submission(&self, msg: &ToNode) {
         let mut out = self.out();
-        out.encode(&ToNode::Submit(submit));
+        out.encode(msg);
         if out.stack.is_empty() || !self.on_task_thread() {
             let _ = self.write_out(&mut out);
-            return outputs;
+            return;
         }
         // A task's burst of submissions goes in batches (see `start_flusher`).
         out.submits += 1;
@@ -363,7 +408,6 @@ impl Client {
             out.submits_since = Some(Instant::now());
             self.submitted.notify_one();
         }
-        outputs
     }
 
     /// Place a value measured as `layout`: inline, or written into an arena
@@ -814,9 +858,10 @@ impl Client {
 
 fn reply_request(reply: &ToClient) -> u64 {
     match reply {
-        ToClient::Allocated { request, .. } | ToClient::Object { request, .. } | ToClient::Ready { request, .. } => {
-            *request
-        }
+        ToClient::Allocated { request, .. }
+        | ToClient::Object { request, .. }
+        | ToClient::Ready { request, .. }
+        | ToClient::ActorFound { request, .. } => *request,
         ToClient::Execute(_) | ToClient::Shutdown => u64::MAX,
     }
 }

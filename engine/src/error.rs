@@ -112,6 +112,21 @@ pub enum Error {
     /// The operation is not available where it was called.
     #[error("unsupported here: {0}")]
     Unsupported(String),
+    /// The actor a method was called on is gone: its process died and was
+    /// not restarted (or the call ran out of retries), its constructor
+    /// failed, it was killed, or it could not be created.
+    #[error("actor {actor} died: {cause}")]
+    ActorDied {
+        /// The actor: its type, and its name if it has one
+        /// (`demo::Counter "hits"`), or its id.
+        actor: String,
+        /// Why: `its process was killed by signal 9 (SIGKILL)`, `its
+        /// constructor panicked: …`, `killed by shoal::kill`, …
+        cause: String,
+    },
+    /// No live actor has this name (see `options().name(…)`).
+    #[error("no live actor is named `{0}`")]
+    ActorNotFound(String),
 }
 
 impl From<shoal_store::StoreError> for Error {

@@ -134,6 +134,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod actor;
 mod client;
 mod config;
 mod deferred_drop;
@@ -153,13 +154,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use actor::{Actor, ActorHandle, get_actor, kill};
 pub use config::Config;
 use error::panic_message;
 pub use error::{Error, Result};
 pub use ndarray;
+pub use node::{ActorInfo, ActorState};
 pub use object_ref::{Arg, IntoArg, ObjectRef, Value};
-pub use options::TaskOptions;
-pub use shoal_macros::remote;
+pub use options::{ActorOptions, TaskOptions};
+pub use shoal_macros::{actor, method, remote};
 pub use shoal_store::{Element, SharedArray};
 pub use view::ViewOf;
 
@@ -296,14 +299,41 @@ impl Shoal {
         self.node.socket_path()
     }
 
-    /// Number of worker processes connected right now.
+    /// Number of the pool's worker processes connected right now (actors'
+    /// processes are listed by [`actors`](Self::actors)).
     pub fn live_workers(&self) -> usize {
-        self.node.lock().workers.len()
+        self.node.lock().pool_size()
     }
 
-    /// Process ids of the connected workers.
+    /// Process ids of the pool's connected workers.
     pub fn worker_pids(&self) -> Vec<u32> {
-        self.node.lock().workers.values().map(|w| w.conn.pid).collect()
+        self.node.lock().workers.values().filter(|w| w.actor.is_none()).map(|w| w.conn.pid).collect()
+    }
+
+    /// The actors that live (starting, alive or restarting), by id: type,
+    /// name, process, state, restarts.
+    ///
+    /// ```no_run
+    /// pub struct Model { weights: Vec<f32> }
+    ///
+    /// #[shoal::actor]
+    /// impl Model {
+    ///     pub fn new(n: usize) -> Self { Model { weights: vec![0.5; n] } }
+    ///     pub fn predict(&self, x: f32) -> f32 { self.weights.iter().map(|w| w * x).sum() }
+    /// }
+    ///
+    /// # fn main() -> shoal::Result<()> {
+    /// let node = shoal::init(shoal::Config::default())?;
+    /// let model = Model::options().name("model").remote(4);
+    /// assert_eq!(shoal::get(&model.predict(2.0))?, 4.0);
+    /// let actors = node.actors();
+    /// assert_eq!(actors[0].name.as_deref(), Some("model"));
+    /// assert_eq!(actors[0].state, shoal::ActorState::Alive);
+    /// assert!(actors[0].class.ends_with("::Model"));
+    /// # Ok(()) }
+    /// ```
+    pub fn actors(&self) -> Vec<ActorInfo> {
+        self.node.actors()
     }
 
     /// Bytes of the object store in use.
@@ -657,9 +687,10 @@ pub fn wait<T>(
 /// What generated code calls. Not a public API: it may change in any release.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::actor::{ActorMethods, RawActor};
     pub use crate::object_ref::ArgReader;
-    pub use crate::registry::{REMOTE_FUNCTIONS, RemoteFunction};
-    pub use crate::task::{Output, output, submit, typed};
+    pub use crate::registry::{Invoke, REMOTE_FUNCTIONS, RemoteFunction};
+    pub use crate::task::{Output, actor_state, call, create_actor, output, submit, typed};
     pub use crate::view::{SameType, check_field, check_order, same_type, view_arg, viewed_by};
     pub use linkme;
 }

@@ -84,3 +84,67 @@ impl TaskOptions {
         self
     }
 }
+
+/// Options of an actor, given when it is created:
+/// `Counter::options().name("hits").max_restarts(2).remote(0)`.
+///
+/// ```no_run
+/// pub struct Counter { n: i64 }
+///
+/// #[shoal::actor]
+/// impl Counter {
+///     pub fn new(start: i64) -> Self { Counter { n: start } }
+///     pub fn add(&mut self, k: i64) -> i64 { self.n += k; self.n }
+/// }
+///
+/// # fn main() -> shoal::Result<()> {
+/// let _node = shoal::init(shoal::Config::default())?;
+/// let hits = Counter::options().name("hits").max_restarts(2).max_task_retries(1).remote(0);
+/// let same: shoal::ActorHandle<Counter> = shoal::get_actor("hits")?;
+/// assert_eq!(shoal::get(&same.add(1))?, 1);
+/// shoal::kill(&hits)?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ActorOptions {
+    pub(crate) num_cpus: u32,
+    pub(crate) name: Option<String>,
+    pub(crate) max_restarts: u32,
+    pub(crate) max_task_retries: u32,
+}
+
+impl ActorOptions {
+    /// CPUs the actor holds for as long as it lives (default 0: an actor
+    /// does not take a CPU from the task pool, as in Ray). Tasks then share
+    /// the CPUs left; the actor starts once that many are free.
+    pub fn num_cpus(mut self, cpus: u32) -> Self {
+        self.num_cpus = cpus;
+        self
+    }
+
+    /// Register the actor under `name`, for [`get_actor`](crate::get_actor)
+    /// from any process of the node. A named actor lives until
+    /// [`kill`](crate::kill)ed or the node stops, handles or not. A name
+    /// already taken by a live actor makes this one dead on arrival: its
+    /// calls fail with [`Error::ActorDied`](crate::Error::ActorDied) saying so.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Times the actor's process is started again, running `new` with the
+    /// same arguments (its state starts over), when it dies (default 0).
+    pub fn max_restarts(mut self, restarts: u32) -> Self {
+        self.max_restarts = restarts;
+        self
+    }
+
+    /// Times a call that was running when the actor's process died is run
+    /// again on the restarted actor (default 0: it fails with
+    /// [`Error::ActorDied`](crate::Error::ActorDied)). Calls that had not
+    /// started yet are never charged.
+    pub fn max_task_retries(mut self, retries: u32) -> Self {
+        self.max_task_retries = retries;
+        self
+    }
+}

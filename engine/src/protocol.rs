@@ -16,7 +16,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::options::TaskOptions;
+use crate::options::{ActorOptions, TaskOptions};
 
 /// Ids the node makes itself have this bit clear; a client's have it set,
 /// then the client's number, then its own sequence ([`client_id_base`]).
@@ -69,7 +69,7 @@ pub(crate) enum Placed {
 }
 
 /// One argument of a submitted task.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum SubmitArg {
     /// A small value passed directly, and the refs serialized inside it.
     Inline {
@@ -106,6 +106,22 @@ pub(crate) struct Submit {
     /// one (its parent), if any.
     pub parent: Option<u64>,
     /// The arguments could not be prepared: the task fails with this at once.
+    pub failed: Option<Error>,
+}
+
+/// An actor created by a client.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct CreateActor {
+    /// The actor's id: a fresh id in the client's range, for its handle
+    /// object (the client holds one reference to it).
+    pub id: u64,
+    /// The actor type's registered name.
+    pub class: String,
+    /// Its options.
+    pub options: ActorOptions,
+    /// Its constructor's arguments.
+    pub args: Vec<SubmitArg>,
+    /// The arguments could not be prepared: the actor dies at once.
     pub failed: Option<Error>,
 }
 
@@ -175,6 +191,24 @@ pub(crate) enum ToNode {
     /// Tasks sent to this client that it hands back without running them
     /// (its task thread blocked with them queued).
     Requeue(Vec<u64>),
+    /// Create an actor.
+    CreateActor(CreateActor),
+    /// Call a method of actor `actor` (`submit.function`).
+    Call {
+        /// The actor's id.
+        actor: u64,
+        /// The call, as a task.
+        submit: Submit,
+    },
+    /// Answer with [`ToClient::ActorFound`]: the live actor named `name`.
+    GetActor {
+        /// Echoed in the reply.
+        request: u64,
+        /// The name.
+        name: String,
+    },
+    /// End this actor now (`shoal::kill`).
+    KillActor(u64),
 }
 
 /// One argument of a task, as the worker receives it.
@@ -265,6 +299,14 @@ pub(crate) enum ToClient {
     },
     /// Finish and exit.
     Shutdown,
+    /// Answer to [`ToNode::GetActor`]: the actor's id (with a reference
+    /// counted for the client) and type, or why not.
+    ActorFound {
+        /// The request answered.
+        request: u64,
+        /// The actor, or why not.
+        found: Result<(u64, String), Error>,
+    },
 }
 
 #[cfg(test)]
@@ -357,6 +399,26 @@ mod tests {
                 .prop_map(|(request, ids, num, limit, task)| ToNode::Wait { request, ids, num, limit, task }),
             any::<u64>().prop_map(|request| ToNode::Forget { request }),
             ids().prop_map(ToNode::Requeue),
+            (
+                any::<u64>(),
+                ".{0,20}",
+                any::<(u32, u32, u32)>(),
+                prop::option::of(".{0,6}"),
+                submit(),
+                prop::option::of(error())
+            )
+                .prop_map(|(id, class, (cpus, restarts, retries), name, submit, failed)| {
+                    let options =
+                        ActorOptions::default().num_cpus(cpus).max_restarts(restarts).max_task_retries(retries);
+                    let options = match name {
+                        Some(name) => options.name(name),
+                        None => options,
+                    };
+                    ToNode::CreateActor(CreateActor { id, class, options, args: submit.args, failed })
+                }),
+            (any::<u64>(), submit()).prop_map(|(actor, submit)| ToNode::Call { actor, submit }),
+            (any::<u64>(), ".{0,12}").prop_map(|(request, name)| ToNode::GetActor { request, name }),
+            any::<u64>().prop_map(ToNode::KillActor),
         ]
     }
 
@@ -384,6 +446,8 @@ mod tests {
             (any::<u64>(), prop::collection::vec(any::<u32>(), 0..8))
                 .prop_map(|(request, positions)| ToClient::Ready { request, positions }),
             Just(()).prop_map(|()| ToClient::Shutdown),
+            (any::<u64>(), prop_oneof![(any::<u64>(), ".{0,12}").prop_map(Ok), error().prop_map(Err)])
+                .prop_map(|(request, found)| ToClient::ActorFound { request, found }),
         ]
     }
 

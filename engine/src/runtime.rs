@@ -18,7 +18,7 @@ use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::node::Node;
 use crate::node::state::IdMap;
-use crate::options::TaskOptions;
+use crate::options::{ActorOptions, TaskOptions};
 use crate::protocol::{RefOp, SubmitArg};
 
 /// This process's connection to its node.
@@ -98,8 +98,9 @@ impl Runtime {
         Ok(self.adopt(id))
     }
 
-    /// Submit a task; `failure` fails it at once. The caller keeps the
-    /// objects in `args` alive until this returns. One handle per output.
+    /// Submit a task (`actor`: a call of that actor's method `function`);
+    /// `failure` fails it at once. The caller keeps the objects in `args`
+    /// alive until this returns. One handle per output.
     pub(crate) fn submit(
         &self,
         function: &'static str,
@@ -107,12 +108,45 @@ impl Runtime {
         args: Vec<SubmitArg>,
         num_returns: usize,
         failure: Option<Error>,
+        actor: Option<u64>,
     ) -> Vec<Arc<RefHandle>> {
         let outputs = match self {
-            Runtime::Local(node) => node.submit(function, options, args, num_returns, failure),
-            Runtime::Client(client) => client.submit(function, options, args, num_returns, failure),
+            Runtime::Local(node) => node.submit(function, options, args, num_returns, failure, actor),
+            Runtime::Client(client) => client.submit(function, options, args, num_returns, failure, actor),
         };
         outputs.into_iter().map(|id| self.adopt(id)).collect()
+    }
+
+    /// Create an actor of `class`; returns a handle to its handle object.
+    pub(crate) fn create_actor(
+        &self,
+        class: &'static str,
+        options: &ActorOptions,
+        args: Vec<SubmitArg>,
+        failure: Option<Error>,
+    ) -> Arc<RefHandle> {
+        let id = match self {
+            Runtime::Local(node) => node.create_actor(class, options, args, failure),
+            Runtime::Client(client) => client.create_actor(class, options, args, failure),
+        };
+        self.adopt(id)
+    }
+
+    /// The live actor named `name`: a handle to its handle object, and its class.
+    pub(crate) fn get_actor(&self, name: &str) -> Result<(Arc<RefHandle>, String)> {
+        let (id, class) = match self {
+            Runtime::Local(node) => node.get_actor(name).map(|(id, class)| (id, class.to_string()))?,
+            Runtime::Client(client) => client.get_actor(name)?,
+        };
+        Ok((self.adopt(id), class))
+    }
+
+    /// End actor `id` now.
+    pub(crate) fn kill_actor(&self, id: u64) -> Result<()> {
+        match self {
+            Runtime::Local(node) => node.kill_actor(id),
+            Runtime::Client(client) => client.kill_actor(id),
+        }
     }
 
     /// Drop one reference per entry of `ids`.

@@ -1,13 +1,14 @@
-//! The small pieces generated code calls: submitting a task, measuring a
-//! return value, typing an output handle.
+//! The small pieces generated code calls: submitting a task, creating and
+//! calling an actor, measuring a return value, typing an output handle.
 
 use std::sync::Arc;
 
 use shoal_store::{EncodeError, Layout};
 
+use crate::actor::RawActor;
 use crate::error::Error;
 use crate::object_ref::{Arg, ArgKind, ObjectRef, Value, fingerprint};
-use crate::options::TaskOptions;
+use crate::options::{ActorOptions, TaskOptions};
 use crate::protocol::SubmitArg;
 use crate::runtime::{RefHandle, Runtime};
 
@@ -40,12 +41,52 @@ pub fn submit(
     args: Vec<Arg>,
     num_returns: usize,
 ) -> Vec<Arc<RefHandle>> {
-    let runtime = match Runtime::current() {
+    let runtime = current_runtime(function);
+    let (specs, pinned, failure) = prepare_args(&runtime, args);
+    let outputs = runtime.submit(function, options, specs, num_returns, failure, None);
+    drop(pinned);
+    outputs
+}
+
+/// Call `method` on the actor `actor` refers to (used by generated code).
+/// Returns one handle per output.
+///
+/// # Panics
+/// In a process without a node.
+pub fn call(actor: &RawActor, method: &'static str, args: Vec<Arg>, num_returns: usize) -> Vec<Arc<RefHandle>> {
+    let runtime = current_runtime(method);
+    let (specs, pinned, failure) = prepare_args(&runtime, args);
+    // Per-call options come from the actor (its `max_task_retries`).
+    let options = TaskOptions::default();
+    let outputs = runtime.submit(method, &options, specs, num_returns, failure, Some(actor.id()));
+    drop(pinned);
+    outputs
+}
+
+/// Create an actor of type `class` (used by generated code).
+///
+/// # Panics
+/// In a process without a node.
+pub fn create_actor(class: &'static str, options: &ActorOptions, args: Vec<Arg>) -> RawActor {
+    let runtime = current_runtime(class);
+    let (specs, pinned, failure) = prepare_args(&runtime, args);
+    let handle = runtime.create_actor(class, options, specs, failure);
+    drop(pinned);
+    RawActor::from_handle(handle)
+}
+
+fn current_runtime(what: &str) -> Runtime {
+    match Runtime::current() {
         Ok(runtime) => runtime,
-        Err(e) => panic!("cannot call `{function}::remote`: {e}"),
-    };
+        Err(e) => panic!("cannot call `{what}::remote`: {e}"),
+    }
+}
+
+/// Arguments as the node takes them, the handles that keep them alive
+/// until the node has counted them, and the first that could not be
+/// prepared.
+fn prepare_args(runtime: &Runtime, args: Vec<Arg>) -> (Vec<SubmitArg>, Vec<Arc<RefHandle>>, Option<Error>) {
     let mut specs = Vec::with_capacity(args.len());
-    // Handles that keep the arguments alive until the node has pinned them.
     let mut pinned = Vec::new();
     let mut failure = None;
     let mut inline_bytes = 0;
@@ -76,9 +117,14 @@ pub fn submit(
             ArgKind::Failed(e) => failure = failure.or(Some(e)),
         }
     }
-    let outputs = runtime.submit(function, options, specs, num_returns, failure);
-    drop(pinned);
-    outputs
+    (specs, pinned, failure)
+}
+
+/// The actor state a method runs on, as a `T` (used by generated code).
+pub fn actor_state<T: 'static>(state: &mut (dyn std::any::Any + Send)) -> Result<&mut T, Error> {
+    state.downcast_mut::<T>().ok_or_else(|| Error::TypeMismatch {
+        detail: format!("this actor process does not hold a {}", std::any::type_name::<T>()),
+    })
 }
 
 /// Wrap an output handle as a typed reference (used by generated code).

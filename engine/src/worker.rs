@@ -21,6 +21,7 @@
 //! request a task makes (a nested `get` above all), the client writes what
 //! waits, so no result is held up behind real work or behind a wait.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -34,7 +35,7 @@ use crate::error::{Error, panic_message};
 use crate::node::{ENV_PARENT, ENV_SOCKET, ENV_TOKEN};
 use crate::object_ref::ArgReader;
 use crate::protocol::{Execute, Placed, ToNode};
-use crate::registry;
+use crate::registry::{self, Invoke};
 use crate::runtime::Runtime;
 use crate::task::Output;
 
@@ -106,7 +107,12 @@ fn run(socket: std::path::PathBuf, parent: Option<i32>, token: u64) -> Result<()
     client.start_flusher().map_err(io_err)?;
     let runtime = Runtime::Client(client.clone());
     Runtime::install(runtime.clone())?;
-    let worker = Arc::new(TaskRunner { runtime, client: client.clone(), run_times: Mutex::new(HashMap::new()) });
+    let worker = Arc::new(TaskRunner {
+        runtime,
+        client: client.clone(),
+        run_times: Mutex::new(HashMap::new()),
+        actor: Mutex::new(None),
+    });
     let nested = worker.clone();
     client.set_nested_runner(Box::new(move |execute| nested.run(execute)));
     worker.serve()
@@ -129,6 +135,9 @@ struct TaskRunner {
     client: Arc<Client>,
     /// Average run time per function, to tell a short task from a long one.
     run_times: Mutex<HashMap<String, Duration>>,
+    /// In an actor's process: the actor, made by its constructor (taken
+    /// out while a method runs).
+    actor: Mutex<Option<Box<dyn Any + Send>>>,
 }
 
 impl TaskRunner {
@@ -141,7 +150,12 @@ impl TaskRunner {
                     self.client.flush()?;
                     match self.client.next_execute() {
                         Some(execute) => execute,
-                        None => return self.client.flush().or(Ok(())),
+                        None => {
+                            // An actor's state is dropped before the process
+                            // exits, so its `Drop` runs (files flushed, …).
+                            drop(self.actor_slot().take());
+                            return self.client.flush().or(Ok(()));
+                        }
                     }
                 }
             };
@@ -151,6 +165,39 @@ impl TaskRunner {
 
     fn run_times(&self) -> std::sync::MutexGuard<'_, HashMap<String, Duration>> {
         self.run_times.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn actor_slot(&self) -> std::sync::MutexGuard<'_, Option<Box<dyn Any + Send>>> {
+        self.actor.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Run a registered entry on `args`: a function, an actor's
+    /// constructor (its state is kept) or a method (on that state).
+    fn invoke(&self, invoke: &Invoke, args: &mut ArgReader<'_>) -> Result<Vec<Output>, Error> {
+        match invoke {
+            Invoke::Function(function) => function(args),
+            Invoke::Constructor { class, new } => {
+                if self.actor_slot().is_some() {
+                    return Err(Error::Unsupported(format!("this process already runs an actor, not a {class}")));
+                }
+                let state = new(args)?;
+                *self.actor_slot() = Some(state);
+                Ok(vec![crate::task::output(())])
+            }
+            Invoke::Method { class, call } => {
+                let taken = self.actor_slot().take();
+                let Some(mut state) = taken else {
+                    return Err(Error::Unsupported(format!(
+                        "this process runs no {class} (a method runs on its actor)"
+                    )));
+                };
+                // Put back however the method ends: a panic leaves the
+                // actor alive with its state, as in Ray.
+                let result = catch_unwind(AssertUnwindSafe(|| call(&mut *state, args)));
+                *self.actor_slot() = Some(state);
+                result.unwrap_or_else(|payload| std::panic::resume_unwind(payload))
+            }
+        }
     }
 
     /// Run one task and queue its report.
@@ -187,7 +234,7 @@ impl TaskRunner {
         };
         let result = {
             let mut args = ArgReader { runtime: &self.runtime, args: args.into_iter() };
-            catch_unwind(AssertUnwindSafe(|| (function.invoke)(&mut args)))
+            catch_unwind(AssertUnwindSafe(|| self.invoke(&function.invoke, &mut args)))
         };
         let outputs = match result {
             Ok(Ok(outputs)) => outputs.into_iter().map(|o| self.place(o)).collect(),

@@ -1,17 +1,19 @@
 //! `#[shoal::remote]`, which turns a plain function into a remote function,
-//! and `#[derive(shoal::ViewOf)]`, which declares a checked view twin.
+//! `#[shoal::actor]`, which makes a type's impl block an actor, and
+//! `#[derive(shoal::ViewOf)]`, which declares a checked view twin.
 //!
 //! This crate owns only the code generation; everything the generated code
 //! calls lives in `shoal::__private`. Use it through `shoal::remote` and
 //! `shoal::ViewOf`, where it is documented.
 
+mod actor;
 mod view_of;
 
 use proc_macro::TokenStream;
 use proc_macro2::TokenStream as TokenStream2;
 use quote::{format_ident, quote};
 use syn::parse::{Parse, ParseStream};
-use syn::{DeriveInput, FnArg, Ident, ItemFn, LitInt, Pat, ReturnType, Token, Type, parse_macro_input};
+use syn::{DeriveInput, FnArg, Ident, ItemFn, ItemImpl, LitInt, Pat, ReturnType, Token, Type, parse_macro_input};
 
 struct RemoteArgs {
     num_returns: usize,
@@ -52,6 +54,37 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
 }
 
+/// Make a type an actor: on its impl block, whose `new` is the constructor.
+/// Adds `TYPE::remote(args…)`, `TYPE::options()` and the handle's methods.
+/// See `shoal::ActorHandle`.
+#[proc_macro_attribute]
+pub fn actor(attr: TokenStream, item: TokenStream) -> TokenStream {
+    if !attr.is_empty() {
+        let attr = TokenStream2::from(attr);
+        return syn::Error::new_spanned(
+            attr,
+            "#[shoal::actor] takes no options; give them at creation with `TYPE::options()`",
+        )
+        .to_compile_error()
+        .into();
+    }
+    let block = parse_macro_input!(item as ItemImpl);
+    match actor::expand(block) {
+        Ok(tokens) => tokens.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+/// Options of one method inside a `#[shoal::actor]` impl block:
+/// `#[shoal::method(num_returns = 2)]` on a method returning a pair.
+#[proc_macro_attribute]
+pub fn method(_attr: TokenStream, item: TokenStream) -> TokenStream {
+    let item = TokenStream2::from(item);
+    let error = syn::Error::new_spanned(&item, "#[shoal::method] marks a method inside a #[shoal::actor] impl block")
+        .to_compile_error();
+    quote!(#error #item).into()
+}
+
 /// Use it as `shoal::ViewOf`: the generated code names the `shoal` crate.
 #[proc_macro_derive(ViewOf, attributes(view_of))]
 pub fn derive_view_of(item: TokenStream) -> TokenStream {
@@ -62,30 +95,37 @@ pub fn derive_view_of(item: TokenStream) -> TokenStream {
     }
 }
 
-fn expand(args: RemoteArgs, func: ItemFn) -> syn::Result<TokenStream2> {
-    let sig = &func.sig;
+/// Refuse what a remote function or method cannot be: generic, async.
+pub(crate) fn check_signature(sig: &syn::Signature, what: &str) -> syn::Result<()> {
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-        return Err(syn::Error::new_spanned(&sig.generics, "remote functions cannot be generic"));
+        return Err(syn::Error::new_spanned(&sig.generics, format!("{what} cannot be generic")));
     }
     if let Some(asyncness) = &sig.asyncness {
-        return Err(syn::Error::new_spanned(asyncness, "remote functions cannot be async"));
+        return Err(syn::Error::new_spanned(asyncness, format!("{what} cannot be async")));
     }
-    let name = &sig.ident;
-    let vis = &func.vis;
+    Ok(())
+}
+
+/// The typed arguments of a signature (after its receiver, if any): the
+/// names generated code gives them, and their types.
+pub(crate) fn arguments<'a>(
+    inputs: impl Iterator<Item = &'a FnArg>,
+    what: &str,
+) -> syn::Result<(Vec<Ident>, Vec<Type>)> {
     let mut arg_names = Vec::new();
     let mut arg_types = Vec::new();
-    for (i, input) in sig.inputs.iter().enumerate() {
+    for (i, input) in inputs.enumerate() {
         let FnArg::Typed(pat_type) = input else {
-            return Err(syn::Error::new_spanned(input, "remote functions cannot take self"));
+            return Err(syn::Error::new_spanned(input, format!("{what} cannot take self")));
         };
         if let Type::Reference(r) = &*pat_type.ty {
             return Err(syn::Error::new_spanned(
                 r,
-                "remote function arguments must be owned values (use SharedArray for zero-copy arrays)",
+                format!("{what} arguments must be owned values (use SharedArray for zero-copy arrays)"),
             ));
         }
         if let Type::ImplTrait(t) = &*pat_type.ty {
-            return Err(syn::Error::new_spanned(t, "remote function arguments cannot be `impl Trait`"));
+            return Err(syn::Error::new_spanned(t, format!("{what} arguments cannot be `impl Trait`")));
         }
         let ident = match &*pat_type.pat {
             Pat::Ident(p) => format_ident!("{}", p.ident.to_string().trim_start_matches('_')),
@@ -94,15 +134,20 @@ fn expand(args: RemoteArgs, func: ItemFn) -> syn::Result<TokenStream2> {
         arg_names.push(format_ident!("__{}", ident));
         arg_types.push((*pat_type.ty).clone());
     }
+    Ok((arg_names, arg_types))
+}
+
+/// What a call of a function returning `output` in `n` refs gives back:
+/// the type of its refs, the expression building them from `__refs`, and
+/// the expression measuring `__ret` into its outputs.
+pub(crate) fn returns(output: &ReturnType, n: usize) -> syn::Result<(TokenStream2, TokenStream2, TokenStream2)> {
     let unit: Type = syn::parse_quote!(());
-    let ret_type = match &sig.output {
+    let ret_type = match output {
         ReturnType::Default => unit,
         ReturnType::Type(_, ty) => (**ty).clone(),
     };
-    let n = args.num_returns;
     let shoal = quote!(::shoal);
-
-    let (ref_type, returns_expr, outputs_expr) = if n == 1 {
+    Ok(if n == 1 {
         (
             quote!(#shoal::ObjectRef<#ret_type>),
             quote!(#shoal::__private::typed(__refs.pop().expect("one output"))),
@@ -128,16 +173,31 @@ fn expand(args: RemoteArgs, func: ItemFn) -> syn::Result<TokenStream2> {
             quote!({ let mut __it = __refs.into_iter(); (#(#shoal::__private::typed::<#elems>(__it.next().expect("output")),)*) }),
             quote!({ let (#(#parts,)*) = __ret; ::std::vec![#(#shoal::__private::output::<#elems>(#parts)),*] }),
         )
-    };
+    })
+}
+
+/// FNV-1a of a token stream's text: stable across builds, so two binaries
+/// agree on a function only if they were built from the same code for it.
+pub(crate) fn source_hash(tokens: &TokenStream2) -> u64 {
+    tokens
+        .to_string()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+fn expand(args: RemoteArgs, func: ItemFn) -> syn::Result<TokenStream2> {
+    let sig = &func.sig;
+    check_signature(sig, "remote functions")?;
+    let name = &sig.ident;
+    let vis = &func.vis;
+    let (arg_names, arg_types) = arguments(sig.inputs.iter(), "remote function")?;
+    let n = args.num_returns;
+    let shoal = quote!(::shoal);
+    let (ref_type, returns_expr, outputs_expr) = returns(&sig.output, n)?;
     let doc_remote = format!("Submit `{name}` as a task; returns at once with a reference to its eventual result.");
     let doc_mod = format!("Remote-call support for [`fn@{name}`] (generated by `#[shoal::remote]`).");
     let registration = format_ident!("__SHOAL_REGISTRATION");
-    // The function's source, hashed: two binaries agree on a function only if
-    // they were built from the same code for it (FNV-1a, stable across builds).
-    let source_hash = quote!(#func)
-        .to_string()
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
+    let source_hash = source_hash(&quote!(#func));
     let num_returns = proc_macro2::Literal::usize_unsuffixed(n);
 
     Ok(quote! {
@@ -154,7 +214,11 @@ fn expand(args: RemoteArgs, func: ItemFn) -> syn::Result<TokenStream2> {
             #[#shoal::__private::linkme::distributed_slice(#shoal::__private::REMOTE_FUNCTIONS)]
             #[linkme(crate = #shoal::__private::linkme)]
             static #registration: #shoal::__private::RemoteFunction =
-                #shoal::__private::RemoteFunction { name: NAME, source_hash: #source_hash, invoke: __invoke };
+                #shoal::__private::RemoteFunction {
+                    name: NAME,
+                    source_hash: #source_hash,
+                    invoke: #shoal::__private::Invoke::Function(__invoke),
+                };
 
             fn __invoke(
                 __args: &mut #shoal::__private::ArgReader<'_>,

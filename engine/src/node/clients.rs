@@ -28,13 +28,15 @@ impl NodeState {
     }
 
     /// A task submitted by client `worker`; `function` is the registered
-    /// name it asked for, if this node knows it. An error is a protocol
-    /// violation (the caller drops the connection).
+    /// name it asked for, if this node knows it; `call`: it is a call of
+    /// that actor, of a method of that class (if the node knows the method).
+    /// An error is a protocol violation (the caller drops the connection).
     pub fn client_submit(
         &mut self,
         worker: usize,
         submit: Submit,
         function: Option<&'static str>,
+        call: Option<(u64, Option<&'static str>)>,
     ) -> Result<(), String> {
         let Submit { function: name, options, args, outputs, parent, failed } = submit;
         for (i, &out) in outputs.iter().enumerate() {
@@ -66,8 +68,51 @@ impl NodeState {
                 ("<unknown function>", Some(error))
             }
         };
-        self.add_task_for(function, options, specs, outputs, failed, ancestors);
+        match call {
+            None => {
+                self.add_task_for(function, options, specs, outputs, failed, ancestors, None);
+            }
+            Some((actor, class)) => {
+                self.add_call(actor, worker as u64, function, class, specs, outputs, failed, ancestors);
+            }
+        }
         Ok(())
+    }
+
+    /// Client `worker` creates actor `id` (a fresh id of its own, for the
+    /// handle object it holds one reference to) of `class` (registered as
+    /// such, with `constructor`, if the node knows it). An error is a
+    /// protocol violation.
+    pub fn client_create_actor(
+        &mut self,
+        worker: usize,
+        id: u64,
+        known: Option<(&'static str, &'static str)>,
+        create: crate::protocol::CreateActor,
+    ) -> Result<(), String> {
+        if !self.fresh_client_id(worker, id) {
+            return Err(format!("actor id {id} is not a fresh id of this client"));
+        }
+        self.client_object(worker, id, ObjectState::Inline(Vec::new().into()), Vec::new());
+        let (class, constructor, failed) = match known {
+            Some((class, constructor)) => (class, constructor, create.failed),
+            None => {
+                let error = Error::FunctionNotFound { function: create.class, program: "this node's binary".into() };
+                ("<unknown actor>", "<unknown constructor>", Some(error))
+            }
+        };
+        self.create_actor(id, class, constructor, create.options, create.args, failed);
+        Ok(())
+    }
+
+    /// Client `worker` looks up the actor named `name`: answered at once,
+    /// with a reference counted for it.
+    pub fn client_get_actor(&mut self, worker: usize, request: u64, name: &str) {
+        let found = self.find_actor(name).map(|(id, class)| {
+            self.worker_ref(worker, true, id);
+            (id, class.to_string())
+        });
+        self.replies.push((worker, ToClient::ActorFound { request, found }));
     }
 
     /// Client `worker` seals a new object it made.
@@ -231,9 +276,16 @@ impl NodeState {
         let Some(slot) = self.workers.get_mut(&worker) else { return };
         if !parked.main {
             slot.parked_other.remove(&request);
+            if let Some(actor) = slot.actor {
+                self.actors.mark(actor);
+            }
             return;
         }
         slot.answered_at = Some(std::time::Instant::now());
+        if let Some(actor) = slot.actor {
+            // Its queue was handed back while it waited.
+            self.actors.mark(actor);
+        }
         if let Some(level) = slot.levels.iter_mut().find(|l| l.parked == Some(request)) {
             level.parked = None;
         }
@@ -309,7 +361,7 @@ impl NodeState {
             slot.queued_ns = slot.queued_ns.saturating_sub(task.expected_ns);
             task.attempts = task.attempts.saturating_sub(1);
             self.take_back(task_id, worker);
-            self.ready.push_front(task_id);
+            self.requeue_front(task_id);
         }
         Ok(())
     }
@@ -317,14 +369,14 @@ impl NodeState {
     /// Workers beyond `keep` that are idle: marked retiring (they get no
     /// more tasks), to be told to exit.
     pub fn retire_idle(&mut self, keep: usize) -> Vec<std::sync::Arc<super::conn::WorkerConn>> {
-        let live = self.workers.values().filter(|s| !s.retiring).count();
+        let live = self.workers.values().filter(|s| !s.retiring && s.actor.is_none()).count();
         if live <= keep || !self.ready.is_empty() {
             return Vec::new();
         }
         let mut idle: Vec<usize> = self
             .workers
             .iter()
-            .filter(|(_, s)| !s.retiring && s.in_flight.is_empty() && s.parked_other.is_empty())
+            .filter(|(_, s)| !s.retiring && s.actor.is_none() && s.in_flight.is_empty() && s.parked_other.is_empty())
             .map(|(&id, _)| id)
             .collect();
         idle.sort_unstable_by(|a, b| b.cmp(a));

@@ -11,6 +11,8 @@
 //! the runtime above it wraps ids in handles. Clients (workers now,
 //! connecting drivers later) speak `crate::protocol` over the same sockets.
 
+mod actor_book;
+mod actors;
 mod clients;
 mod conn;
 mod pool;
@@ -27,6 +29,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use shoal_store::{Arena, Layout};
 
+pub use actor_book::{ActorInfo, ActorState};
 use conn::Outbox;
 use conn::WorkerConn;
 pub(crate) use pool::{ENV_PARENT, ENV_SOCKET, ENV_TOKEN};
@@ -35,14 +38,19 @@ use state::{ArgSpec, Death, NodeState, ObjectState, WorkerSlot};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::options::TaskOptions;
+use crate::options::{ActorOptions, TaskOptions};
 use crate::protocol::SubmitArg;
 
 /// The code a node runs: the registered function names of this binary and
 /// the hash a worker's build must match (see `registry`).
 pub(crate) struct NodeCode {
+    /// Every registered name (functions, constructors, methods).
     pub names: Vec<&'static str>,
     pub build_hash: u64,
+    /// Actor methods: (name, class).
+    pub methods: Vec<(&'static str, &'static str)>,
+    /// Actor types: (class, constructor).
+    pub classes: Vec<(&'static str, &'static str)>,
 }
 
 /// How long a waiter spins for a result before it sleeps.
@@ -95,7 +103,12 @@ pub(crate) struct Node {
     arena: Arc<Arena>,
     pub(crate) config: Config,
     pub(crate) table: Vec<String>,
+    /// Remote functions (not actor constructors or methods).
     functions: std::collections::HashSet<&'static str>,
+    /// Actor methods, with their class.
+    methods: std::collections::HashMap<&'static str, &'static str>,
+    /// Actor types, with their constructor.
+    classes: std::collections::HashMap<&'static str, &'static str>,
     pub(crate) build_hash: u64,
     /// A secret handed to our workers through their environment: it tells our
     /// own workers apart from any other client of the socket.
@@ -219,25 +232,32 @@ impl Node {
         let mut table: Vec<String> = code.names.iter().map(|n| n.to_string()).collect();
         table.sort();
         table.dedup();
-        let state = NodeState::with_limits(
+        let mut state = NodeState::with_limits(
             arena.len(),
             config.pipeline_depth,
             config.workers as u32,
             config.worker_cap(),
             &config.resources,
         );
+        let worker_token = {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u32(std::process::id());
+            h.finish()
+        };
+        state.actors.token_base = worker_token;
+        let methods: std::collections::HashMap<_, _> = code.methods.into_iter().collect();
+        let classes: std::collections::HashMap<_, _> = code.classes.into_iter().collect();
+        let actor_code = |name: &&'static str| methods.contains_key(name) || classes.values().any(|c| c == name);
         let node = Arc::new(Node {
             state: Mutex::new(state),
             changed: Condvar::new(),
             arena,
-            functions: code.names.into_iter().collect(),
+            functions: code.names.into_iter().filter(|n| !actor_code(n)).collect(),
+            methods,
+            classes,
             build_hash: code.build_hash,
-            worker_token: {
-                use std::hash::{BuildHasher, Hasher};
-                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-                h.write_u32(std::process::id());
-                h.finish()
-            },
+            worker_token,
             table,
             next_worker: AtomicUsize::new(0),
             stopped: AtomicBool::new(false),
@@ -470,9 +490,18 @@ impl Node {
             }
         }
         let spawn = std::mem::take(&mut state.spawn_wanted);
-        if spawn > 0 {
+        let for_actors = !state.actors.spawn.is_empty() || !state.actors.kill.is_empty();
+        if spawn > 0 || for_actors {
             if let Some((tx, _)) = &*self.supervisor.lock().unwrap_or_else(|e| e.into_inner()) {
-                let _ = tx.send(SupervisorCmd::Spawn(spawn));
+                if spawn > 0 {
+                    let _ = tx.send(SupervisorCmd::Spawn(spawn));
+                }
+                for token in state.actors.spawn.drain(..) {
+                    let _ = tx.send(SupervisorCmd::SpawnActor(token));
+                }
+                for pid in state.actors.kill.drain(..) {
+                    let _ = tx.send(SupervisorCmd::Kill(pid));
+                }
             }
         }
         conn::queue(outbox)
@@ -490,9 +519,19 @@ impl Node {
         state.spawn_pending = state.spawn_pending.saturating_sub(1);
     }
 
-    /// The registered name `name`, if this binary has that function.
+    /// The registered name `name`, if this binary has that remote function.
     pub(crate) fn function(&self, name: &str) -> Option<&'static str> {
         self.functions.get(name).copied()
+    }
+
+    /// The registered actor method `name` and its class, if this binary has it.
+    pub(crate) fn method(&self, name: &str) -> Option<(&'static str, &'static str)> {
+        self.methods.get_key_value(name).map(|(&name, &class)| (name, class))
+    }
+
+    /// The registered actor type `class` and its constructor, if this binary has it.
+    pub(crate) fn actor_class(&self, class: &str) -> Option<(&'static str, &'static str)> {
+        self.classes.get_key_value(class).map(|(&class, &constructor)| (class, constructor))
     }
 
     /// Tell idle workers beyond the configured count to exit (the
@@ -504,9 +543,20 @@ impl Node {
         }
     }
 
-    fn register_worker(&self, slot: WorkerSlot) {
+    /// A client passed the handshake presenting `token`: a pool worker, an
+    /// actor's process, or another client.
+    fn register_worker(&self, mut slot: WorkerSlot, token: u64) {
         self.change_and_dispatch(|state| {
-            state.spawn_pending = state.spawn_pending.saturating_sub(1);
+            match state.actor_connected(token, slot.conn.id, slot.conn.pid) {
+                Some((actor, serves)) => {
+                    slot.actor = Some(actor);
+                    if !serves {
+                        slot.retiring = true;
+                        state.replies.push((slot.conn.id, crate::protocol::ToClient::Shutdown));
+                    }
+                }
+                None => state.spawn_pending = state.spawn_pending.saturating_sub(1),
+            }
             state.workers.insert(slot.conn.id, slot);
             // Under the lock, so `wait_for_workers` cannot miss the wake-up.
             self.accepted.fetch_add(1, Ordering::SeqCst);
@@ -542,7 +592,7 @@ impl Node {
     }
 
     pub(crate) fn release(&self, id: u64) {
-        self.lock().release(id);
+        self.release_all(std::slice::from_ref(&id));
     }
 
     /// Drop one reference per entry of `ids`, in one lock hold.
@@ -550,6 +600,12 @@ impl Node {
         let mut state = self.lock();
         for &id in ids {
             state.release(id);
+        }
+        if !state.replies.is_empty() || !state.actors.kill.is_empty() {
+            // An actor lost its last handle: its process is told to exit.
+            let ready = self.dispatch_locked(&mut state);
+            drop(state);
+            conn::push(ready);
         }
     }
 
@@ -814,6 +870,7 @@ impl Node {
     /// Submit a task from this process. Returns its output ids, each with
     /// one reference (the caller's). The caller keeps the objects in `args`
     /// alive until this returns.
+    /// `actor`: a call of that actor's method `function`.
     pub(crate) fn submit(
         &self,
         function: &'static str,
@@ -821,15 +878,74 @@ impl Node {
         args: Vec<SubmitArg>,
         num_returns: usize,
         failure: Option<Error>,
+        actor: Option<u64>,
     ) -> Vec<u64> {
         let args = args.into_iter().map(ArgSpec::from).collect();
         let (outputs, ready) = {
             let mut state = self.lock();
-            let outputs = state.add_task(function, options.clone(), args, num_returns, failure);
+            let outputs = match actor {
+                None => state.add_task(function, options.clone(), args, num_returns, failure),
+                Some(actor) => {
+                    let outputs = state.new_outputs(num_returns);
+                    let class = self.methods.get(function).copied();
+                    let caller = actor_book::LOCAL_CALLER;
+                    state.add_call(actor, caller, function, class, args, outputs.clone(), failure, Vec::new());
+                    outputs
+                }
+            };
             (outputs, self.dispatch_locked(&mut state))
         };
         conn::push(ready);
         outputs
+    }
+
+    /// Create an actor of `class`; returns its id, the id of its handle
+    /// object, with one reference (the caller's).
+    pub(crate) fn create_actor(
+        &self,
+        class: &'static str,
+        options: &ActorOptions,
+        args: Vec<SubmitArg>,
+        failure: Option<Error>,
+    ) -> u64 {
+        let (id, ready) = {
+            let mut state = self.lock();
+            let id = state.new_object(ObjectState::Inline(Vec::new().into()), Vec::new());
+            let (class, constructor, failure) = match self.actor_class(class) {
+                Some((class, constructor)) => (class, constructor, failure),
+                None => {
+                    let program = self.worker_program().display().to_string();
+                    (
+                        "<unknown actor>",
+                        "<unknown constructor>",
+                        Some(Error::FunctionNotFound { function: class.into(), program }),
+                    )
+                }
+            };
+            state.create_actor(id, class, constructor, options.clone(), args, failure);
+            (id, self.dispatch_locked(&mut state))
+        };
+        conn::push(ready);
+        id
+    }
+
+    /// The live actor named `name`: its id, with a reference counted for
+    /// the caller, and its class.
+    pub(crate) fn get_actor(&self, name: &str) -> Result<(u64, &'static str)> {
+        let mut state = self.lock();
+        let (id, class) = state.find_actor(name)?;
+        state.add_ref(id);
+        Ok((id, class))
+    }
+
+    /// End actor `id` now (`shoal::kill`).
+    pub(crate) fn kill_actor(&self, id: u64) -> Result<()> {
+        self.change_and_dispatch(|state| state.kill_actor(id))
+    }
+
+    /// The actors that have not died.
+    pub(crate) fn actors(&self) -> Vec<ActorInfo> {
+        self.lock().actor_infos()
     }
 
     /// Wait until object `id` is sealed or failed (read back if it was

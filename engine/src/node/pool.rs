@@ -54,6 +54,10 @@ pub(crate) enum SupervisorCmd {
     Lost { pid: u32, dropped: Option<String>, reply: Sender<Death> },
     /// Start this many extra workers (tasks are blocked in nested calls).
     Spawn(usize),
+    /// Start an actor's process, which presents this token.
+    SpawnActor(u64),
+    /// Kill this child now (an actor ended by `shoal::kill`).
+    Kill(u32),
     /// Stop every worker and exit.
     Shutdown,
 }
@@ -80,6 +84,8 @@ const TAIL_LINE_BYTES: usize = 400;
 struct WorkerProcess {
     child: Child,
     stderr: Arc<StderrTail>,
+    /// It runs an actor (and is not replaced by the supervisor).
+    actor: bool,
 }
 
 /// The last lines a worker wrote to stderr. Its stderr is a pipe that a
@@ -156,7 +162,8 @@ fn relay_stderr(mut pipe: ChildStderr, tail: Arc<StderrTail>) {
     tail.end();
 }
 
-fn spawn_worker(plan: &SpawnPlan) -> std::io::Result<WorkerProcess> {
+/// Start a worker presenting `token`: the pool's, or an actor's.
+fn spawn_worker(plan: &SpawnPlan, token: u64) -> std::io::Result<WorkerProcess> {
     let mut cmd = Command::new(&plan.program);
     if let Ok(exe) = std::env::current_exe() {
         if plan.program == std::path::Path::new("/proc/self/exe") {
@@ -166,7 +173,7 @@ fn spawn_worker(plan: &SpawnPlan) -> std::io::Result<WorkerProcess> {
     let mut child = cmd
         .env(ENV_SOCKET, &plan.socket)
         .env(ENV_PARENT, std::process::id().to_string())
-        .env(ENV_TOKEN, plan.token.to_string())
+        .env(ENV_TOKEN, token.to_string())
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()?;
@@ -180,7 +187,7 @@ fn spawn_worker(plan: &SpawnPlan) -> std::io::Result<WorkerProcess> {
         // the worker. (Dropping the pipe end makes its writes fail instead.)
         stderr.end();
     }
-    Ok(WorkerProcess { child, stderr })
+    Ok(WorkerProcess { child, stderr, actor: token != plan.token })
 }
 
 /// How an exit status reads in an error: `killed by signal 11 (SIGSEGV)`.
@@ -230,7 +237,7 @@ fn reap(worker: &mut WorkerProcess, dropped: Option<String>) -> Death {
 pub(crate) fn supervise(node: Arc<Node>, plan: SpawnPlan, commands: Receiver<SupervisorCmd>) {
     let mut children: Vec<WorkerProcess> = Vec::new();
     for _ in 0..plan.workers {
-        match spawn_worker(&plan) {
+        match spawn_worker(&plan, plan.token) {
             Ok(child) => children.push(child),
             Err(e) => {
                 node.record_refusal(Error::WorkerStartup(format!("cannot start {}: {e}", plan.program.display())))
@@ -247,12 +254,15 @@ pub(crate) fn supervise(node: Arc<Node>, plan: SpawnPlan, commands: Receiver<Sup
                 let mut child = children.swap_remove(i);
                 let death = reap(&mut child, dropped);
                 if !node.is_stopped() {
-                    tracing::warn!("worker {pid} {}", death.cause);
+                    let what = if child.actor { "actor process" } else { "worker" };
+                    tracing::warn!("{what} {pid} {}", death.cause);
                 }
                 let _ = reply.send(death);
-                // An extra worker that retired (or died) is not replaced.
-                if !node.is_stopped() && children.len() < plan.workers {
-                    match spawn_worker(&plan) {
+                // An extra worker that retired (or died) is not replaced;
+                // the node restarts actors itself.
+                let pool = children.iter().filter(|c| !c.actor).count();
+                if !node.is_stopped() && !child.actor && pool < plan.workers {
+                    match spawn_worker(&plan, plan.token) {
                         Ok(child) => children.push(child),
                         Err(e) => tracing::error!("cannot start a replacement worker: {e}"),
                     }
@@ -260,13 +270,25 @@ pub(crate) fn supervise(node: Arc<Node>, plan: SpawnPlan, commands: Receiver<Sup
             }
             Ok(SupervisorCmd::Spawn(n)) => {
                 for _ in 0..n {
-                    match spawn_worker(&plan) {
+                    match spawn_worker(&plan, plan.token) {
                         Ok(child) => children.push(child),
                         Err(e) => {
                             tracing::error!("cannot start an extra worker: {e}");
                             node.spawn_failed();
                         }
                     }
+                }
+            }
+            Ok(SupervisorCmd::SpawnActor(token)) => match spawn_worker(&plan, token) {
+                Ok(child) => children.push(child),
+                Err(e) => {
+                    let error = Error::WorkerStartup(format!("cannot start {}: {e}", plan.program.display()));
+                    node.change_and_dispatch(|state| state.actor_start_failed(token, &error));
+                }
+            },
+            Ok(SupervisorCmd::Kill(pid)) => {
+                if let Some(child) = children.iter_mut().find(|c| c.child.id() == pid) {
+                    let _ = child.child.kill();
                 }
             }
             Ok(SupervisorCmd::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
@@ -372,6 +394,9 @@ fn serve_connection(node: Arc<Node>, stream: UnixStream) {
         if hello.token == node.worker_token {
             // One of our own workers: `init` reports why.
             node.record_refusal(error);
+        } else {
+            // An actor's process, perhaps: its calls report why.
+            node.change_and_dispatch(|state| state.actor_start_failed(hello.token, &error));
         }
         return;
     }
@@ -400,7 +425,7 @@ fn serve_connection(node: Arc<Node>, stream: UnixStream) {
             return;
         }
     };
-    node.register_worker(WorkerSlot::new(conn.clone()));
+    node.register_worker(WorkerSlot::new(conn.clone()), hello.token);
     drop(stream); // `conn` holds the same socket
     let reason = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_worker(&node, &conn)))
         .unwrap_or_else(|_| FrameError::Malformed("the connection's reader panicked".into()));
@@ -529,6 +554,8 @@ fn handle(node: &Node, conn: &WorkerConn, msg: ToNode, dirty: &mut bool) -> Resu
                     RefOp::Release(id) => state.worker_ref(conn.id, false, id),
                 };
             }
+            // A release may end an actor: its process is told to exit.
+            *dirty |= !state.replies.is_empty() || !state.actors.kill.is_empty();
         }
         ToNode::Abandon(offsets) => {
             let mut state = node.lock();
@@ -560,7 +587,28 @@ fn handle(node: &Node, conn: &WorkerConn, msg: ToNode, dirty: &mut bool) -> Resu
         ToNode::Submit(submit) => {
             conn.nests.store(true, Ordering::Relaxed);
             let function = node.function(&submit.function);
-            node.lock().client_submit(conn.id, submit, function).map_err(violation)?;
+            node.lock().client_submit(conn.id, submit, function, None).map_err(violation)?;
+            *dirty = true;
+        }
+        ToNode::Call { actor, submit } => {
+            conn.nests.store(true, Ordering::Relaxed);
+            let method = node.method(&submit.function);
+            let call = Some((actor, method.map(|(_, class)| class)));
+            node.lock().client_submit(conn.id, submit, method.map(|(name, _)| name), call).map_err(violation)?;
+            *dirty = true;
+        }
+        ToNode::CreateActor(create) => {
+            let known = node.actor_class(&create.class);
+            node.lock().client_create_actor(conn.id, create.id, known, create).map_err(violation)?;
+            *dirty = true;
+        }
+        ToNode::GetActor { request, name } => {
+            node.lock().client_get_actor(conn.id, request, &name);
+            *dirty = true;
+        }
+        ToNode::KillActor(id) => {
+            // Killing what is not there is the caller's error, not a violation.
+            let _ = node.lock().kill_actor(id);
             *dirty = true;
         }
         ToNode::Put { id, placed } => node.lock().client_put(conn.id, id, placed).map_err(violation)?,

@@ -199,6 +199,7 @@ impl NodeState {
                 if self.ready_task_takes(id) {
                     self.spill.kept.insert(id);
                 }
+                self.actors.mark_all();
                 for key in watchers {
                     self.watched_sealed(key, id);
                 }
@@ -221,7 +222,7 @@ impl NodeState {
         }
         let takes_it =
             |args: &[ArgSpec]| args.iter().any(|a| matches!(a, ArgSpec::Object { id: arg, .. } if *arg == id));
-        let failing: Vec<u64> = self.ready.iter().copied().filter(|t| takes_it(&self.tasks[t].args)).collect();
+        let failing: Vec<u64> = self.ready_or_calls().filter(|t| takes_it(&self.tasks[t].args)).collect();
         for task in failing {
             self.fail_task(task, error.clone());
         }

@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use shoal_store::Allocator;
 
 use crate::error::Error;
+use crate::node::actor_book::{ActorBook, ActorCall};
 use crate::node::conn::{Outbox, WorkerConn};
 use crate::node::spill::SpillBook;
 use crate::options::TaskOptions;
@@ -144,6 +145,8 @@ pub(crate) struct Task {
     pub holds_resources: bool,
     /// Pins its arena arguments (while it is at a worker).
     pub pins_args: bool,
+    /// It is a call of an actor (queued there, not in `ready`).
+    pub actor: Option<ActorCall>,
 }
 
 /// Ancestors a task remembers; a deeper descendant is still run by a
@@ -193,6 +196,8 @@ pub(crate) struct WorkerSlot {
     pub retiring: bool,
     /// When a request of its task thread was last answered.
     pub answered_at: Option<std::time::Instant>,
+    /// The actor this process runs (it takes no pool tasks).
+    pub actor: Option<u64>,
 }
 
 impl WorkerSlot {
@@ -209,6 +214,7 @@ impl WorkerSlot {
             parked_other: HashSet::new(),
             retiring: false,
             answered_at: None,
+            actor: None,
         }
     }
 
@@ -239,14 +245,30 @@ impl WorkerSlot {
 
     /// Whether it holds a CPU: running a task and not blocked in a `get` or
     /// `wait` on any thread (a blocked task gives its CPU back, as in Ray).
-    fn holds_cpu(&self) -> bool {
-        self.reserved_by.is_some()
-            || (!self.in_flight.is_empty() && self.blocked_in().is_none() && self.parked_other.is_empty())
+    /// (An actor's process holds none: an actor's CPUs are held for its
+    /// lifetime, in `ActorBook::cpus`.)
+    pub fn holds_cpu(&self) -> bool {
+        self.actor.is_none()
+            && (self.reserved_by.is_some()
+                || (!self.in_flight.is_empty() && self.blocked_in().is_none() && self.parked_other.is_empty()))
     }
 
-    /// Takes ordinary tasks: not blocked, not running tasks on a blocked stack.
+    /// Takes ordinary tasks: a pool worker, not blocked, not running tasks
+    /// on a blocked stack.
     fn takes_ordinary(&self) -> bool {
-        !self.retiring && self.reserved_by.is_none() && self.levels.is_empty() && self.parked_other.is_empty()
+        self.actor.is_none() && self.accepts_calls() && self.reserved_by.is_none()
+    }
+
+    /// Takes more work in its queue: not blocked in a request on any
+    /// thread (a blocked worker hands its queue back), not leaving.
+    pub fn accepts_calls(&self) -> bool {
+        !self.retiring && self.levels.is_empty() && self.parked_other.is_empty()
+    }
+
+    /// May run tasks on top of a blocked one: a pool worker, not leaving,
+    /// blocked on its task thread only.
+    fn runs_nested(&self) -> bool {
+        self.actor.is_none() && !self.retiring && self.parked_other.is_empty()
     }
 }
 
@@ -301,6 +323,8 @@ pub(crate) struct NodeState {
     pub spawn_wanted: usize,
     /// Spill files and the objects in them (see `room.rs`).
     pub spill: SpillBook,
+    /// Actors and their calls (see `actors.rs`).
+    pub actors: ActorBook,
 }
 
 impl NodeState {
@@ -337,7 +361,13 @@ impl NodeState {
             spawn_pending: 0,
             spawn_wanted: 0,
             spill: SpillBook::default(),
+            actors: ActorBook::default(),
         }
+    }
+
+    /// Worker processes of the pool (not running actors).
+    pub fn pool_size(&self) -> usize {
+        self.workers.values().filter(|s| s.actor.is_none()).count()
     }
 
     /// The connections of the live workers.
@@ -423,6 +453,9 @@ impl NodeState {
         if !self.spill.copies.is_empty() {
             self.spill.drop_copy(id);
         }
+        if !self.actors.actors.is_empty() && self.actors.actors.contains_key(&id) {
+            self.actor_unreferenced(id);
+        }
         Some(entry.contained)
     }
 
@@ -438,13 +471,20 @@ impl NodeState {
         num_returns: usize,
         failed: Option<Error>,
     ) -> Vec<u64> {
-        let outputs: Vec<u64> = (0..num_returns).map(|_| self.new_object(ObjectState::Pending, Vec::new())).collect();
-        self.add_task_for(function, options, args, outputs.clone(), failed, Vec::new());
+        let outputs = self.new_outputs(num_returns);
+        self.add_task_for(function, options, args, outputs.clone(), failed, Vec::new(), None);
         outputs
     }
 
+    /// `n` new pending objects, each with one reference (the caller's).
+    pub fn new_outputs(&mut self, n: usize) -> Vec<u64> {
+        (0..n).map(|_| self.new_object(ObjectState::Pending, Vec::new())).collect()
+    }
+
     /// [`add_task`](Self::add_task) with outputs already recorded as pending
-    /// objects, and the task's ancestry.
+    /// objects, the task's ancestry, and the actor it is a call of.
+    /// Returns its id.
+    #[allow(clippy::too_many_arguments)]
     pub fn add_task_for(
         &mut self,
         function: &'static str,
@@ -453,7 +493,8 @@ impl NodeState {
         outputs: Vec<u64>,
         mut failed: Option<Error>,
         ancestors: Vec<u64>,
-    ) {
+        call: Option<ActorCall>,
+    ) -> u64 {
         let task_id = self.next_task;
         self.next_task += 1;
         for out in &outputs {
@@ -520,13 +561,66 @@ impl NodeState {
             nested: false,
             holds_resources: false,
             pins_args: false,
+            actor: call,
         };
         self.tasks.insert(task_id, task);
+        if let Some(call) = call.filter(|c| self.actors.actors.contains_key(&c.actor)) {
+            // Each call keeps its actor's handle object alive.
+            self.add_ref(call.actor);
+            if failed.is_none() {
+                let entry = self.actors.actors.get_mut(&call.actor).expect("checked");
+                if call.constructor {
+                    entry.calls.push_front(task_id);
+                } else {
+                    entry.calls.push_back(task_id);
+                }
+                self.actors.mark(call.actor);
+            }
+        }
         if let Some(error) = failed {
             self.fail_task(task_id, error);
-        } else if waiting_on == 0 {
+        } else if waiting_on == 0 && call.is_none() {
             self.ready.push_back(task_id);
         }
+        task_id
+    }
+
+    /// A task that was sent and came back unstarted (or is retried) goes
+    /// first: to the front of its actor's queue, or of the ready queue.
+    pub(super) fn requeue_front(&mut self, task_id: u64) {
+        match self.tasks.get(&task_id).and_then(|t| t.actor) {
+            Some(call) => match self.actors.actors.get_mut(&call.actor) {
+                Some(entry) => {
+                    entry.calls.push_front(task_id);
+                    self.actors.mark(call.actor);
+                }
+                None => self.fail_task(task_id, Error::NodeStopped),
+            },
+            None => self.ready.push_front(task_id),
+        }
+    }
+
+    /// Take a task that ends unsent out of its queue; a constructor's end
+    /// is its actor's death.
+    fn unqueue(&mut self, task_id: u64, task: &Task, error: &Error) {
+        match task.actor {
+            None => self.ready.retain(|&t| t != task_id),
+            Some(call) => {
+                if let Some(entry) = self.actors.actors.get_mut(&call.actor) {
+                    entry.calls.retain(|&t| t != task_id);
+                }
+                if call.constructor {
+                    self.constructor_done(call.actor, task_id, Err(error));
+                }
+            }
+        }
+    }
+
+    /// Ready tasks and actor calls: in the ready queue, or queued at their
+    /// actor with every argument sealed.
+    pub(super) fn ready_or_calls(&self) -> impl Iterator<Item = u64> + '_ {
+        let calls = self.actors.actors.values().flat_map(|a| a.calls.iter().copied());
+        self.ready.iter().copied().chain(calls.filter(|t| self.tasks[t].waiting_on == 0))
     }
 
     /// Seal object `id` with `state`, then wake (or fail) its dependents, and
@@ -536,7 +630,7 @@ impl NodeState {
         self.seal_one(id, state, contained, &mut failures);
         while let Some((task_id, error)) = failures.pop() {
             let Some(task) = self.tasks.remove(&task_id) else { continue };
-            self.ready.retain(|&t| t != task_id);
+            self.unqueue(task_id, &task, &error);
             for out in self.release_task(task) {
                 self.seal_one(out, ObjectState::Failed(Box::new(error.clone())), Vec::new(), &mut failures);
             }
@@ -572,7 +666,10 @@ impl NodeState {
                     if let Some(task) = self.tasks.get_mut(&task_id) {
                         task.waiting_on -= 1;
                         if task.waiting_on == 0 {
-                            self.ready.push_back(task_id);
+                            match task.actor {
+                                Some(call) => self.actors.mark(call.actor),
+                                None => self.ready.push_back(task_id),
+                            }
                         }
                     }
                 }
@@ -588,7 +685,7 @@ impl NodeState {
     /// Fail a task: every output becomes `error`, which flows to dependents.
     pub fn fail_task(&mut self, task_id: u64, error: Error) {
         let Some(task) = self.tasks.remove(&task_id) else { return };
-        self.ready.retain(|&t| t != task_id);
+        self.unqueue(task_id, &task, &error);
         for out in self.release_task(task) {
             self.seal(out, ObjectState::Failed(Box::new(error.clone())), Vec::new());
         }
@@ -622,6 +719,17 @@ impl NodeState {
         }
         if task.holds_resources {
             self.free_resources_of(&task.options);
+        }
+        if let Some(call) = task.actor {
+            if let Some(slot) = task.worker.and_then(|w| self.workers.get(&w)) {
+                // Room for the next call.
+                if slot.actor == Some(call.actor) {
+                    self.actors.mark(call.actor);
+                }
+            }
+            if self.actors.actors.contains_key(&call.actor) {
+                self.release(call.actor);
+            }
         }
         for arg in task.args {
             match arg {
@@ -673,7 +781,7 @@ impl NodeState {
     /// wanted back (the restore thread reads them, then dispatches), a few
     /// at a time: objects read back long before their task can run would
     /// only push each other out again.
-    fn needs_restore(&mut self, task_id: u64) -> bool {
+    pub(super) fn needs_restore(&mut self, task_id: u64) -> bool {
         if self.spill.spilled_objects == 0 {
             return false;
         }
@@ -709,8 +817,8 @@ impl NodeState {
     /// Whether a ready task takes object `id` as an argument.
     pub fn ready_task_takes(&self, id: u64) -> bool {
         let takes_it =
-            |t: &u64| self.tasks[t].args.iter().any(|a| matches!(a, ArgSpec::Object { id: arg, .. } if *arg == id));
-        self.ready.iter().any(takes_it)
+            |t: u64| self.tasks[&t].args.iter().any(|a| matches!(a, ArgSpec::Object { id: arg, .. } if *arg == id));
+        self.ready_or_calls().any(takes_it)
     }
 
     pub(super) fn unreserve(&mut self, worker: usize) {
@@ -740,6 +848,11 @@ impl NodeState {
             .position(|&t| t == task_id)
             .ok_or_else(|| format!("task {task_id} was not sent to this worker"))?;
         if !self.tasks.contains_key(&task_id) {
+            if slot.actor.is_some() && slot.retiring {
+                // A call of an actor that died meanwhile: failed already.
+                self.workers.get_mut(&worker).expect("checked above").in_flight.remove(pos);
+                return Ok(());
+            }
             return Err(format!("unknown task {task_id}"));
         }
         let mut claimed = HashSet::new();
@@ -782,7 +895,7 @@ impl NodeState {
             }
             self.tasks.insert(task_id, task);
             self.take_back(task_id, worker);
-            self.ready.push_front(task_id);
+            self.requeue_front(task_id);
             return Ok(());
         }
         if checked.len() != task.outputs.len() {
@@ -800,7 +913,15 @@ impl NodeState {
             self.fail_task(task_id, error);
             return Ok(());
         }
+        let constructor = task.actor.filter(|c| c.constructor);
         let outputs = self.release_task(task);
+        if let Some(call) = constructor {
+            let result = match &checked[0].0 {
+                ObjectState::Failed(e) => Err(&**e),
+                _ => Ok(()),
+            };
+            self.constructor_done(call.actor, task_id, result);
+        }
         for (id, (state, refs)) in outputs.into_iter().zip(checked) {
             self.seal(id, state, refs);
         }
@@ -871,6 +992,10 @@ impl NodeState {
                 self.release(id);
             }
         }
+        if let Some(actor) = slot.actor {
+            self.actor_process_lost(actor, worker, &slot.in_flight, pid, death);
+            return true;
+        }
         // The worker runs its tasks in order: only the oldest had started. The
         // others never ran, so their attempt does not count.
         // Tasks on a blocked stack had started too.
@@ -885,7 +1010,7 @@ impl NodeState {
             if self.stopped {
                 self.fail_task(task_id, Error::NodeStopped);
             } else if task.attempts <= task.options.max_retries {
-                self.ready.push_front(task_id);
+                self.requeue_front(task_id);
             } else {
                 let error = Error::WorkerDied {
                     function: task.function.to_string(),
@@ -914,10 +1039,14 @@ impl NodeState {
                 out.push((slot.conn.clone(), reply));
             }
         }
+        if !self.actors.work.is_empty() && !self.stopped {
+            self.dispatch_actors(out);
+        }
         if self.stopped || self.ready.is_empty() {
             return;
         }
-        let mut used: u32 = self.workers.values().filter(|s| s.holds_cpu()).count() as u32;
+        // Actors hold their CPUs for as long as they live.
+        let mut used: u32 = self.workers.values().filter(|s| s.holds_cpu()).count() as u32 + self.actors.cpus;
         // A blocked task thread runs the task it waits for itself, as
         // rayon's `join` does: no other worker woken, none kept from others.
         // (Were that task to wait for the blocked one, they would wait for
@@ -930,7 +1059,7 @@ impl NodeState {
             let blocked_here = self
                 .workers
                 .get(&worker)
-                .filter(|s| !s.retiring)
+                .filter(|s| !s.retiring && s.actor.is_none())
                 .and_then(|s| s.blocked_in())
                 .is_some_and(|l| l.parked == Some(request));
             if blocked_here && self.needs_restore(task_id) {
@@ -952,7 +1081,12 @@ impl NodeState {
             self.send_task(task_id, worker, Some(request), expected_ns, out);
         }
         self.run_first.extend(restoring);
-        let blocked = self.workers.values().filter(|s| s.blocked_in().is_some() || !s.parked_other.is_empty()).count();
+        let blocked = self
+            .workers
+            .values()
+            .filter(|s| s.actor.is_none() && (s.blocked_in().is_some() || !s.parked_other.is_empty()))
+            .count();
+        let pool = self.pool_size();
         let mut position = 0;
         let mut skipped = 0;
         let mut starved = 0;
@@ -973,7 +1107,7 @@ impl NodeState {
             // With a CPU free because tasks are blocked, a task waits for a
             // worker to run on rather than queue behind a running one
             // (unless no more workers may start).
-            let can_spawn = self.workers.len() + self.spawn_pending < self.worker_cap;
+            let can_spawn = pool + self.spawn_pending < self.worker_cap;
             let pipeline = blocked == 0 || free == 0 || !can_spawn;
             if let Some((worker, idle)) = self.pick_workers(cpus as usize, expected_ns, free, pipeline) {
                 self.ready.remove(position);
@@ -1008,14 +1142,21 @@ impl NodeState {
             }
         }
         let free = self.total_cpus.saturating_sub(used) as usize;
-        let room = self.worker_cap.saturating_sub(self.workers.len() + self.spawn_pending);
+        let room = self.worker_cap.saturating_sub(pool + self.spawn_pending);
         let wanted = starved.min(free).saturating_sub(self.spawn_pending).min(room);
         self.spawn_pending += wanted;
         self.spawn_wanted += wanted;
     }
 
     /// Record task `task_id` as sent to `worker` and queue its message.
-    fn send_task(&mut self, task_id: u64, worker: usize, nested: Option<u64>, expected_ns: u64, out: &mut Outbox) {
+    pub(super) fn send_task(
+        &mut self,
+        task_id: u64,
+        worker: usize,
+        nested: Option<u64>,
+        expected_ns: u64,
+        out: &mut Outbox,
+    ) {
         let mut args = Vec::new();
         let task = self.tasks.get_mut(&task_id).expect("ready task exists");
         for arg in &task.args {
@@ -1084,7 +1225,7 @@ impl NodeState {
                 || (level.offered.len() < MAX_PIPELINE
                     && level.offered_ns.saturating_add(expected_ns) <= PIPELINE_BUDGET_NS);
             let fits = if first { free >= 1 } else { room };
-            (fits && !slot.retiring && slot.parked_other.is_empty() && may_run_on(task, level.task))
+            (fits && slot.runs_nested() && may_run_on(task, level.task))
                 .then(|| (id, level.parked.expect("parked"), first))
         })
     }
@@ -1096,9 +1237,7 @@ impl NodeState {
         let task = &self.tasks[&task_id];
         !task.ancestors.is_empty()
             && self.workers.values().any(|slot| {
-                slot.levels.last().is_some_and(|l| l.parked.is_some() && may_run_on(task, l.task))
-                    && !slot.retiring
-                    && slot.parked_other.is_empty()
+                slot.levels.last().is_some_and(|l| l.parked.is_some() && may_run_on(task, l.task)) && slot.runs_nested()
             })
     }
 

@@ -1,0 +1,262 @@
+//! `#[shoal::actor]`: an impl block whose `new` builds an actor.
+//!
+//! Generates, beside the block (kept as written, less `#[shoal::method]`):
+//! - `impl shoal::Actor for T`, naming `T`'s registered name and its
+//!   methods struct;
+//! - `T::remote(args…)` and `T::options()`, returning `TOptions` (the
+//!   options builder, ending in `.remote(args…)`);
+//! - `TMethods`, which an `ActorHandle<T>` dereferences to: one method per
+//!   `pub` method with a `&self` or `&mut self` receiver, taking `IntoArg`s
+//!   and returning `ObjectRef`s;
+//! - a registry entry for the constructor and for each method, which a
+//!   worker runs on the actor state its process keeps.
+
+use proc_macro2::TokenStream as TokenStream2;
+use quote::{format_ident, quote};
+use syn::{FnArg, ImplItem, ImplItemFn, ItemImpl, LitInt, Type, Visibility};
+
+use crate::{arguments, check_signature, returns, source_hash};
+
+/// What `#[shoal::method(…)]` says of a method.
+struct MethodArgs {
+    num_returns: usize,
+}
+
+/// Take the `#[shoal::method(…)]` attribute off a method, if it has one.
+fn take_method_args(method: &mut ImplItemFn) -> syn::Result<Option<MethodArgs>> {
+    let Some(at) = method.attrs.iter().position(|a| {
+        let path = a.path();
+        path.is_ident("method")
+            || (path.segments.len() == 2 && path.segments[0].ident == "shoal" && path.segments[1].ident == "method")
+    }) else {
+        return Ok(None);
+    };
+    let attr = method.attrs.remove(at);
+    let mut args = MethodArgs { num_returns: 1 };
+    if matches!(attr.meta, syn::Meta::Path(_)) {
+        return Ok(Some(args));
+    }
+    attr.parse_nested_meta(|meta| {
+        if meta.path.is_ident("num_returns") {
+            let lit: LitInt = meta.value()?.parse()?;
+            args.num_returns = lit.base10_parse()?;
+            if args.num_returns == 0 {
+                return Err(syn::Error::new(lit.span(), "num_returns must be at least 1"));
+            }
+            Ok(())
+        } else if meta.path.is_ident("streaming") {
+            Err(meta.error("streaming methods are not supported yet"))
+        } else {
+            Err(meta.error("unknown option; expected `num_returns = N`"))
+        }
+    })?;
+    Ok(Some(args))
+}
+
+/// The receiver of a remote method: `&self` or `&mut self`.
+fn check_receiver(method: &ImplItemFn) -> syn::Result<bool> {
+    let Some(FnArg::Receiver(receiver)) = method.sig.inputs.first() else { return Ok(false) };
+    if receiver.reference.is_none() || receiver.colon_token.is_some() {
+        return Err(syn::Error::new_spanned(
+            receiver,
+            "actor methods take `&self` or `&mut self`: the actor keeps its state between calls",
+        ));
+    }
+    Ok(true)
+}
+
+pub(crate) fn expand(mut block: ItemImpl) -> syn::Result<TokenStream2> {
+    if !block.generics.params.is_empty() || block.generics.where_clause.is_some() {
+        return Err(syn::Error::new_spanned(&block.generics, "actor types cannot be generic"));
+    }
+    if let Some((_, path, _)) = &block.trait_ {
+        return Err(syn::Error::new_spanned(path, "#[shoal::actor] goes on the type's own impl block, not a trait's"));
+    }
+    let ty = (*block.self_ty).clone();
+    let Type::Path(path) = &ty else {
+        return Err(syn::Error::new_spanned(&ty, "#[shoal::actor] goes on the impl block of a named type"));
+    };
+    let ident = path.path.segments.last().expect("a path has a segment").ident.clone();
+    let class_name = ident.to_string();
+    let methods_ident = format_ident!("{}Methods", ident);
+    let options_ident = format_ident!("{}Options", ident);
+    let shoal = quote!(::shoal);
+    let private = quote!(#shoal::__private);
+
+    let mut constructor = None;
+    let mut methods = Vec::new();
+    for item in &mut block.items {
+        let ImplItem::Fn(method) = item else { continue };
+        let marked = take_method_args(method)?;
+        let has_receiver = check_receiver(method)?;
+        if method.sig.ident == "new" && !has_receiver {
+            constructor = Some(method.clone());
+            continue;
+        }
+        let public = !matches!(method.vis, Visibility::Inherited);
+        if !has_receiver || !public {
+            if marked.is_some() {
+                return Err(syn::Error::new_spanned(
+                    &method.sig,
+                    "#[shoal::method] marks a `pub` method taking `&self` or `&mut self`",
+                ));
+            }
+            continue;
+        }
+        methods.push((method.clone(), marked.unwrap_or(MethodArgs { num_returns: 1 })));
+    }
+    let Some(constructor) = constructor else {
+        return Err(syn::Error::new_spanned(&block.self_ty, "an actor needs a constructor: `pub fn new(…) -> Self`"));
+    };
+    check_signature(&constructor.sig, "actor constructors")?;
+    let hash = source_hash(&quote!(#block));
+
+    let (new_names, new_types) = arguments(constructor.sig.inputs.iter(), "actor constructor")?;
+    let new_vis = &constructor.vis;
+    let doc_remote =
+        format!("Create a `{class_name}` actor: returns its handle at once, while its process starts and runs `new`.");
+    let doc_options = format!("Options for creating a `{class_name}` actor (generated by `#[shoal::actor]`).");
+    let doc_methods = format!(
+        "The remote methods of [`{class_name}`], called through an `ActorHandle<{class_name}>` (generated by `#[shoal::actor]`): each returns at once with refs to its results."
+    );
+
+    let mut registrations = Vec::new();
+    let mut calls = Vec::new();
+    for (i, (method, args)) in methods.iter().enumerate() {
+        let sig = &method.sig;
+        check_signature(sig, "actor methods")?;
+        let name = &sig.ident;
+        let vis = &method.vis;
+        let (arg_names, arg_types) = arguments(sig.inputs.iter().skip(1), "actor method")?;
+        let n = args.num_returns;
+        let (ref_type, returns_expr, outputs_expr) = returns(&sig.output, n)?;
+        let num_returns = proc_macro2::Literal::usize_unsuffixed(n);
+        let method_name = name.to_string();
+        let full_name = quote!(::core::concat!(::core::module_path!(), "::", #class_name, "::", #method_name));
+        let registration = format_ident!("__SHOAL_METHOD_{}", i);
+        let invoke = format_ident!("__shoal_method_{}", i);
+        let doc = format!("Call `{name}` on the actor: runs in its process after the calls made before it.");
+        registrations.push(quote! {
+            #[#private::linkme::distributed_slice(#private::REMOTE_FUNCTIONS)]
+            #[linkme(crate = #private::linkme)]
+            static #registration: #private::RemoteFunction = #private::RemoteFunction {
+                name: #full_name,
+                source_hash: #hash,
+                invoke: #private::Invoke::Method { class: <#ty as #shoal::Actor>::CLASS, call: #invoke },
+            };
+
+            fn #invoke(
+                __state: &mut (dyn ::core::any::Any + ::core::marker::Send),
+                __args: &mut #private::ArgReader<'_>,
+            ) -> ::core::result::Result<::std::vec::Vec<#private::Output>, #shoal::Error> {
+                #( let #arg_names: #arg_types = __args.read_next::<#arg_types>()?; )*
+                let __state = #private::actor_state::<#ty>(__state)?;
+                let __ret = <#ty>::#name(__state, #(#arg_names),*);
+                ::core::result::Result::Ok(#outputs_expr)
+            }
+        });
+        calls.push(quote! {
+            #[doc = #doc]
+            #vis fn #name(&self, #(#arg_names: impl #shoal::IntoArg<#arg_types>),*) -> #ref_type {
+                let __args = ::std::vec![#(#shoal::IntoArg::<#arg_types>::into_arg(#arg_names)),*];
+                #[allow(unused_mut)]
+                let mut __refs = #private::call(&self.0, #full_name, __args, #num_returns);
+                #returns_expr
+            }
+        });
+    }
+
+    Ok(quote! {
+        #block
+
+        impl #shoal::Actor for #ty {
+            const CLASS: &'static str = ::core::concat!(::core::module_path!(), "::", #class_name);
+            type Methods = #methods_ident;
+        }
+
+        #[doc = #doc_methods]
+        #[derive(Clone)]
+        pub struct #methods_ident(#private::RawActor);
+
+        impl #private::ActorMethods for #methods_ident {
+            fn from_raw(raw: #private::RawActor) -> Self {
+                #methods_ident(raw)
+            }
+            fn raw(&self) -> &#private::RawActor {
+                &self.0
+            }
+        }
+
+        #[allow(clippy::all)]
+        impl #methods_ident {
+            #(#calls)*
+        }
+
+        #[doc = #doc_options]
+        #[derive(Debug, Clone)]
+        pub struct #options_ident(#shoal::ActorOptions);
+
+        #[allow(clippy::all)]
+        impl #options_ident {
+            /// CPUs the actor holds while it lives (default 0).
+            pub fn num_cpus(self, cpus: u32) -> Self {
+                #options_ident(self.0.num_cpus(cpus))
+            }
+
+            /// Register the actor under `name` (see `shoal::get_actor`).
+            pub fn name(self, name: impl ::core::convert::Into<::std::string::String>) -> Self {
+                #options_ident(self.0.name(name))
+            }
+
+            /// Times its process is started again when it dies (default 0).
+            pub fn max_restarts(self, restarts: u32) -> Self {
+                #options_ident(self.0.max_restarts(restarts))
+            }
+
+            /// Times a call running when its process died runs again (default 0).
+            pub fn max_task_retries(self, retries: u32) -> Self {
+                #options_ident(self.0.max_task_retries(retries))
+            }
+
+            #[doc = #doc_remote]
+            pub fn remote(self, #(#new_names: impl #shoal::IntoArg<#new_types>),*) -> #shoal::ActorHandle<#ty> {
+                let __args = ::std::vec![#(#shoal::IntoArg::<#new_types>::into_arg(#new_names)),*];
+                let __raw = #private::create_actor(<#ty as #shoal::Actor>::CLASS, &self.0, __args);
+                #shoal::ActorHandle::from_raw(__raw)
+            }
+        }
+
+        #[allow(clippy::all)]
+        impl #ty {
+            #[doc = #doc_remote]
+            #new_vis fn remote(#(#new_names: impl #shoal::IntoArg<#new_types>),*) -> #shoal::ActorHandle<#ty> {
+                Self::options().remote(#(#new_names),*)
+            }
+
+            /// Options (`num_cpus`, `name`, `max_restarts`, `max_task_retries`), then `.remote(args…)`.
+            #new_vis fn options() -> #options_ident {
+                #options_ident(#shoal::ActorOptions::default())
+            }
+        }
+
+        const _: () = {
+            #[#private::linkme::distributed_slice(#private::REMOTE_FUNCTIONS)]
+            #[linkme(crate = #private::linkme)]
+            static __SHOAL_CONSTRUCTOR: #private::RemoteFunction = #private::RemoteFunction {
+                name: ::core::concat!(::core::module_path!(), "::", #class_name, "::new"),
+                source_hash: #hash,
+                invoke: #private::Invoke::Constructor { class: <#ty as #shoal::Actor>::CLASS, new: __shoal_new },
+            };
+
+            fn __shoal_new(
+                __args: &mut #private::ArgReader<'_>,
+            ) -> ::core::result::Result<::std::boxed::Box<dyn ::core::any::Any + ::core::marker::Send>, #shoal::Error> {
+                #( let #new_names: #new_types = __args.read_next::<#new_types>()?; )*
+                let __state: #ty = <#ty>::new(#(#new_names),*);
+                ::core::result::Result::Ok(::std::boxed::Box::new(__state))
+            }
+
+            #(#registrations)*
+        };
+    })
+}
