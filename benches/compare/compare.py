@@ -61,6 +61,11 @@ COMPARED = [
     ("single client tasks async", "tasks/s"),
     ("multi client tasks async", "tasks/s"),
     ("nested tasks sync", "tasks/s"),
+    ("1:1 actor calls sync", "calls/s"),
+    ("1:1 actor calls async", "calls/s"),
+    ("1:n actor calls async", "calls/s"),
+    ("n:n actor calls async", "calls/s"),
+    ("n:n actor calls with arg async", "calls/s"),
     ("single client tasks and get batch", "batches/s"),
     ("single client put calls", "calls/s"),
     ("single client get calls", "calls/s"),
@@ -111,6 +116,7 @@ LIMITS = {
     "multi client put gigabytes": "machine memcpy gigabytes",
     "single client tasks sync": "machine unix socket ping-pong",
     "nested tasks sync": "machine unix socket ping-pong",
+    "1:1 actor calls sync": "machine unix socket ping-pong",
     "init to first result": "machine worker start",
     "array tasks": "array tasks compute floor",
 }
@@ -127,6 +133,11 @@ RAY_PERF_NAMES = {
     "single client tasks sync": "single client tasks sync",
     "single client tasks async": "single client tasks async",
     "multi client tasks async": "multi client tasks async",
+    "1:1 actor calls sync": "1:1 actor calls sync",
+    "1:1 actor calls async": "1:1 actor calls async",
+    "1:n actor calls async": "1:n actor calls async",
+    "n:n actor calls async": "n:n actor calls async",
+    "n:n actor calls with arg async": "n:n actor calls with arg async",
 }
 # ray_perf counts its 100 Mi int64 (838.9 MB) array as 0.8 GB; scale its
 # gigabyte figures to the bytes actually moved, as shoal counts them.

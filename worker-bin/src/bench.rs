@@ -40,6 +40,9 @@ const ARRAY_TASKS: usize = 20;
 const CLIENTS: usize = 4;
 /// Tasks each client submits in `multi client tasks async`.
 const CLIENT_TASKS: u32 = 10_000;
+/// Calls per server (or per task) in the `1:n` and `n:n` actor metrics
+/// (Ray's `n`).
+const ACTOR_BATCH: u32 = 5_000;
 /// Children one task submits and gets, one at a time, in `nested tasks sync`.
 const NESTED_CHILDREN: u32 = 2_000;
 
@@ -89,6 +92,64 @@ fn client_put(len: usize) -> usize {
     len
 }
 
+/// Ray's `Actor` of its actor benchmarks: answers tiny values.
+struct BenchActor;
+
+#[shoal::actor]
+impl BenchActor {
+    pub fn new() -> Self {
+        BenchActor
+    }
+
+    /// Ray's `small_value`.
+    pub fn small_value(&self) -> [u8; 2] {
+        *b"ok"
+    }
+
+    /// Ray's `small_value_arg`: takes an argument (an object) and ignores it.
+    pub fn small_value_arg(&self, _x: i64) -> [u8; 2] {
+        *b"ok"
+    }
+}
+
+/// Ray's `Client` actor: calls its servers.
+struct BenchClient {
+    servers: Vec<shoal::ActorHandle<BenchActor>>,
+}
+
+#[shoal::actor]
+impl BenchClient {
+    pub fn new(servers: Vec<shoal::ActorHandle<BenchActor>>) -> Self {
+        BenchClient { servers }
+    }
+
+    /// Call `small_value` `n` times on each server, then get them all; returns the calls.
+    pub fn small_value_batch(&self, n: u32) -> u32 {
+        let refs: Vec<ObjectRef<[u8; 2]>> =
+            self.servers.iter().flat_map(|s| (0..n).map(move |_| s.small_value())).collect();
+        shoal::get_all(&refs).expect("the servers' answers");
+        refs.len() as u32
+    }
+
+    /// The same with an argument: one object `put` once and passed to every call.
+    pub fn small_value_batch_arg(&self, n: u32) -> u32 {
+        let x = shoal::put(0i64).expect("put the argument");
+        let refs: Vec<ObjectRef<[u8; 2]>> =
+            self.servers.iter().flat_map(|s| (0..n).map(|_| s.small_value_arg(&x)).collect::<Vec<_>>()).collect();
+        shoal::get_all(&refs).expect("the servers' answers");
+        refs.len() as u32
+    }
+}
+
+/// `n:n actor calls async`'s task: `n` calls spread over the actors, then
+/// get them all; returns the calls.
+#[shoal::remote]
+fn call_actors(actors: Vec<shoal::ActorHandle<BenchActor>>, n: u32) -> u32 {
+    let refs: Vec<ObjectRef<[u8; 2]>> = (0..n as usize).map(|i| actors[i % actors.len()].small_value()).collect();
+    shoal::get_all(&refs).expect("the actors' answers");
+    n
+}
+
 /// One link of the dependent chain.
 #[shoal::remote]
 fn chain_step(n: i64) -> i64 {
@@ -127,6 +188,11 @@ const GROUPS: &[Group] = &[
     Group { metrics: &["single client tasks async"], run: tasks_async },
     Group { metrics: &["multi client tasks async"], run: multi_client_tasks_async },
     Group { metrics: &["nested tasks sync"], run: nested_tasks_sync },
+    Group { metrics: &["1:1 actor calls sync", "1:1 actor calls async"], run: actor_calls_one_to_one },
+    Group {
+        metrics: &["1:n actor calls async", "n:n actor calls async", "n:n actor calls with arg async"],
+        run: actor_calls_many,
+    },
     Group { metrics: &["single client tasks and get batch"], run: tasks_and_get_batch },
     Group { metrics: &["single client put calls"], run: put_calls },
     Group { metrics: &["single client get calls"], run: get_calls },
@@ -579,6 +645,65 @@ fn nested_tasks_sync(bench: &mut Bench) -> anyhow::Result<()> {
         Ok(f64::from(done) / secs)
     })?;
     report("nested tasks sync", &samples, "tasks/s");
+    Ok(())
+}
+
+/// One actor: `get(a.small_value())` one at a time (sync), then 1 000
+/// calls and get them all (async); calls per second.
+fn actor_calls_one_to_one(bench: &mut Bench) -> anyhow::Result<()> {
+    bench.node()?;
+    let a = BenchActor::remote();
+    let samples = rate(5_000, || {
+        shoal::get(&a.small_value())?;
+        Ok(())
+    })?;
+    report("1:1 actor calls sync", &samples, "calls/s");
+    let samples = measure(|| {
+        let t = Instant::now();
+        for _ in 0..10 {
+            let refs: Vec<ObjectRef<[u8; 2]>> = (0..1_000).map(|_| a.small_value()).collect();
+            shoal::get_all(&refs)?;
+        }
+        Ok(10_000.0 / t.elapsed().as_secs_f64())
+    })?;
+    report("1:1 actor calls async", &samples, "calls/s");
+    Ok(())
+}
+
+/// Ray's shapes, with its `n_cpu = cores / 2` actors (at least one):
+/// `1:n`: one client actor calls each of them [`ACTOR_BATCH`] times and
+/// gets all; `n:n`: [`CLIENTS`] tasks each make [`ACTOR_BATCH`] calls spread
+/// over them; `n:n with arg`: one client actor per server, each making
+/// [`ACTOR_BATCH`] calls with an object argument. Calls per second, the
+/// driver's submissions and gets included.
+fn actor_calls_many(bench: &mut Bench) -> anyhow::Result<()> {
+    bench.node()?;
+    let n_cpu = (std::thread::available_parallelism().map_or(2, |n| n.get()) / 2).max(1);
+    let servers: Vec<shoal::ActorHandle<BenchActor>> = (0..n_cpu).map(|_| BenchActor::remote()).collect();
+    let client = BenchClient::remote(servers.clone());
+    let samples = measure(|| {
+        let t = Instant::now();
+        let calls = shoal::get(&client.small_value_batch(ACTOR_BATCH))?;
+        Ok(f64::from(calls) / t.elapsed().as_secs_f64())
+    })?;
+    report("1:n actor calls async", &samples, "calls/s");
+    let samples = measure(|| {
+        let t = Instant::now();
+        let tasks: Vec<ObjectRef<u32>> =
+            (0..CLIENTS).map(|_| call_actors::remote(servers.clone(), ACTOR_BATCH)).collect();
+        let calls: u32 = shoal::get_all(&tasks)?.iter().sum();
+        Ok(f64::from(calls) / t.elapsed().as_secs_f64())
+    })?;
+    report("n:n actor calls async", &samples, "calls/s");
+    let clients: Vec<shoal::ActorHandle<BenchClient>> =
+        servers.iter().map(|s| BenchClient::remote(vec![s.clone()])).collect();
+    let samples = measure(|| {
+        let t = Instant::now();
+        let batches: Vec<ObjectRef<u32>> = clients.iter().map(|c| c.small_value_batch_arg(ACTOR_BATCH)).collect();
+        let calls: u32 = shoal::get_all(&batches)?.iter().sum();
+        Ok(f64::from(calls) / t.elapsed().as_secs_f64())
+    })?;
+    report("n:n actor calls with arg async", &samples, "calls/s");
     Ok(())
 }
 
