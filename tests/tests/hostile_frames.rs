@@ -24,7 +24,7 @@ use shoal::{Error, ObjectRef};
 use shoal_ipc::handshake::HELLO_MAGIC;
 use shoal_ipc::{FrameReader, HandshakeReply, Hello, PROTOCOL_VERSION, encode_frame};
 
-use wire::{ObjectData, Placed, RefOp, Submit, ToClient, ToNode};
+use wire::{CreateActor, ObjectData, Placed, RefOp, Submit, ToClient, ToNode};
 
 /// Mirrors of `engine/src/protocol.rs`, field for field, variant for variant.
 mod wire {
@@ -61,6 +61,15 @@ mod wire {
     }
 
     #[derive(Debug, Serialize, Deserialize)]
+    pub struct CreateActor {
+        pub id: u64,
+        pub class: String,
+        pub options: shoal::ActorOptions,
+        pub args: Vec<SubmitArg>,
+        pub failed: Option<shoal::Error>,
+    }
+
+    #[derive(Debug, Serialize, Deserialize)]
     pub enum ToNode {
         Refs(Vec<RefOp>),
         Allocate { request: u64, size: u64 },
@@ -72,6 +81,10 @@ mod wire {
         Wait { request: u64, ids: Vec<u64>, num: u32, limit: u32, task: Option<u64> },
         Forget { request: u64 },
         Requeue(Vec<u64>),
+        CreateActor(CreateActor),
+        Call { actor: u64, submit: Submit },
+        GetActor { request: u64, name: String },
+        KillActor(u64),
     }
 
     #[derive(Debug, Serialize, Deserialize)]
@@ -102,6 +115,7 @@ mod wire {
         Object { request: u64, data: ObjectData, contained: Vec<u64> },
         Ready { request: u64, positions: Vec<u32> },
         Shutdown,
+        ActorFound { request: u64, found: Result<(u64, String), shoal::Error> },
     }
 }
 
@@ -133,6 +147,23 @@ fn gate(path: String) -> u64 {
     let mut byte = [0u8; 1];
     stream.read_exact(&mut byte).expect("read the gate byte");
     u64::from(byte[0])
+}
+
+/// An actor a hostile client creates and calls.
+struct Echo {
+    calls: u64,
+}
+
+#[shoal::actor]
+impl Echo {
+    pub fn new() -> Self {
+        Echo { calls: 0 }
+    }
+
+    pub fn echo(&mut self, n: u64) -> u64 {
+        self.calls += 1;
+        n + self.calls
+    }
 }
 
 const WORKERS: usize = 2;
@@ -189,7 +220,7 @@ struct Hostile {
 
 impl Hostile {
     fn connect() -> Hostile {
-        assert_eq!(PROTOCOL_VERSION, 2, "the protocol changed: bring `wire` in step with engine/src/protocol.rs");
+        assert_eq!(PROTOCOL_VERSION, 3, "the protocol changed: bring `wire` in step with engine/src/protocol.rs");
         let stream = UnixStream::connect(node().socket_path()).expect("connect to the node socket");
         stream.set_read_timeout(Some(PATIENCE)).expect("read timeout");
         stream.set_write_timeout(Some(PATIENCE)).expect("write timeout");
@@ -776,4 +807,118 @@ fn corrupt_objects_sealed_by_a_client_are_errors_for_every_reader() {
     drop(c);
     base.check_restored("corrupt objects");
     assert_eq!(shoal::get(&real).unwrap(), original);
+}
+
+/// A plain submission of no arguments and one output, by name.
+fn call_of(function: String, out: u64) -> Submit {
+    Submit {
+        function,
+        options: shoal::TaskOptions::default(),
+        args: Vec::new(),
+        outputs: vec![out],
+        parent: None,
+        failed: None,
+    }
+}
+
+#[test]
+fn actor_messages_are_served_checked_and_cleaned_up() {
+    let _serial = serial();
+    let base = Baseline::take();
+    let class = <Echo as shoal::Actor>::CLASS.to_string();
+    let echo = format!("{class}::echo");
+    // A real actor, created and called by hand; it ends with the connection.
+    let mut c = Hostile::connect();
+    let encoded_7 = {
+        let seven = shoal::put(7u64).unwrap();
+        match c.get(seven.id()) {
+            ObjectData::Inline(bytes) => bytes,
+            other => panic!("a small object is inline: {other:?}"),
+        }
+    };
+    let actor = c.fresh_id();
+    let create =
+        CreateActor { id: actor, class: class.clone(), options: Default::default(), args: Vec::new(), failed: None };
+    c.send(&[ToNode::CreateActor(create)]);
+    let out = c.fresh_id();
+    let mut submit = call_of(echo.clone(), out);
+    submit.args =
+        vec![wire::SubmitArg::Inline { bytes: encoded_7.clone(), fingerprint: fingerprint_of_u64(), refs: Vec::new() }];
+    c.send(&[ToNode::Call { actor, submit }]);
+    c.sync();
+    let seen: ObjectRef<u64> = forge(out);
+    assert_eq!(shoal::get_timeout(&seen, PATIENCE).expect("the hand-made call"), 8);
+    drop(seen);
+    assert_eq!(node().actors().len(), 1, "its actor lives");
+    // Named lookups: an unknown name is an answer, not a violation.
+    let request = c.request();
+    c.send(&[ToNode::GetActor { request, name: "nobody".into() }]);
+    match c.reply() {
+        Some(ToClient::ActorFound { request: r, found: Err(Error::ActorNotFound(name)) }) if r == request => {
+            assert_eq!(name, "nobody")
+        }
+        other => panic!("GetActor of an unknown name: {other:?}"),
+    }
+    // Calls that cannot run fail, and the connection stays.
+    let failing = [
+        ("an unknown actor", 987_654_321, echo.clone()),
+        ("a method of no actor type", actor, function_name("forty_two")),
+        ("a name no one registered", actor, "no::such::Type::method".to_string()),
+    ];
+    for (what, target, function) in failing {
+        let out = c.fresh_id();
+        c.send(&[ToNode::Call { actor: target, submit: call_of(function, out) }]);
+        match c.get(out) {
+            ObjectData::Failed(Error::ActorDied { .. } | Error::FunctionNotFound { .. }) => {}
+            other => panic!("a call of {what}: {other:?}"),
+        }
+        c.send(&[ToNode::Refs(vec![RefOp::Release(out)])]);
+    }
+    // A method submitted as a plain task is not a remote function.
+    let out = c.fresh_id();
+    c.send(&[ToNode::Submit(call_of(echo.clone(), out))]);
+    assert!(matches!(c.get(out), ObjectData::Failed(Error::FunctionNotFound { .. })), "a method as a task");
+    c.send(&[ToNode::Refs(vec![RefOp::Release(out)])]);
+    // An unknown type: the actor is dead on arrival, its calls say why.
+    let ghost = c.fresh_id();
+    let create = CreateActor {
+        id: ghost,
+        class: "no::such::Type".into(),
+        options: Default::default(),
+        args: Vec::new(),
+        failed: None,
+    };
+    c.send(&[ToNode::CreateActor(create)]);
+    let out = c.fresh_id();
+    c.send(&[ToNode::Call { actor: ghost, submit: call_of(echo.clone(), out) }]);
+    match c.get(out) {
+        ObjectData::Failed(Error::ActorDied { cause, .. }) => assert!(cause.contains("no::such::Type"), "{cause}"),
+        other => panic!("a call of an actor of an unknown type: {other:?}"),
+    }
+    // Killing what does not exist is no violation either.
+    c.send(&[ToNode::KillActor(123_456_789), ToNode::Refs(vec![RefOp::Release(out), RefOp::Release(ghost)])]);
+    c.sync();
+    drop(c);
+    base.check_restored("a client's actor messages");
+    assert!(shoal_tests::wait_until(PATIENCE, || node().actors().is_empty()), "its actor ended with it");
+
+    // Ids that are not fresh ids of its own: a violation.
+    for (what, id) in [("a node id", 1), ("another client's id", (1u64 << 63) | (0x7f_0000 << 40) | 5)] {
+        let mut c = Hostile::connect();
+        c.sync();
+        let create =
+            CreateActor { id, class: class.clone(), options: Default::default(), args: Vec::new(), failed: None };
+        c.send(&[ToNode::CreateActor(create)]);
+        c.expect_closed(&format!("CreateActor with {what}"));
+        base.check_restored(&format!("CreateActor with {what}"));
+    }
+}
+
+/// The fingerprint of `u64`, as the engine stamps it (`object_ref::fingerprint`:
+/// its `TypeId` through the std hasher with fixed keys, equal in every process
+/// of one build).
+fn fingerprint_of_u64() -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    std::any::TypeId::of::<u64>().hash(&mut h);
+    h.finish()
 }

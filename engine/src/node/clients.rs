@@ -73,7 +73,11 @@ impl NodeState {
                 self.add_task_for(function, options, specs, outputs, failed, ancestors, None);
             }
             Some((actor, class)) => {
-                self.add_call(actor, worker as u64, function, class, specs, outputs, failed, ancestors);
+                // Ancestry stops at an actor: what an actor's calls submit may
+                // reach, through its state, any ref any caller gave it (an
+                // ancestor's output too), so they may not run on top of their
+                // caller's blocked task (see `may_run_on`).
+                self.add_call(actor, worker as u64, function, class, specs, outputs, failed, Vec::new());
             }
         }
         Ok(())
