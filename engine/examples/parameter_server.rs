@@ -117,10 +117,8 @@ fn main() -> anyhow::Result<()> {
             Shard { x, y }
         })
         .collect();
-    let stored: Vec<ObjectRef<Shard>> = shards
-        .iter()
-        .map(|s| shoal::put(Shard { x: s.x.clone(), y: s.y.clone() }))
-        .collect::<Result<_, _>>()?;
+    let stored: Vec<ObjectRef<Shard>> =
+        shards.iter().map(|s| shoal::put(Shard { x: s.x.clone(), y: s.y.clone() })).collect::<Result<_, _>>()?;
     let start_loss = loss(&shards, &Array1::zeros(DIM));
 
     // Synchronous: the whole loop is a graph, submitted before any of it runs.

@@ -130,6 +130,55 @@
 //! every task is blocked gets an extra worker, up to
 //! [`Config::max_workers`]. A failed child is an `Err` for its parent to
 //! handle.
+//!
+//! ## Actors
+//! `#[shoal::actor]` on a type's impl block makes it an actor: `T::remote(args…)`
+//! returns an [`ActorHandle<T>`] at once while a process of its own starts and
+//! runs `T::new(args…)`; each `pub` method taking `&self` or `&mut self` is a
+//! method of the handle, taking values or refs like a remote function and
+//! returning refs at once. The process runs one call at a time; calls made
+//! through one handle (and its clones in one process) run in the order they
+//! were made, each waiting for its `ObjectRef` arguments without being
+//! overtaken. `#[shoal::method(num_returns = N)]` gives N refs.
+//!
+//! ```no_run
+//! pub struct Counter { n: i64 }
+//!
+//! #[shoal::actor]
+//! impl Counter {
+//!     pub fn new(start: i64) -> Self { Counter { n: start } }
+//!     pub fn add(&mut self, k: i64) -> i64 { self.n += k; self.n }
+//!     pub fn value(&self) -> i64 { self.n }
+//! }
+//!
+//! # fn main() -> shoal::Result<()> {
+//! let _node = shoal::init(shoal::Config::default())?;
+//! let c: shoal::ActorHandle<Counter> = Counter::remote(0);   // returns at once
+//! let r: shoal::ObjectRef<i64> = c.add(5);
+//! assert_eq!(shoal::get(&r)?, 5);
+//! let hits = Counter::options().name("hits").max_restarts(2).max_task_retries(1).remote(0);
+//! let same: shoal::ActorHandle<Counter> = shoal::get_actor("hits")?;
+//! shoal::get(&same.add(1))?;
+//! shoal::kill(&hits)?;                                      // Error::ActorDied for later calls
+//! # Ok(()) }
+//! ```
+//!
+//! - Handles are `Clone + Serialize + Deserialize`: pass them to tasks and
+//!   other actors, or keep them in values. An actor lives while a handle to
+//!   it does anywhere; then it finishes its calls and its process exits. A
+//!   named one ([`ActorOptions::name`]) lives until [`kill`]ed.
+//! - An actor holds no CPU of the task pool unless
+//!   [`ActorOptions::num_cpus`] says so: a 2-core node runs 8 actors and
+//!   its tasks.
+//! - A panicking method fails that call with [`Error::TaskPanicked`]; the
+//!   actor lives on, with its state. If its process dies, it is restarted
+//!   up to `max_restarts` times (`new` runs again; its state starts over)
+//!   and the call it was running is retried up to `max_task_retries`; else
+//!   that call and every later one fail with [`Error::ActorDied`], naming
+//!   the actor and the cause (the signal, the exit code, the constructor's
+//!   panic).
+//! - [`Shoal::actors`] lists them; `examples/parameter_server.rs` is Ray's
+//!   parameter server.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
@@ -688,9 +737,9 @@ pub fn wait<T>(
 #[doc(hidden)]
 pub mod __private {
     pub use crate::actor::{ActorMethods, RawActor};
-    pub use crate::object_ref::ArgReader;
+    pub use crate::object_ref::{ArgReader, Checked, ValueArg};
     pub use crate::registry::{Invoke, REMOTE_FUNCTIONS, RemoteFunction};
-    pub use crate::task::{Output, actor_state, call, create_actor, output, submit, typed};
+    pub use crate::task::{Output, ValueReturn, actor_state, call, create_actor, output, submit, typed};
     pub use crate::view::{SameType, check_field, check_order, same_type, view_arg, viewed_by};
     pub use linkme;
 }

@@ -39,6 +39,27 @@ pub trait Value: Serialize + DeserializeOwned + Send + 'static {}
 #[diagnostic::do_not_recommend]
 impl<T: Serialize + DeserializeOwned + Send + 'static> Value for T {}
 
+/// Every [`Value`] may be an argument (used by generated code, which names
+/// `<T as ValueArg>::CHECKED` once per argument of a remote function or
+/// method, spanned at the argument's type: the one place a type that is no
+/// value is reported, with `Value`'s message; `Value`'s supertraits would
+/// be reported one by one).
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a shoal value: it must be `Serialize + DeserializeOwned + Send + 'static`",
+    label = "not `Serialize + DeserializeOwned + Send + 'static`",
+    note = "derive serde's traits on it: `#[derive(serde::Serialize, serde::Deserialize)]`; a type holding a reference, an `Rc` or a raw pointer cannot travel between processes"
+)]
+pub trait ValueArg: Sized {
+    /// How one is encoded and decoded.
+    const CHECKED: Checked<Self>;
+}
+
+#[diagnostic::do_not_recommend]
+impl<P: Value> ValueArg for P {
+    const CHECKED: Checked<P> = Checked { encode: Arg::from_value::<P>, decode: decode_arg::<P> };
+}
+
 /// Fingerprint of a type, stamped on every object written as that type and
 /// checked on every read. Equal in every process of one build.
 pub(crate) fn fingerprint<T: 'static>() -> u64 {
@@ -161,7 +182,7 @@ impl Arg {
     }
 
     /// An argument that passes the object behind `r`, written as `T`.
-    pub fn from_ref<T: Value>(r: &ObjectRef<T>) -> Arg {
+    pub fn from_ref<T: 'static>(r: &ObjectRef<T>) -> Arg {
         Arg(ArgKind::Ref { handle: r.handle.clone(), fingerprint: fingerprint::<T>() })
     }
 }
@@ -173,48 +194,74 @@ impl Arg {
 /// an `ObjectRef<Frame>` where it takes a `FrameView` made with
 /// [`#[derive(ViewOf)]`](macro@crate::ViewOf)).
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot be passed where a remote function takes a `{P}`",
-    label = "expected a `{P}`, an `ObjectRef<{P}>` or a `&ObjectRef<{P}>`",
-    note = "`{P}` itself must be a shoal value: `Serialize + DeserializeOwned + Send + 'static`"
+    message = "`{Self}` cannot be passed where a remote function or method takes `{P}`",
+    label = "expected `{P}`, `ObjectRef<{P}>` or `&ObjectRef<{P}>`"
 )]
 pub trait IntoArg<P> {
-    /// Package `self` for submission.
-    fn into_arg(self) -> Arg;
+    /// Package `self` for submission; `checked` is how a `P` is encoded
+    /// (`<P as ValueArg>::CHECKED`, which generated code names).
+    fn into_arg(self, checked: Checked<P>) -> Arg;
+}
+
+// No bound here: whether `P` is a value is checked once per argument where
+// the function is declared (`ValueArg::CHECKED`), so a type that is none is
+// one error there, not one more at every call.
+impl<P> IntoArg<P> for P {
+    fn into_arg(self, checked: Checked<P>) -> Arg {
+        (checked.encode)(&self)
+    }
 }
 
 #[diagnostic::do_not_recommend]
-impl<P: Value> IntoArg<P> for P {
-    fn into_arg(self) -> Arg {
-        Arg::from_value(&self)
-    }
-}
-
-impl<P: Value> IntoArg<P> for ObjectRef<P> {
-    fn into_arg(self) -> Arg {
+impl<P: 'static> IntoArg<P> for ObjectRef<P> {
+    fn into_arg(self, _: Checked<P>) -> Arg {
         Arg::from_ref(&self)
     }
 }
 
-impl<P: Value> IntoArg<P> for &ObjectRef<P> {
-    fn into_arg(self) -> Arg {
+#[diagnostic::do_not_recommend]
+impl<P: 'static> IntoArg<P> for &ObjectRef<P> {
+    fn into_arg(self, _: Checked<P>) -> Arg {
         Arg::from_ref(self)
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl<A: Element, D: Dimension + Serialize + DeserializeOwned + 'static> IntoArg<SharedArray<A, D>>
     for ObjectRef<Array<A, D>>
 {
-    fn into_arg(self) -> Arg {
+    fn into_arg(self, _: Checked<SharedArray<A, D>>) -> Arg {
         Arg::from_ref(&self)
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl<A: Element, D: Dimension + Serialize + DeserializeOwned + 'static> IntoArg<SharedArray<A, D>>
     for &ObjectRef<Array<A, D>>
 {
-    fn into_arg(self) -> Arg {
+    fn into_arg(self, _: Checked<SharedArray<A, D>>) -> Arg {
         Arg::from_ref(self)
     }
+}
+
+/// How an argument of type `P`, a [`Value`], is encoded and decoded:
+/// [`ValueArg::CHECKED`] (used by generated code).
+#[doc(hidden)]
+pub struct Checked<P> {
+    encode: fn(&P) -> Arg,
+    decode: fn(&mut ArgReader<'_>) -> Result<P>,
+}
+
+impl<P> Clone for Checked<P> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<P> Copy for Checked<P> {}
+
+fn decode_arg<P: Value>(reader: &mut ArgReader<'_>) -> Result<P> {
+    reader.read_next::<P>()
 }
 
 /// Decodes a task's arguments inside the worker (used by generated code).
@@ -224,6 +271,11 @@ pub struct ArgReader<'a> {
 }
 
 impl ArgReader<'_> {
+    /// Decode the next argument as a `P` (see [`ValueArg`]).
+    pub fn read_checked<P>(&mut self, checked: Checked<P>) -> Result<P> {
+        (checked.decode)(self)
+    }
+
     /// Decode the next argument as a `P`.
     pub fn read_next<P: Value>(&mut self) -> Result<P> {
         let _scope = DecodeScope::enter(Some(self.runtime.clone()), Precounted::default());

@@ -22,6 +22,25 @@ pub(crate) type WriteFn = Box<dyn FnOnce(&Layout, &mut [u8]) -> Result<(), Encod
 /// One return value of a task, measured but not yet placed in the store.
 pub struct Output(pub(crate) Result<(Layout, WriteFn), Error>);
 
+/// Every [`Value`] may be returned (used by generated code, which names
+/// `<T as ValueReturn>::OUTPUT` once per return value, spanned at its type:
+/// the one place a type that is no value is reported).
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a shoal value: it must be `Serialize + DeserializeOwned + Send + 'static`",
+    label = "not `Serialize + DeserializeOwned + Send + 'static`",
+    note = "derive serde's traits on it: `#[derive(serde::Serialize, serde::Deserialize)]`; a type holding a reference, an `Rc` or a raw pointer cannot travel between processes"
+)]
+pub trait ValueReturn: Sized {
+    /// Measures one.
+    const OUTPUT: fn(Self) -> Output;
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: Value> ValueReturn for T {
+    const OUTPUT: fn(T) -> Output = output::<T>;
+}
+
 /// Measure a return value (used by generated code).
 pub fn output<T: Value>(value: T) -> Output {
     Output(match shoal_store::measure(&value, fingerprint::<T>()) {

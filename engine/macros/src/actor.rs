@@ -15,7 +15,7 @@ use proc_macro2::TokenStream as TokenStream2;
 use quote::{format_ident, quote};
 use syn::{FnArg, ImplItem, ImplItemFn, ItemImpl, LitInt, Type, Visibility};
 
-use crate::{arguments, check_signature, returns, source_hash};
+use crate::{arguments, check_signature, checks, returns, source_hash};
 
 /// What `#[shoal::method(…)]` says of a method.
 struct MethodArgs {
@@ -112,6 +112,8 @@ pub(crate) fn expand(mut block: ItemImpl) -> syn::Result<TokenStream2> {
     let hash = source_hash(&quote!(#block));
 
     let (new_names, new_types) = arguments(constructor.sig.inputs.iter(), "actor constructor")?;
+    let (new_checks_fn, new_checks) =
+        checks(&format_ident!("__checks_new"), quote!(#options_ident::__checks_new), &new_types);
     let new_vis = &constructor.vis;
     let doc_remote =
         format!("Create a `{class_name}` actor: returns its handle at once, while its process starts and runs `new`.");
@@ -128,6 +130,8 @@ pub(crate) fn expand(mut block: ItemImpl) -> syn::Result<TokenStream2> {
         let name = &sig.ident;
         let vis = &method.vis;
         let (arg_names, arg_types) = arguments(sig.inputs.iter().skip(1), "actor method")?;
+        let checks_name = format_ident!("__checks_{}", name);
+        let (checks_fn, arg_checks) = checks(&checks_name, quote!(#methods_ident::#checks_name), &arg_types);
         let n = args.num_returns;
         let (ref_type, returns_expr, outputs_expr) = returns(&sig.output, n)?;
         let num_returns = proc_macro2::Literal::usize_unsuffixed(n);
@@ -149,16 +153,18 @@ pub(crate) fn expand(mut block: ItemImpl) -> syn::Result<TokenStream2> {
                 __state: &mut (dyn ::core::any::Any + ::core::marker::Send),
                 __args: &mut #private::ArgReader<'_>,
             ) -> ::core::result::Result<::std::vec::Vec<#private::Output>, #shoal::Error> {
-                #( let #arg_names: #arg_types = __args.read_next::<#arg_types>()?; )*
+                #( let #arg_names: #arg_types = __args.read_checked(#arg_checks)?; )*
                 let __state = #private::actor_state::<#ty>(__state)?;
                 let __ret = <#ty>::#name(__state, #(#arg_names),*);
                 ::core::result::Result::Ok(#outputs_expr)
             }
         });
         calls.push(quote! {
+            #checks_fn
+
             #[doc = #doc]
             #vis fn #name(&self, #(#arg_names: impl #shoal::IntoArg<#arg_types>),*) -> #ref_type {
-                let __args = ::std::vec![#(#shoal::IntoArg::<#arg_types>::into_arg(#arg_names)),*];
+                let __args = ::std::vec![#(#shoal::IntoArg::<#arg_types>::into_arg(#arg_names, #arg_checks)),*];
                 #[allow(unused_mut)]
                 let mut __refs = #private::call(&self.0, #full_name, __args, #num_returns);
                 #returns_expr
@@ -198,6 +204,8 @@ pub(crate) fn expand(mut block: ItemImpl) -> syn::Result<TokenStream2> {
 
         #[allow(clippy::all)]
         impl #options_ident {
+            #new_checks_fn
+
             /// CPUs the actor holds while it lives (default 0).
             pub fn num_cpus(self, cpus: u32) -> Self {
                 #options_ident(self.0.num_cpus(cpus))
@@ -220,7 +228,7 @@ pub(crate) fn expand(mut block: ItemImpl) -> syn::Result<TokenStream2> {
 
             #[doc = #doc_remote]
             pub fn remote(self, #(#new_names: impl #shoal::IntoArg<#new_types>),*) -> #shoal::ActorHandle<#ty> {
-                let __args = ::std::vec![#(#shoal::IntoArg::<#new_types>::into_arg(#new_names)),*];
+                let __args = ::std::vec![#(#shoal::IntoArg::<#new_types>::into_arg(#new_names, #new_checks)),*];
                 let __raw = #private::create_actor(<#ty as #shoal::Actor>::CLASS, &self.0, __args);
                 #shoal::ActorHandle::from_raw(__raw)
             }
@@ -251,7 +259,7 @@ pub(crate) fn expand(mut block: ItemImpl) -> syn::Result<TokenStream2> {
             fn __shoal_new(
                 __args: &mut #private::ArgReader<'_>,
             ) -> ::core::result::Result<::std::boxed::Box<dyn ::core::any::Any + ::core::marker::Send>, #shoal::Error> {
-                #( let #new_names: #new_types = __args.read_next::<#new_types>()?; )*
+                #( let #new_names: #new_types = __args.read_checked(#new_checks)?; )*
                 let __state: #ty = <#ty>::new(#(#new_names),*);
                 ::core::result::Result::Ok(::std::boxed::Box::new(__state))
             }

@@ -137,6 +137,13 @@ pub(crate) fn arguments<'a>(
     Ok((arg_names, arg_types))
 }
 
+/// The function measuring a return value of type `ty`, spanned at that
+/// type: a type that is no value is one error, there (see
+/// `shoal::__private::ValueReturn`).
+fn output_of(ty: &Type) -> TokenStream2 {
+    quote::quote_spanned!(syn::spanned::Spanned::span(ty)=> <#ty as ::shoal::__private::ValueReturn>::OUTPUT)
+}
+
 /// What a call of a function returning `output` in `n` refs gives back:
 /// the type of its refs, the expression building them from `__refs`, and
 /// the expression measuring `__ret` into its outputs.
@@ -148,11 +155,10 @@ pub(crate) fn returns(output: &ReturnType, n: usize) -> syn::Result<(TokenStream
     };
     let shoal = quote!(::shoal);
     Ok(if n == 1 {
-        (
-            quote!(#shoal::ObjectRef<#ret_type>),
-            quote!(#shoal::__private::typed(__refs.pop().expect("one output"))),
-            quote!(::std::vec![#shoal::__private::output::<#ret_type>(__ret)]),
-        )
+        (quote!(#shoal::ObjectRef<#ret_type>), quote!(#shoal::__private::typed(__refs.pop().expect("one output"))), {
+            let output = output_of(&ret_type);
+            quote!(::std::vec![#output(__ret)])
+        })
     } else {
         let Type::Tuple(tuple) = &ret_type else {
             return Err(syn::Error::new_spanned(
@@ -171,9 +177,32 @@ pub(crate) fn returns(output: &ReturnType, n: usize) -> syn::Result<(TokenStream
         (
             quote!((#(#shoal::ObjectRef<#elems>,)*)),
             quote!({ let mut __it = __refs.into_iter(); (#(#shoal::__private::typed::<#elems>(__it.next().expect("output")),)*) }),
-            quote!({ let (#(#parts,)*) = __ret; ::std::vec![#(#shoal::__private::output::<#elems>(#parts)),*] }),
+            {
+                let outputs = elems.iter().map(|ty| output_of(ty));
+                quote!({ let (#(#parts,)*) = __ret; ::std::vec![#(#outputs(#parts)),*] })
+            },
         )
     })
+}
+
+/// `fn #name()` returning, for each argument type, the check that it is a
+/// value, spanned at that type (see `shoal::__private::ValueArg`), and the
+/// expressions `#path().i` that the encoding and decoding of argument `i`
+/// use: the check is written once per argument, so a type that is no value
+/// is one error.
+pub(crate) fn checks(name: &Ident, path: TokenStream2, types: &[Type]) -> (TokenStream2, Vec<TokenStream2>) {
+    let each = types.iter().map(
+        |ty| quote::quote_spanned!(syn::spanned::Spanned::span(ty)=> <#ty as ::shoal::__private::ValueArg>::CHECKED),
+    );
+    let function = quote! {
+        #[doc(hidden)]
+        #[allow(non_snake_case)]
+        fn #name() -> (#(::shoal::__private::Checked<#types>,)*) {
+            (#(#each,)*)
+        }
+    };
+    let uses = (0..types.len()).map(syn::Index::from).map(|i| quote!(#path().#i)).collect();
+    (function, uses)
 }
 
 /// FNV-1a of a token stream's text: stable across builds, so two binaries
@@ -191,6 +220,7 @@ fn expand(args: RemoteArgs, func: ItemFn) -> syn::Result<TokenStream2> {
     let name = &sig.ident;
     let vis = &func.vis;
     let (arg_names, arg_types) = arguments(sig.inputs.iter(), "remote function")?;
+    let (checks_fn, arg_checks) = checks(&format_ident!("__checks"), quote!(__checks), &arg_types);
     let n = args.num_returns;
     let shoal = quote!(::shoal);
     let (ref_type, returns_expr, outputs_expr) = returns(&sig.output, n)?;
@@ -220,10 +250,12 @@ fn expand(args: RemoteArgs, func: ItemFn) -> syn::Result<TokenStream2> {
                     invoke: #shoal::__private::Invoke::Function(__invoke),
                 };
 
+            #checks_fn
+
             fn __invoke(
                 __args: &mut #shoal::__private::ArgReader<'_>,
             ) -> ::core::result::Result<::std::vec::Vec<#shoal::__private::Output>, #shoal::Error> {
-                #( let #arg_names: #arg_types = __args.read_next::<#arg_types>()?; )*
+                #( let #arg_names: #arg_types = __args.read_checked(#arg_checks)?; )*
                 let __ret = super::#name(#(#arg_names),*);
                 ::core::result::Result::Ok(#outputs_expr)
             }
@@ -265,7 +297,7 @@ fn expand(args: RemoteArgs, func: ItemFn) -> syn::Result<TokenStream2> {
 
                 #[doc = #doc_remote]
                 pub fn remote(self, #(#arg_names: impl #shoal::IntoArg<#arg_types>),*) -> #ref_type {
-                    let __args = ::std::vec![#(#shoal::IntoArg::<#arg_types>::into_arg(#arg_names)),*];
+                    let __args = ::std::vec![#(#shoal::IntoArg::<#arg_types>::into_arg(#arg_names, #arg_checks)),*];
                     #[allow(unused_mut)]
                     let mut __refs = #shoal::__private::submit(NAME, &self.0, __args, #num_returns);
                     #returns_expr

@@ -174,14 +174,14 @@ pub fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
 
             #[automatically_derived]
             impl #impl_generics #shoal::IntoArg<#view> for #shoal::ObjectRef<#owned> #where_clause {
-                fn into_arg(self) -> #shoal::Arg {
+                fn into_arg(self, _: #shoal::__private::Checked<#view>) -> #shoal::Arg {
                     #shoal::__private::view_arg::<#view, #owned>(&self)
                 }
             }
 
             #[automatically_derived]
             impl #impl_generics #shoal::IntoArg<#view> for &#shoal::ObjectRef<#owned> #where_clause {
-                fn into_arg(self) -> #shoal::Arg {
+                fn into_arg(self, _: #shoal::__private::Checked<#view>) -> #shoal::Arg {
                     #shoal::__private::view_arg::<#view, #owned>(self)
                 }
             }
