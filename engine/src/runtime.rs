@@ -144,7 +144,10 @@ impl Runtime {
     /// End actor `id` now.
     pub(crate) fn kill_actor(&self, id: u64) -> Result<()> {
         match self {
-            Runtime::Local(node) => node.kill_actor(id),
+            Runtime::Local(node) => {
+                node.kill_actor(id);
+                Ok(())
+            }
             Runtime::Client(client) => client.kill_actor(id),
         }
     }

@@ -315,6 +315,10 @@ impl Picky {
     pub fn get(&self) -> i64 {
         self.0
     }
+
+    pub fn exit(&self, code: i32) -> i64 {
+        std::process::exit(code)
+    }
 }
 
 #[test]
@@ -328,6 +332,70 @@ fn the_last_handle_dropped_ends_the_actor_after_its_calls() -> anyhow::Result<()
     assert_eq!(shoal::get(&last)?, 1);
     assert!(wait_until(Duration::from_secs(5), || !process_exists(pid)), "its process exited");
     assert!(wait_until(Duration::from_secs(5), || node.actors().iter().all(|a| a.pid != Some(pid))));
+    Ok(())
+}
+
+/// Parameters named like generated code's locals, `Self` in a signature,
+/// a private method taking `self`: none of it trips the macro.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Odd {
+    v: Vec<i64>,
+}
+
+#[shoal::actor]
+impl Odd {
+    pub fn new(args: Vec<i64>) -> Self {
+        Odd { v: args }
+    }
+
+    pub fn push(&mut self, state: i64, refs: i64, ret: i64) -> usize {
+        self.v.push(state + refs + ret);
+        self.v.len()
+    }
+
+    pub fn snapshot(&self) -> Self {
+        Odd { v: self.v.clone() }
+    }
+
+    pub fn absorb(&mut self, other: Self) -> usize {
+        self.v.extend(other.into_inner());
+        self.v.len()
+    }
+
+    fn into_inner(self) -> Vec<i64> {
+        self.v
+    }
+}
+
+#[test]
+fn generated_code_keeps_out_of_the_users_names() -> anyhow::Result<()> {
+    let _node = shared_node();
+    let odd = Odd::remote(vec![1]);
+    assert_eq!(shoal::get(&odd.push(1, 2, 3))?, 2);
+    assert_eq!(shoal::get(&odd.absorb(Odd { v: vec![7] }))?, 3);
+    assert_eq!(shoal::get(&odd.snapshot())?, Odd { v: vec![1, 6, 7] });
+    Ok(())
+}
+
+#[test]
+fn an_actor_whose_handle_is_dropped_at_once_still_ends() -> anyhow::Result<()> {
+    let node = shared_node();
+    // Dropped before its constructor ran (restarts allowed: it must not
+    // come back), and dropped with a call that kills its process pending.
+    let discarded: Vec<u64> = (0..4).map(|i| Counter::options().max_restarts(2).remote(i).id()).collect();
+    let crashing = {
+        let c = Picky::options().max_restarts(1).remote(1);
+        (c.id(), c.exit(3))
+    };
+    assert!(matches!(shoal::get(&crashing.1), Err(Error::ActorDied { .. })));
+    let gone = |id: &u64| node.actors().iter().all(|a| a.id != *id);
+    assert!(
+        wait_until(Duration::from_secs(10), || discarded.iter().all(gone) && gone(&crashing.0)),
+        "still listed: {:?}",
+        node.actors()
+    );
+    // The node is fine.
+    assert_eq!(shoal::get(&slow_value::remote(1, 9))?, 9);
     Ok(())
 }
 

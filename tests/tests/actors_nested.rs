@@ -59,9 +59,37 @@ fn outer(vault: ActorHandle<Vault>, _gate: u64) -> u64 {
     shoal::get(&vault.pause(300)).expect("the vault's pause") + 5
 }
 
+fn node() -> &'static shoal::Shoal {
+    static NODE: std::sync::OnceLock<shoal::Shoal> = std::sync::OnceLock::new();
+    NODE.get_or_init(|| shoal::init(shoal::Config::default().workers(1).max_workers(1)).expect("start the node"))
+}
+
+/// Calls `f(y)` where `y` is computed by a child that calls `g` on the same
+/// actor and waits for it: the child runs on top of this task (one worker),
+/// and its call must not wait behind this task's.
+#[shoal::remote]
+fn waits_for_its_child_s_call(vault: ActorHandle<Vault>) -> u64 {
+    let y = calls_and_waits::remote(vault.clone());
+    shoal::get(&vault.pause(&y)).expect("the call waiting for the child")
+}
+
+#[shoal::remote]
+fn calls_and_waits(vault: ActorHandle<Vault>) -> u64 {
+    shoal::get(&vault.pause(7)).expect("the child's own call")
+}
+
+#[test]
+fn calls_are_ordered_per_task_so_a_child_on_top_is_not_held_behind_its_parent() -> anyhow::Result<()> {
+    let _node = node();
+    let vault = Vault::remote();
+    let r = waits_for_its_child_s_call::remote(vault.clone());
+    assert_eq!(shoal::get_timeout(&r, Duration::from_secs(30))?, 7);
+    Ok(())
+}
+
 #[test]
 fn a_task_an_actor_call_submits_never_runs_on_top_of_the_caller() -> anyhow::Result<()> {
-    let _node = shoal::init(shoal::Config::default().workers(1).max_workers(1))?;
+    let _node = node();
     let vault = Vault::remote();
     let gate = pause::remote(200);
     let t1 = outer::remote(vault.clone(), &gate);

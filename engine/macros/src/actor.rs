@@ -12,10 +12,10 @@
 //!   worker runs on the actor state its process keeps.
 
 use proc_macro2::TokenStream as TokenStream2;
-use quote::{format_ident, quote};
+use quote::{ToTokens, format_ident, quote};
 use syn::{FnArg, ImplItem, ImplItemFn, ItemImpl, LitInt, Type, Visibility};
 
-use crate::{arguments, check_signature, checks, returns, source_hash};
+use crate::{arguments, check_signature, checks, local, returns, source_hash};
 
 /// What `#[shoal::method(…)]` says of a method.
 struct MethodArgs {
@@ -53,16 +53,34 @@ fn take_method_args(method: &mut ImplItemFn) -> syn::Result<Option<MethodArgs>> 
     Ok(Some(args))
 }
 
-/// The receiver of a remote method: `&self` or `&mut self`.
-fn check_receiver(method: &ImplItemFn) -> syn::Result<bool> {
-    let Some(FnArg::Receiver(receiver)) = method.sig.inputs.first() else { return Ok(false) };
-    if receiver.reference.is_none() || receiver.colon_token.is_some() {
-        return Err(syn::Error::new_spanned(
-            receiver,
-            "actor methods take `&self` or `&mut self`: the actor keeps its state between calls",
-        ));
+/// The receiver of a remote method must be `&self` or `&mut self`.
+fn check_receiver(method: &ImplItemFn) -> syn::Result<()> {
+    if let Some(FnArg::Receiver(receiver)) = method.sig.inputs.first() {
+        if receiver.reference.is_none() || receiver.colon_token.is_some() {
+            return Err(syn::Error::new_spanned(
+                receiver,
+                "actor methods take `&self` or `&mut self`: the actor keeps its state between calls",
+            ));
+        }
     }
-    Ok(true)
+    Ok(())
+}
+
+/// `Self` in a signature's types, written as the actor's type: generated
+/// code uses those types outside the impl block.
+fn without_self(tokens: TokenStream2, ty: &Type) -> TokenStream2 {
+    tokens
+        .into_iter()
+        .map(|tree| match tree {
+            proc_macro2::TokenTree::Ident(ident) if ident == "Self" => quote!(#ty),
+            proc_macro2::TokenTree::Group(group) => {
+                let mut replaced = proc_macro2::Group::new(group.delimiter(), without_self(group.stream(), ty));
+                replaced.set_span(group.span());
+                proc_macro2::TokenTree::Group(replaced).into()
+            }
+            other => other.into(),
+        })
+        .collect()
 }
 
 pub(crate) fn expand(mut block: ItemImpl) -> syn::Result<TokenStream2> {
@@ -82,18 +100,22 @@ pub(crate) fn expand(mut block: ItemImpl) -> syn::Result<TokenStream2> {
     let options_ident = format_ident!("{}Options", ident);
     let shoal = quote!(::shoal);
     let private = quote!(#shoal::__private);
+    let (args, ret, refs, state, raw) = (local("args"), local("ret"), local("refs"), local("state"), local("raw"));
 
     let mut constructor = None;
     let mut methods = Vec::new();
     for item in &mut block.items {
         let ImplItem::Fn(method) = item else { continue };
         let marked = take_method_args(method)?;
-        let has_receiver = check_receiver(method)?;
+        let has_receiver = matches!(method.sig.inputs.first(), Some(FnArg::Receiver(_)));
         if method.sig.ident == "new" && !has_receiver {
             constructor = Some(method.clone());
             continue;
         }
         let public = !matches!(method.vis, Visibility::Inherited);
+        if has_receiver && (public || marked.is_some()) {
+            check_receiver(method)?;
+        }
         if !has_receiver || !public {
             if marked.is_some() {
                 return Err(syn::Error::new_spanned(
@@ -103,7 +125,10 @@ pub(crate) fn expand(mut block: ItemImpl) -> syn::Result<TokenStream2> {
             }
             continue;
         }
-        methods.push((method.clone(), marked.unwrap_or(MethodArgs { num_returns: 1 })));
+        // Its signature as generated code sees it, outside the impl block.
+        let mut seen = method.clone();
+        seen.sig = syn::parse2(without_self(seen.sig.to_token_stream(), &ty))?;
+        methods.push((seen, marked.unwrap_or(MethodArgs { num_returns: 1 })));
     }
     let Some(constructor) = constructor else {
         return Err(syn::Error::new_spanned(&block.self_ty, "an actor needs a constructor: `pub fn new(…) -> Self`"));
@@ -124,7 +149,7 @@ pub(crate) fn expand(mut block: ItemImpl) -> syn::Result<TokenStream2> {
 
     let mut registrations = Vec::new();
     let mut calls = Vec::new();
-    for (i, (method, args)) in methods.iter().enumerate() {
+    for (i, (method, marked)) in methods.iter().enumerate() {
         let sig = &method.sig;
         check_signature(sig, "actor methods")?;
         let name = &sig.ident;
@@ -132,7 +157,7 @@ pub(crate) fn expand(mut block: ItemImpl) -> syn::Result<TokenStream2> {
         let (arg_names, arg_types) = arguments(sig.inputs.iter().skip(1), "actor method")?;
         let checks_name = format_ident!("__checks_{}", name);
         let (checks_fn, arg_checks) = checks(&checks_name, quote!(#methods_ident::#checks_name), &arg_types);
-        let n = args.num_returns;
+        let n = marked.num_returns;
         let (ref_type, returns_expr, outputs_expr) = returns(&sig.output, n)?;
         let num_returns = proc_macro2::Literal::usize_unsuffixed(n);
         let method_name = name.to_string();
@@ -150,12 +175,12 @@ pub(crate) fn expand(mut block: ItemImpl) -> syn::Result<TokenStream2> {
             };
 
             fn #invoke(
-                __state: &mut (dyn ::core::any::Any + ::core::marker::Send),
-                __args: &mut #private::ArgReader<'_>,
+                #state: &mut (dyn ::core::any::Any + ::core::marker::Send),
+                #args: &mut #private::ArgReader<'_>,
             ) -> ::core::result::Result<::std::vec::Vec<#private::Output>, #shoal::Error> {
-                #( let #arg_names: #arg_types = __args.read_checked(#arg_checks)?; )*
-                let __state = #private::actor_state::<#ty>(__state)?;
-                let __ret = <#ty>::#name(__state, #(#arg_names),*);
+                #( let #arg_names: #arg_types = #args.read_checked(#arg_checks)?; )*
+                let #state = #private::actor_state::<#ty>(#state)?;
+                let #ret = <#ty>::#name(#state, #(#arg_names),*);
                 ::core::result::Result::Ok(#outputs_expr)
             }
         });
@@ -164,9 +189,9 @@ pub(crate) fn expand(mut block: ItemImpl) -> syn::Result<TokenStream2> {
 
             #[doc = #doc]
             #vis fn #name(&self, #(#arg_names: impl #shoal::IntoArg<#arg_types>),*) -> #ref_type {
-                let __args = ::std::vec![#(#shoal::IntoArg::<#arg_types>::into_arg(#arg_names, #arg_checks)),*];
+                let #args = ::std::vec![#(#shoal::IntoArg::<#arg_types>::into_arg(#arg_names, #arg_checks)),*];
                 #[allow(unused_mut)]
-                let mut __refs = #private::call(&self.0, #full_name, __args, #num_returns);
+                let mut #refs = #private::call(&self.0, #full_name, #args, #num_returns);
                 #returns_expr
             }
         });
@@ -228,9 +253,9 @@ pub(crate) fn expand(mut block: ItemImpl) -> syn::Result<TokenStream2> {
 
             #[doc = #doc_remote]
             pub fn remote(self, #(#new_names: impl #shoal::IntoArg<#new_types>),*) -> #shoal::ActorHandle<#ty> {
-                let __args = ::std::vec![#(#shoal::IntoArg::<#new_types>::into_arg(#new_names, #new_checks)),*];
-                let __raw = #private::create_actor(<#ty as #shoal::Actor>::CLASS, &self.0, __args);
-                #shoal::ActorHandle::from_raw(__raw)
+                let #args = ::std::vec![#(#shoal::IntoArg::<#new_types>::into_arg(#new_names, #new_checks)),*];
+                let #raw = #private::create_actor(<#ty as #shoal::Actor>::CLASS, &self.0, #args);
+                #shoal::ActorHandle::from_raw(#raw)
             }
         }
 
@@ -257,11 +282,11 @@ pub(crate) fn expand(mut block: ItemImpl) -> syn::Result<TokenStream2> {
             };
 
             fn __shoal_new(
-                __args: &mut #private::ArgReader<'_>,
+                #args: &mut #private::ArgReader<'_>,
             ) -> ::core::result::Result<::std::boxed::Box<dyn ::core::any::Any + ::core::marker::Send>, #shoal::Error> {
-                #( let #new_names: #new_types = __args.read_checked(#new_checks)?; )*
-                let __state: #ty = <#ty>::new(#(#new_names),*);
-                ::core::result::Result::Ok(::std::boxed::Box::new(__state))
+                #( let #new_names: #new_types = #args.read_checked(#new_checks)?; )*
+                let #state: #ty = <#ty>::new(#(#new_names),*);
+                ::core::result::Result::Ok(::std::boxed::Box::new(#state))
             }
 
             #(#registrations)*

@@ -75,13 +75,19 @@ impl ActorEntry {
 pub(crate) struct ActorCall {
     pub actor: u64,
     /// Who made it: calls from one caller run in the order they were made.
-    pub caller: u64,
+    pub caller: Caller,
     /// It is the actor's constructor.
     pub constructor: bool,
 }
 
-/// The caller id of the node's own process (clients are their worker ids).
-pub(crate) const LOCAL_CALLER: u64 = u64::MAX;
+/// Who made a call: the connection it came from (`LOCAL` for the node's own
+/// process), and the task whose thread made it (0: a thread running no
+/// task). Calls are ordered per task, not per process: a task run on top of
+/// a blocked one in the same process must not wait behind that one's calls.
+pub(crate) type Caller = (u64, u64);
+
+/// The connection of the node's own process, in a [`Caller`].
+pub(crate) const LOCAL: u64 = u64::MAX;
 
 /// Every actor of the node, and the work for the dispatcher.
 #[derive(Debug, Default)]
@@ -120,10 +126,15 @@ impl ActorBook {
         }
     }
 
-    /// A token for a new process of actor `id`, unlike the pool workers'.
+    /// A token for a new process of actor `id`, unlike the pool workers'
+    /// and not to be guessed from another actor's (randomly keyed).
     pub fn new_token(&mut self, id: u64) -> u64 {
+        use std::hash::{BuildHasher, Hasher};
         self.next_token += 1;
-        let token = self.token_base ^ self.next_token.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(self.token_base);
+        h.write_u64(self.next_token);
+        let token = h.finish();
         self.tokens.insert(token, id);
         token
     }

@@ -8,9 +8,10 @@
 //!   for it and never given pool tasks. Its calls are tasks that only it
 //!   runs: they wait for their arguments like any task, but sit in the
 //!   actor's queue instead of the ready queue.
-//! - Calls from one caller (one process) are sent in the order they were
-//!   made: a call waiting for an argument holds back its caller's later
-//!   calls, not other callers' (so a call whose argument is computed by a
+//! - Calls from one caller (one task, or the threads of a process that run
+//!   no task) are sent in the order they were made: a call waiting for an
+//!   argument holds back its caller's later calls, not other callers' (so a
+//!   call whose argument is computed by a
 //!   task that calls the same actor cannot deadlock it). Up to
 //!   [`ACTOR_PIPELINE`] calls wait in the actor's socket, so a burst of
 //!   calls costs a few writes and wake-ups, not one per call; the process
@@ -30,14 +31,15 @@ use crate::node::conn::Outbox;
 use crate::options::{ActorOptions, TaskOptions};
 use crate::protocol::{SubmitArg, ToClient};
 
-use super::actor_book::{ActorCall, ActorEntry, ActorInfo, ActorState, LOCAL_CALLER, Phase};
+use super::actor_book::{ActorCall, ActorEntry, ActorInfo, ActorState, Caller, LOCAL, Phase};
 use super::state::{ArgSpec, Death, NodeState, ObjectState, PIPELINE_BUDGET_NS};
 
 /// Most calls waiting at an actor's process.
 pub(crate) const ACTOR_PIPELINE: usize = 64;
 
 /// Calls held back (waiting for arguments, or behind such a call of their
-/// caller) looked past, per actor and dispatch.
+/// caller) looked past, per actor and dispatch: later ones wait until the
+/// front of the queue moves.
 const MAX_SKIPPED: usize = 256;
 
 impl NodeState {
@@ -115,7 +117,7 @@ impl NodeState {
         // No one reads its output: it is freed when sealed.
         let output = self.new_object(ObjectState::Pending, Vec::new());
         let options = TaskOptions { max_retries: 0, num_cpus: 0, ..TaskOptions::default() };
-        let call = ActorCall { actor: id, caller: LOCAL_CALLER, constructor: true };
+        let call = ActorCall { actor: id, caller: (LOCAL, 0), constructor: true };
         self.add_task_for(constructor, options, args, vec![output], failed, Vec::new(), Some(call));
         self.release(output);
     }
@@ -126,7 +128,7 @@ impl NodeState {
     pub fn add_call(
         &mut self,
         actor: u64,
-        caller: u64,
+        caller: Caller,
         function: &'static str,
         class: Option<&'static str>,
         args: Vec<ArgSpec>,
@@ -182,9 +184,11 @@ impl NodeState {
         }
         let need = if entry.holds_cpus { 0 } else { entry.options.num_cpus };
         if need > 0 {
-            let used = self.workers.values().filter(|s| s.holds_cpu()).count() as u32;
-            if self.total_cpus.saturating_sub(self.actors.cpus + used) < need {
-                // Looked at again in every dispatch until they are.
+            // Reserved against other actors' CPUs only: tasks running now
+            // finish on the CPUs they have, and no new one starts on these
+            // (waiting for the pool to go idle could wait forever).
+            if self.total_cpus.saturating_sub(self.actors.cpus) < need {
+                // Looked at again in every dispatch until another actor ends.
                 self.actors.mark(id);
                 return;
             }
@@ -206,9 +210,9 @@ impl NodeState {
         }
         let mut room = ACTOR_PIPELINE.saturating_sub(slot.in_flight.len());
         let starting = matches!(self.actors.actors[&id].phase, Phase::Starting);
-        let mut held_back: Vec<u64> = Vec::new();
+        let mut held_back: Vec<(u64, u64)> = Vec::new();
         let mut position = 0;
-        while room > 0 && held_back.len() < MAX_SKIPPED {
+        while room > 0 && position < MAX_SKIPPED {
             let Some(&task_id) = self.actors.actors[&id].calls.get(position) else { break };
             let task = &self.tasks[&task_id];
             let call = task.actor.expect("actor calls are calls");
@@ -242,7 +246,7 @@ impl NodeState {
     pub fn actor_connected(&mut self, token: u64, worker: usize, pid: u32) -> Option<(u64, bool)> {
         let id = self.actors.tokens.remove(&token)?;
         let Some(entry) = self.actors.actors.get_mut(&id) else { return Some((id, false)) };
-        let serves = entry.token == Some(token) && !matches!(entry.phase, Phase::Dead(_));
+        let serves = entry.token == Some(token) && !matches!(entry.phase, Phase::Dead(_)) && !self.stopped;
         if entry.token == Some(token) {
             entry.token = None;
         }
@@ -250,34 +254,35 @@ impl NodeState {
             entry.worker = Some(worker);
             entry.pid = Some(pid);
             self.actors.mark(id);
-        } else if entry.unreferenced && !entry.has_process() {
-            self.remove_actor(id);
+        } else {
+            self.remove_if_done(id);
         }
         Some((id, serves))
     }
 
-    /// The process presenting `token` could not start (or was refused).
-    pub fn actor_start_failed(&mut self, token: u64, error: &Error) {
-        let Some(id) = self.actors.tokens.remove(&token) else { return };
-        let Some(entry) = self.actors.actors.get_mut(&id) else { return };
+    /// The process presenting `token` could not start, was refused, or
+    /// exited before its handshake. Returns whether it was still awaited.
+    /// (The token stays known: should that process connect after all, it
+    /// is told to exit, never taken for a pool worker.)
+    pub fn actor_start_failed(&mut self, token: u64, error: &Error) -> bool {
+        let Some(&id) = self.actors.tokens.get(&token) else { return false };
+        let Some(entry) = self.actors.actors.get_mut(&id) else { return false };
         if entry.token != Some(token) {
-            return;
+            return false;
         }
         entry.token = None;
-        if matches!(entry.phase, Phase::Dead(_)) {
-            if entry.unreferenced {
-                self.remove_actor(id);
-            }
-            return;
+        if !matches!(entry.phase, Phase::Dead(_)) {
+            self.actor_dies(id, format!("its process could not start: {error}"));
         }
-        self.actor_dies(id, format!("its process could not start: {error}"));
+        self.remove_if_done(id);
+        true
     }
 
     /// Constructor task `task_id` of actor `actor` ended with `result`.
     pub(super) fn constructor_done(&mut self, actor: u64, task_id: u64, result: Result<(), &Error>) {
         let Some(entry) = self.actors.actors.get_mut(&actor) else { return };
-        if entry.constructor_task != Some(task_id) {
-            // A constructor replaced by a restart.
+        if entry.constructor_task != Some(task_id) || matches!(entry.phase, Phase::Dead(_)) {
+            // A constructor replaced by a restart, or of an actor gone.
             return;
         }
         entry.constructor_task = None;
@@ -310,20 +315,32 @@ impl NodeState {
         }
         let worker = entry.worker;
         let named = entry.options.name.clone().filter(|n| self.actors.names.get(n) == Some(&id));
+        // Failing its calls may drop the last reference to the handle object.
+        let held = self.add_ref(id);
         for task_id in queued {
             self.fail_task(task_id, error.clone());
         }
         if let Some(slot) = worker.and_then(|w| self.workers.get_mut(&w)) {
             slot.retiring = true;
             self.actors.kill.push(slot.conn.pid);
+            // The calls it runs fail now, but keep their arguments pinned
+            // until the process is gone (it may still read them), as
+            // `stop` does.
             let in_flight: Vec<u64> = slot.in_flight.iter().copied().collect();
             for task_id in in_flight {
-                self.fail_task(task_id, error.clone());
+                let outputs = self.tasks.get(&task_id).map(|t| t.outputs.clone()).unwrap_or_default();
+                for out in outputs {
+                    self.seal(out, ObjectState::Failed(Box::new(error.clone())), Vec::new());
+                }
             }
         }
         if let Some(name) = named {
             self.actors.names.remove(&name);
-            // The name's reference: may free the handle object.
+            // The name's reference.
+            self.release(id);
+        }
+        self.remove_if_done(id);
+        if held {
             self.release(id);
         }
     }
@@ -333,6 +350,8 @@ impl NodeState {
     pub(super) fn actor_unreferenced(&mut self, id: u64) {
         let Some(entry) = self.actors.actors.get_mut(&id) else { return };
         entry.unreferenced = true;
+        // A constructor that finishes now must not bring it back.
+        entry.constructor_task = None;
         if !matches!(entry.phase, Phase::Dead(_)) {
             // Nothing fails: there are no calls. A process still starting
             // is told to exit when it connects.
@@ -386,6 +405,10 @@ impl NodeState {
         }
         entry.worker = None;
         entry.pid = None;
+        // Failing a call below may drop the last reference to the handle
+        // object: the entry stays until this one is released, at the end.
+        let held = self.add_ref(id);
+        let entry = self.actors.actors.get_mut(&id).expect("present");
         let alive = matches!(entry.phase, Phase::Starting | Phase::Alive);
         let restart = alive && entry.restarts < entry.options.max_restarts && !self.stopped;
         if restart {
@@ -393,11 +416,15 @@ impl NodeState {
             entry.constructor_task = None;
         }
         let label = entry.label(id);
+        let dead = match &entry.phase {
+            Phase::Dead(e) => Some(e.clone()),
+            _ => None,
+        };
         let stderr =
             if death.stderr.is_empty() { String::new() } else { format!("; its last stderr lines:\n{}", death.stderr) };
         let cause = format!("its process (pid {pid}) {}{stderr}", death.cause);
-        // Back to the front of its queue, oldest first; only the first had started.
-        for (position, &task_id) in in_flight.iter().enumerate().rev() {
+        // Only the first had started.
+        for (position, &task_id) in in_flight.iter().enumerate() {
             let Some(task) = self.tasks.get_mut(&task_id) else { continue };
             let started = position == 0;
             if !started {
@@ -407,48 +434,74 @@ impl NodeState {
             let retries_left = task.attempts <= task.options.max_retries;
             let max_retries = task.options.max_retries;
             self.take_back(task_id, worker);
-            if !alive {
-                // Failed already when it died (or nothing is left to run it).
-                let error = match &self.actors.actors[&id].phase {
-                    Phase::Dead(e) => e.clone(),
-                    _ => Error::NodeStopped,
-                };
-                self.fail_task(task_id, error);
+            if let Some(error) = &dead {
+                // Its outputs failed when it died; now its arguments go too.
+                self.fail_task(task_id, error.clone());
             } else if constructor && restart {
                 self.fail_task(task_id, Error::NodeStopped);
             } else if restart && started && !retries_left {
                 let cause = format!("{cause} while running this call (retried {max_retries} times)");
                 self.fail_task(task_id, Error::ActorDied { actor: label.clone(), cause });
             } else {
-                // Restarted: run again; else failed with the others below.
-                self.actors.actors.get_mut(&id).expect("present").calls.push_front(task_id);
+                // Run again when restarted; else failed with the rest below.
+                self.requeue_call(id, task_id);
             }
-        }
-        let entry = self.actors.actors.get_mut(&id).expect("present");
-        if !alive {
-            if entry.unreferenced {
-                self.remove_actor(id);
-            }
-            return;
         }
         if restart {
+            let entry = self.actors.actors.get_mut(&id).expect("held");
             entry.restarts += 1;
             entry.phase = Phase::Waiting;
             self.start_constructor(id, None);
             self.actors.mark(id);
-        } else {
+        } else if dead.is_none() {
             self.actor_dies(id, cause);
+        }
+        self.remove_if_done(id);
+        if held {
+            self.release(id);
+        }
+    }
+
+    /// Put call `task_id` of actor `actor` back in its queue, where its
+    /// id says (the queue is in the order calls were made, after a
+    /// constructor): calls handed back in several batches keep their order.
+    pub(super) fn requeue_call(&mut self, actor: u64, task_id: u64) {
+        let Some(entry) = self.actors.actors.get_mut(&actor) else {
+            self.fail_task(task_id, Error::NodeStopped);
+            return;
+        };
+        if let Phase::Dead(error) = &entry.phase {
+            let error = error.clone();
+            self.fail_task(task_id, error);
+            return;
+        }
+        let first_call = match entry.constructor_task {
+            Some(c) if entry.calls.front() == Some(&c) => 1,
+            _ => 0,
+        };
+        let at = entry
+            .calls
+            .iter()
+            .skip(first_call)
+            .position(|&t| t > task_id)
+            .map_or(entry.calls.len(), |p| p + first_call);
+        entry.calls.insert(at, task_id);
+        self.actors.mark(actor);
+    }
+
+    /// Forget actor `id` if nothing can reach it any more: unreferenced,
+    /// and without a process.
+    fn remove_if_done(&mut self, id: u64) {
+        if self.actors.actors.get(&id).is_some_and(|e| e.unreferenced && !e.has_process()) {
+            self.remove_actor(id);
         }
     }
 
     /// End actor `id` now: its calls fail with `ActorDied`, its process is
-    /// killed, it is not restarted. Killing a dead actor does nothing.
-    pub fn kill_actor(&mut self, id: u64) -> Result<(), Error> {
-        if !self.actors.actors.contains_key(&id) {
-            return Err(Error::ActorDied { actor: format!("#{id}"), cause: "this node has no such actor".into() });
-        }
+    /// killed, it is not restarted. Killing a dead (or unknown) actor does
+    /// nothing.
+    pub fn kill_actor(&mut self, id: u64) {
         self.actor_dies(id, "killed by shoal::kill".into());
-        Ok(())
     }
 
     /// The live actor named `name`: its id and type (the caller counts a

@@ -77,7 +77,8 @@ impl NodeState {
                 // reach, through its state, any ref any caller gave it (an
                 // ancestor's output too), so they may not run on top of their
                 // caller's blocked task (see `may_run_on`).
-                self.add_call(actor, worker as u64, function, class, specs, outputs, failed, Vec::new());
+                let caller = (worker as u64, parent.unwrap_or(0));
+                self.add_call(actor, caller, function, class, specs, outputs, failed, Vec::new());
             }
         }
         Ok(())

@@ -888,7 +888,7 @@ impl Node {
                 Some(actor) => {
                     let outputs = state.new_outputs(num_returns);
                     let class = self.methods.get(function).copied();
-                    let caller = actor_book::LOCAL_CALLER;
+                    let caller = (actor_book::LOCAL, 0);
                     state.add_call(actor, caller, function, class, args, outputs.clone(), failure, Vec::new());
                     outputs
                 }
@@ -939,8 +939,8 @@ impl Node {
     }
 
     /// End actor `id` now (`shoal::kill`).
-    pub(crate) fn kill_actor(&self, id: u64) -> Result<()> {
-        self.change_and_dispatch(|state| state.kill_actor(id))
+    pub(crate) fn kill_actor(&self, id: u64) {
+        self.change_and_dispatch(|state| state.kill_actor(id));
     }
 
     /// The actors that have not died.

@@ -84,8 +84,8 @@ const TAIL_LINE_BYTES: usize = 400;
 struct WorkerProcess {
     child: Child,
     stderr: Arc<StderrTail>,
-    /// It runs an actor (and is not replaced by the supervisor).
-    actor: bool,
+    /// The token of the actor it runs (it is not replaced by the supervisor).
+    actor: Option<u64>,
 }
 
 /// The last lines a worker wrote to stderr. Its stderr is a pipe that a
@@ -187,7 +187,7 @@ fn spawn_worker(plan: &SpawnPlan, token: u64) -> std::io::Result<WorkerProcess> 
         // the worker. (Dropping the pipe end makes its writes fail instead.)
         stderr.end();
     }
-    Ok(WorkerProcess { child, stderr, actor: token != plan.token })
+    Ok(WorkerProcess { child, stderr, actor: (token != plan.token).then_some(token) })
 }
 
 /// How an exit status reads in an error: `killed by signal 11 (SIGSEGV)`.
@@ -254,14 +254,14 @@ pub(crate) fn supervise(node: Arc<Node>, plan: SpawnPlan, commands: Receiver<Sup
                 let mut child = children.swap_remove(i);
                 let death = reap(&mut child, dropped);
                 if !node.is_stopped() {
-                    let what = if child.actor { "actor process" } else { "worker" };
+                    let what = if child.actor.is_some() { "actor process" } else { "worker" };
                     tracing::warn!("{what} {pid} {}", death.cause);
                 }
                 let _ = reply.send(death);
                 // An extra worker that retired (or died) is not replaced;
                 // the node restarts actors itself.
-                let pool = children.iter().filter(|c| !c.actor).count();
-                if !node.is_stopped() && !child.actor && pool < plan.workers {
+                let pool = children.iter().filter(|c| c.actor.is_none()).count();
+                if !node.is_stopped() && child.actor.is_none() && pool < plan.workers {
                     match spawn_worker(&plan, plan.token) {
                         Ok(child) => children.push(child),
                         Err(e) => tracing::error!("cannot start a replacement worker: {e}"),
@@ -295,10 +295,14 @@ pub(crate) fn supervise(node: Arc<Node>, plan: SpawnPlan, commands: Receiver<Sup
             Err(RecvTimeoutError::Timeout) => node.retire_idle_extras(),
         }
         // Reap exits (the status is kept for `reap`); their connections
-        // report `Lost` and trigger replacement.
-        for worker in &mut children {
-            let _ = worker.child.try_wait();
-        }
+        // report `Lost` and trigger replacement. An actor's process that
+        // exits before its handshake has no connection to report it.
+        children.retain_mut(|worker| {
+            let Ok(Some(status)) = worker.child.try_wait() else { return true };
+            let Some(token) = worker.actor else { return true };
+            let error = Error::WorkerStartup(format!("it {} before its handshake", describe_exit(status)));
+            !node.change_and_dispatch(|state| state.actor_start_failed(token, &error))
+        });
     }
     let deadline = Instant::now() + Duration::from_secs(2);
     for worker in &mut children {
@@ -415,6 +419,8 @@ fn serve_connection(node: Arc<Node>, stream: UnixStream) {
     let writer = stream.try_clone();
     let (Ok(()), Ok(writer)) = (sent, writer) else {
         tracing::warn!("lost worker {peer_pid} during the handshake");
+        let error = Error::WorkerStartup("its connection broke during the handshake".into());
+        node.change_and_dispatch(|state| state.actor_start_failed(hello.token, &error));
         return;
     };
     let _ = stream.set_read_timeout(None);
@@ -607,8 +613,8 @@ fn handle(node: &Node, conn: &WorkerConn, msg: ToNode, dirty: &mut bool) -> Resu
             *dirty = true;
         }
         ToNode::KillActor(id) => {
-            // Killing what is not there is the caller's error, not a violation.
-            let _ = node.lock().kill_actor(id);
+            // Killing what is not there does nothing: no violation.
+            node.lock().kill_actor(id);
             *dirty = true;
         }
         ToNode::Put { id, placed } => node.lock().client_put(conn.id, id, placed).map_err(violation)?,

@@ -589,13 +589,7 @@ impl NodeState {
     /// first: to the front of its actor's queue, or of the ready queue.
     pub(super) fn requeue_front(&mut self, task_id: u64) {
         match self.tasks.get(&task_id).and_then(|t| t.actor) {
-            Some(call) => match self.actors.actors.get_mut(&call.actor) {
-                Some(entry) => {
-                    entry.calls.push_front(task_id);
-                    self.actors.mark(call.actor);
-                }
-                None => self.fail_task(task_id, Error::NodeStopped),
-            },
+            Some(call) => self.requeue_call(call.actor, task_id),
             None => self.ready.push_front(task_id),
         }
     }
