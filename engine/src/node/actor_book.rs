@@ -9,6 +9,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use super::ids::IdMap;
+
 use crate::error::Error;
 use crate::options::ActorOptions;
 use crate::protocol::SubmitArg;
@@ -92,7 +94,7 @@ pub(crate) const LOCAL: u64 = u64::MAX;
 /// Every actor of the node, and the work for the dispatcher.
 #[derive(Debug, Default)]
 pub(crate) struct ActorBook {
-    pub actors: HashMap<u64, ActorEntry>,
+    pub actors: IdMap<ActorEntry>,
     /// Live actors by name.
     pub names: HashMap<String, u64>,
     /// Processes being started, by the token they present: their actor.

@@ -32,7 +32,7 @@ use crate::options::{ActorOptions, TaskOptions};
 use crate::protocol::{SubmitArg, ToClient};
 
 use super::actor_book::{ActorCall, ActorEntry, ActorInfo, ActorState, Caller, LOCAL, Phase};
-use super::state::{ArgSpec, Death, NodeState, ObjectState, PIPELINE_BUDGET_NS};
+use super::state::{ArgSpec, Death, NodeState, ObjectState};
 
 /// Most calls waiting at an actor's process.
 pub(crate) const ACTOR_PIPELINE: usize = 64;
@@ -224,14 +224,15 @@ impl NodeState {
                 position += 1;
                 continue;
             }
-            let expected_ns = self.run_times.get(task.function).copied().unwrap_or(PIPELINE_BUDGET_NS);
             if task.waiting_on > 0 || self.needs_restore(task_id) {
                 held_back.push(call.caller);
                 position += 1;
                 continue;
             }
             self.actors.actors.get_mut(&id).expect("present").calls.remove(position);
-            self.send_task(task_id, worker, None, expected_ns, out);
+            // No run time: nothing else could run it (it only matters
+            // for balancing the pool's pipelines).
+            self.send_task(task_id, worker, None, 0, out);
             room -= 1;
             if call.constructor {
                 break;

@@ -15,6 +15,7 @@ mod actor_book;
 mod actors;
 mod clients;
 mod conn;
+mod ids;
 mod pool;
 mod room;
 mod spill;
