@@ -737,9 +737,9 @@ pub fn wait<T>(
 #[doc(hidden)]
 pub mod __private {
     pub use crate::actor::{ActorMethods, RawActor};
-    pub use crate::object_ref::{ArgReader, Checked, ValueArg};
+    pub use crate::object_ref::{ArgReader, Checked};
     pub use crate::registry::{Invoke, REMOTE_FUNCTIONS, RemoteFunction};
-    pub use crate::task::{Output, ValueReturn, actor_state, call, create_actor, output, submit, typed};
+    pub use crate::task::{IsValue, Output, actor_state, call, create_actor, output, submit, typed};
     pub use crate::view::{SameType, check_field, check_order, same_type, view_arg, viewed_by};
     pub use linkme;
 }

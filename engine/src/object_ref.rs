@@ -39,27 +39,6 @@ pub trait Value: Serialize + DeserializeOwned + Send + 'static {}
 #[diagnostic::do_not_recommend]
 impl<T: Serialize + DeserializeOwned + Send + 'static> Value for T {}
 
-/// Every [`Value`] may be an argument (used by generated code, which names
-/// `<T as ValueArg>::CHECKED` once per argument of a remote function or
-/// method, spanned at the argument's type: the one place a type that is no
-/// value is reported, with `Value`'s message; `Value`'s supertraits would
-/// be reported one by one).
-#[doc(hidden)]
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` is not a shoal value: it must be `Serialize + DeserializeOwned + Send + 'static`",
-    label = "not `Serialize + DeserializeOwned + Send + 'static`",
-    note = "derive serde's traits on it: `#[derive(serde::Serialize, serde::Deserialize)]`; a type holding a reference, an `Rc` or a raw pointer cannot travel between processes"
-)]
-pub trait ValueArg: Sized {
-    /// How one is encoded and decoded.
-    const CHECKED: Checked<Self>;
-}
-
-#[diagnostic::do_not_recommend]
-impl<P: Value> ValueArg for P {
-    const CHECKED: Checked<P> = Checked { encode: Arg::from_value::<P>, decode: decode_arg::<P> };
-}
-
 /// Fingerprint of a type, stamped on every object written as that type and
 /// checked on every read. Equal in every process of one build.
 pub(crate) fn fingerprint<T: 'static>() -> u64 {
@@ -199,12 +178,12 @@ impl Arg {
 )]
 pub trait IntoArg<P> {
     /// Package `self` for submission; `checked` is how a `P` is encoded
-    /// (`<P as ValueArg>::CHECKED`, which generated code names).
+    /// (`<P as IsValue>::CHECKED`, which generated code names).
     fn into_arg(self, checked: Checked<P>) -> Arg;
 }
 
 // No bound here: whether `P` is a value is checked once per argument where
-// the function is declared (`ValueArg::CHECKED`), so a type that is none is
+// the function is declared (`IsValue::CHECKED`), so a type that is none is
 // one error there, not one more at every call.
 impl<P> IntoArg<P> for P {
     fn into_arg(self, checked: Checked<P>) -> Arg {
@@ -245,11 +224,11 @@ impl<A: Element, D: Dimension + Serialize + DeserializeOwned + 'static> IntoArg<
 }
 
 /// How an argument of type `P`, a [`Value`], is encoded and decoded:
-/// [`ValueArg::CHECKED`] (used by generated code).
+/// `IsValue::CHECKED` (used by generated code).
 #[doc(hidden)]
 pub struct Checked<P> {
-    encode: fn(&P) -> Arg,
-    decode: fn(&mut ArgReader<'_>) -> Result<P>,
+    pub(crate) encode: fn(&P) -> Arg,
+    pub(crate) decode: fn(&mut ArgReader<'_>) -> Result<P>,
 }
 
 impl<P> Clone for Checked<P> {
@@ -260,7 +239,8 @@ impl<P> Clone for Checked<P> {
 
 impl<P> Copy for Checked<P> {}
 
-fn decode_arg<P: Value>(reader: &mut ArgReader<'_>) -> Result<P> {
+/// Decode an argument as a `P` (`Checked::decode` of a value).
+pub(crate) fn decode_arg<P: Value>(reader: &mut ArgReader<'_>) -> Result<P> {
     reader.read_next::<P>()
 }
 
@@ -271,7 +251,7 @@ pub struct ArgReader<'a> {
 }
 
 impl ArgReader<'_> {
-    /// Decode the next argument as a `P` (see [`ValueArg`]).
+    /// Decode the next argument as a `P` (see `IsValue`).
     pub fn read_checked<P>(&mut self, checked: Checked<P>) -> Result<P> {
         (checked.decode)(self)
     }

@@ -7,7 +7,7 @@ use shoal_store::{EncodeError, Layout};
 
 use crate::actor::RawActor;
 use crate::error::Error;
-use crate::object_ref::{Arg, ArgKind, ObjectRef, Value, fingerprint};
+use crate::object_ref::{Arg, ArgKind, Checked, ObjectRef, Value, decode_arg, fingerprint};
 use crate::options::{ActorOptions, TaskOptions};
 use crate::protocol::SubmitArg;
 use crate::runtime::{RefHandle, Runtime};
@@ -22,22 +22,28 @@ pub(crate) type WriteFn = Box<dyn FnOnce(&Layout, &mut [u8]) -> Result<(), Encod
 /// One return value of a task, measured but not yet placed in the store.
 pub struct Output(pub(crate) Result<(Layout, WriteFn), Error>);
 
-/// Every [`Value`] may be returned (used by generated code, which names
-/// `<T as ValueReturn>::OUTPUT` once per return value, spanned at its type:
-/// the one place a type that is no value is reported).
+/// What generated code needs of every argument and return type: that it
+/// is a [`Value`], checked once per type where the function or method is
+/// declared (generated code names `<T as IsValue>::CHECKED` or `::OUTPUT`
+/// spanned at the type): the one place a type that is none is reported,
+/// with `Value`'s message (`Value`'s supertraits would be reported one by
+/// one).
 #[doc(hidden)]
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a shoal value: it must be `Serialize + DeserializeOwned + Send + 'static`",
     label = "not `Serialize + DeserializeOwned + Send + 'static`",
     note = "derive serde's traits on it: `#[derive(serde::Serialize, serde::Deserialize)]`; a type holding a reference, an `Rc` or a raw pointer cannot travel between processes"
 )]
-pub trait ValueReturn: Sized {
-    /// Measures one.
+pub trait IsValue: Sized {
+    /// How one is encoded and decoded as an argument.
+    const CHECKED: Checked<Self>;
+    /// How one is measured as a return value.
     const OUTPUT: fn(Self) -> Output;
 }
 
 #[diagnostic::do_not_recommend]
-impl<T: Value> ValueReturn for T {
+impl<T: Value> IsValue for T {
+    const CHECKED: Checked<T> = Checked { encode: Arg::from_value::<T>, decode: decode_arg::<T> };
     const OUTPUT: fn(T) -> Output = output::<T>;
 }
 

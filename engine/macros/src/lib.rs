@@ -145,9 +145,9 @@ pub(crate) fn local(name: &str) -> Ident {
 
 /// The function measuring a return value of type `ty`, spanned at that
 /// type: a type that is no value is one error, there (see
-/// `shoal::__private::ValueReturn`).
+/// `shoal::__private::IsValue`).
 fn output_of(ty: &Type) -> TokenStream2 {
-    quote::quote_spanned!(syn::spanned::Spanned::span(ty)=> <#ty as ::shoal::__private::ValueReturn>::OUTPUT)
+    quote::quote_spanned!(syn::spanned::Spanned::span(ty)=> <#ty as ::shoal::__private::IsValue>::OUTPUT)
 }
 
 /// What a call of a function returning `output` in `n` refs gives back:
@@ -194,13 +194,13 @@ pub(crate) fn returns(output: &ReturnType, n: usize) -> syn::Result<(TokenStream
 }
 
 /// `fn #name()` returning, for each argument type, the check that it is a
-/// value, spanned at that type (see `shoal::__private::ValueArg`), and the
+/// value, spanned at that type (see `shoal::__private::IsValue`), and the
 /// expressions `#path().i` that the encoding and decoding of argument `i`
 /// use: the check is written once per argument, so a type that is no value
 /// is one error.
 pub(crate) fn checks(name: &Ident, path: TokenStream2, types: &[Type]) -> (TokenStream2, Vec<TokenStream2>) {
     let each = types.iter().map(
-        |ty| quote::quote_spanned!(syn::spanned::Spanned::span(ty)=> <#ty as ::shoal::__private::ValueArg>::CHECKED),
+        |ty| quote::quote_spanned!(syn::spanned::Spanned::span(ty)=> <#ty as ::shoal::__private::IsValue>::CHECKED),
     );
     let function = quote! {
         #[doc(hidden)]
