@@ -27,6 +27,7 @@ import os
 import platform
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -67,6 +68,7 @@ COMPARED = [
     ("n:n actor calls async", "calls/s"),
     ("n:n actor calls with arg async", "calls/s"),
     ("single client tasks and get batch", "batches/s"),
+    ("cancel pending", "cancels/s"),
     ("single client put calls", "calls/s"),
     ("single client get calls", "calls/s"),
     ("single client put gigabytes", "GB/s"),
@@ -553,7 +555,17 @@ def ray_child(args):
         selected(n, pattern) for n in ("array tasks", "array tasks compute floor", "array tasks ratio to floor")
     )
     want_chain = selected("dependent chain", pattern)
-    want_node = (want_nested, want_filled_put, want_nested_arrays, want_owned_get, want_zero, want_array, want_chain)
+    want_cancel = selected("cancel pending", pattern)
+    want_node = (
+        want_nested,
+        want_filled_put,
+        want_nested_arrays,
+        want_owned_get,
+        want_zero,
+        want_array,
+        want_chain,
+        want_cancel,
+    )
     if any(want_node) and not ray.is_initialized():
         guarded("ray.init", lambda: real_init(**init_kwargs))
 
@@ -685,6 +697,38 @@ def ray_child(args):
         rate, sd = timeit("dependent chain (1000 tasks, each taking the previous ref)", chain)
         emit("dependent chain", 1e6 / rate / links, "µs/link", 1e6 * sd / rate**2 / links)
 
+    def cancel_pending():
+        # shoal's shape: 1 000 tasks (shoal: 10 000) waiting for an argument a
+        # long task computes, then ray.cancel of each; only the cancels are
+        # timed, over 4 runs.
+        n = 1000
+
+        @ray.remote
+        def gate(s):
+            time.sleep(s)
+            return s
+
+        @ray.remote
+        def after_gate(x):
+            return b"ok"
+
+        blocker = gate.remote(600)
+        rates = []
+        for _ in range(5):
+            pending = [after_gate.remote(blocker) for _ in range(n)]
+            t0 = time.perf_counter()
+            for r in pending:
+                ray.cancel(r)
+            rates.append(n / (time.perf_counter() - t0))
+        try:
+            ray.get(pending[-1])
+            raise AssertionError("a cancelled task gave a value")
+        except ray.exceptions.TaskCancelledError:
+            pass
+        ray.cancel(blocker, force=True)
+        mean, sd = statistics.mean(rates[1:]), statistics.stdev(rates[1:])
+        emit("cancel pending", mean, "cancels/s", sd)
+
     if ray.is_initialized():
         for want, what, fn in (
             (want_nested, "nested tasks sync", nested_tasks),
@@ -694,6 +738,7 @@ def ray_child(args):
             (want_zero, "zero-copy get", zero_copy),
             (want_array, "array tasks", array_tasks),
             (want_chain, "dependent chain", dependent_chain),
+            (want_cancel, "cancel pending", cancel_pending),
         ):
             if want:
                 guarded(what, fn)

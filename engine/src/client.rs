@@ -57,6 +57,9 @@ const SUBMIT_DELAY: Duration = Duration::from_micros(50);
 /// loop, which knows how to run tasks).
 pub(crate) type NestedRunner = Box<dyn Fn(Execute) + Send + Sync>;
 
+/// How often `is_cancelled()` inside a busy task reads what the node sent.
+const PEEK_EVERY: Duration = Duration::from_micros(50);
+
 /// A connection to a node.
 pub(crate) struct Client {
     arena: Arc<Arena>,
@@ -70,6 +73,13 @@ pub(crate) struct Client {
     next_request: AtomicU64,
     /// The task on top of the task thread's stack (0: none).
     top_task: AtomicU64,
+    /// Some task sent here was cancelled (`Shared::cancelled` is not empty):
+    /// only then is that set looked at.
+    any_cancelled: AtomicBool,
+    /// When `current_cancelled` last read the socket, in nanoseconds since
+    /// `born`.
+    peeked_at: AtomicU64,
+    born: Instant,
     closed: AtomicBool,
     out: Mutex<Out>,
     /// Wakes the flusher thread when a submission waits in `out`.
@@ -128,6 +138,8 @@ struct Shared {
     main_open: Vec<u64>,
     /// Threads blocked in a `get` or `wait`.
     blocked: usize,
+    /// Tasks sent here that were cancelled (until they end).
+    cancelled: HashSet<u64>,
 }
 
 /// What a request waits for.
@@ -167,6 +179,9 @@ impl Client {
             next_object: AtomicU64::new(1),
             next_request: AtomicU64::new(1),
             top_task: AtomicU64::new(0),
+            any_cancelled: AtomicBool::new(false),
+            peeked_at: AtomicU64::new(0),
+            born: Instant::now(),
             closed: AtomicBool::new(false),
             out: Mutex::default(),
             submitted: Condvar::new(),
@@ -318,6 +333,13 @@ impl Client {
     /// The task on top of the task thread ended (its result ready at
     /// `ready`): queue its report, before the releases made while it ran.
     pub(crate) fn end_task(&self, done: ToNode, ready: Instant) {
+        if self.any_cancelled.load(Ordering::Acquire) {
+            if let ToNode::TaskDone { task, .. } = &done {
+                let mut shared = self.shared();
+                shared.cancelled.remove(task);
+                self.any_cancelled.store(!shared.cancelled.is_empty(), Ordering::Release);
+            }
+        }
         let mut out = self.out();
         out.stack.pop();
         self.top_task.store(out.stack.last().copied().unwrap_or(0), Ordering::Release);
@@ -387,6 +409,67 @@ impl Client {
     /// End actor `id` now.
     pub(crate) fn kill_actor(&self, id: u64) -> Result<()> {
         self.send(&[ToNode::KillActor(id)])
+    }
+
+    /// Cancel the task producing object `id` (see `node/cancel.rs`).
+    pub(crate) fn cancel(&self, id: u64, force: bool) -> Result<()> {
+        match self.request(|request| ToNode::Cancel { request, id, force }, None, Waiting::Reply)? {
+            ToClient::Cancelled { result, .. } => result,
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Whether task `task`, sent here, was cancelled (it stays so until it
+    /// ends).
+    pub(crate) fn is_cancelled(&self, task: u64) -> bool {
+        self.any_cancelled.load(Ordering::Acquire) && self.shared().cancelled.contains(&task)
+    }
+
+    /// Whether the task running on the task thread (on top, if tasks run
+    /// on top of blocked ones) was cancelled. The task thread is busy in
+    /// the task and no one else may be reading: what has arrived is read
+    /// here first, without waiting.
+    pub(crate) fn current_cancelled(&self) -> bool {
+        let top = self.top_task.load(Ordering::Acquire);
+        if top == 0 {
+            return false;
+        }
+        // A task checking in a tight loop reads the socket at most every
+        // PEEK_EVERY, not once per check.
+        let now = self.born.elapsed().as_nanos() as u64;
+        if now.saturating_sub(self.peeked_at.load(Ordering::Relaxed)) >= PEEK_EVERY.as_nanos() as u64 {
+            self.peeked_at.store(now, Ordering::Relaxed);
+            self.read_arrived();
+        }
+        self.is_cancelled(top)
+    }
+
+    /// Read and deliver what the node has sent so far, unless another
+    /// thread is reading; never waits.
+    fn read_arrived(&self) {
+        let msgs = {
+            let Ok(mut frames) = self.input.try_lock() else { return };
+            let mut msgs = Vec::new();
+            loop {
+                while let Some(msg) = frames.next_frame::<ToClient>() {
+                    msgs.push(msg);
+                }
+                match frames.fill_from(self.stream.as_fd()) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => {
+                        tracing::debug!("connection to the node ended: {e}");
+                        drop(frames);
+                        self.close();
+                        return;
+                    }
+                }
+            }
+            msgs
+        };
+        if !msgs.is_empty() {
+            self.deliver(msgs);
+        }
     }
 
     /// Queue a submission (a task, a call, an actor): written at once from
@@ -831,6 +914,10 @@ impl Client {
                         None => shared.executes.push_back(execute),
                     },
                     ToClient::Shutdown => stop = true,
+                    ToClient::Cancel { task } => {
+                        shared.cancelled.insert(task);
+                        self.any_cancelled.store(true, Ordering::Release);
+                    }
                     reply => {
                         let request = reply_request(&reply);
                         if shared.waiting.contains(&request) {
@@ -861,8 +948,9 @@ fn reply_request(reply: &ToClient) -> u64 {
         ToClient::Allocated { request, .. }
         | ToClient::Object { request, .. }
         | ToClient::Ready { request, .. }
-        | ToClient::ActorFound { request, .. } => *request,
-        ToClient::Execute(_) | ToClient::Shutdown => u64::MAX,
+        | ToClient::ActorFound { request, .. }
+        | ToClient::Cancelled { request, .. } => *request,
+        ToClient::Execute(_) | ToClient::Shutdown | ToClient::Cancel { .. } => u64::MAX,
     }
 }
 

@@ -124,6 +124,13 @@ pub enum Error {
         /// constructor panicked: …`, `killed by shoal::kill`, …
         cause: String,
     },
+    /// The task was cancelled (`shoal::cancel`, `shoal::cancel_force`), or
+    /// one it depends on was.
+    #[error("task `{function}` was cancelled")]
+    TaskCancelled {
+        /// Registered name of the function (or method) cancelled first.
+        function: String,
+    },
     /// No live actor has this name (see `options().name(…)`).
     #[error("no live actor is named `{0}`")]
     ActorNotFound(String),

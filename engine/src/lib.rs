@@ -179,6 +179,13 @@
 //!   panic).
 //! - [`Shoal::actors`] lists them; `examples/parameter_server.rs` is Ray's
 //!   parameter server.
+//!
+//! ## Cancellation
+//! [`cancel`] stops a task you no longer want: queued, it never runs;
+//! running, [`is_cancelled`] turns true in it. Its refs, and its
+//! dependents', give [`Error::TaskCancelled`] at once, and the tasks it
+//! submitted are cancelled too. [`cancel_force`] also kills a running task's
+//! worker (replaced at once), for code that never checks.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
@@ -731,6 +738,51 @@ pub fn wait<T>(
         }
     }
     Ok((ready, pending))
+}
+
+/// Cancel the task that produces `r`: queued or waiting for its arguments,
+/// it never runs; running, [`is_cancelled`] turns true inside it (for it to
+/// stop early). Either way `get(&r)` — and every output of the task, and
+/// every task depending on them — gives [`Error::TaskCancelled`] at once,
+/// the task is not retried, and the tasks it submitted that have not
+/// finished are cancelled too. A finished task is untouched. An actor's
+/// call is cancelled the same way (queued: never runs; running: sees the
+/// flag).
+///
+/// ```no_run
+/// #[shoal::remote]
+/// fn search(limit: u64) -> u64 {
+///     let mut n = 0;
+///     while n < limit && !shoal::is_cancelled() {
+///         n += 1;
+///     }
+///     n
+/// }
+///
+/// # fn main() -> shoal::Result<()> {
+/// let _node = shoal::init(shoal::Config::default())?;
+/// let r = search::remote(u64::MAX);
+/// shoal::cancel(&r)?;
+/// assert!(matches!(shoal::get(&r), Err(shoal::Error::TaskCancelled { .. })));
+/// # Ok(()) }
+/// ```
+pub fn cancel<T>(r: &ObjectRef<T>) -> Result<()> {
+    Runtime::current()?.cancel(r.id(), false)
+}
+
+/// [`cancel`], and if the task is running, kill its worker process at once
+/// (the pool starts a replacement): for a task that never checks
+/// [`is_cancelled`]. Its descendants are cancelled with the same force. An
+/// actor's call cannot be forced ([`Error::InvalidArgument`]): use
+/// [`kill`].
+pub fn cancel_force<T>(r: &ObjectRef<T>) -> Result<()> {
+    Runtime::current()?.cancel(r.id(), true)
+}
+
+/// Whether the task running on this thread was cancelled ([`cancel`]):
+/// `false` outside tasks.
+pub fn is_cancelled() -> bool {
+    Runtime::current().is_ok_and(|runtime| runtime.is_cancelled())
 }
 
 /// What generated code calls. Not a public API: it may change in any release.

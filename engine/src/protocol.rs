@@ -209,6 +209,16 @@ pub(crate) enum ToNode {
     },
     /// End this actor now (`shoal::kill`).
     KillActor(u64),
+    /// Cancel the task producing object `id` (and its descendants);
+    /// answered by [`ToClient::Cancelled`].
+    Cancel {
+        /// Echoed in the reply.
+        request: u64,
+        /// The object.
+        id: u64,
+        /// Kill the worker running it.
+        force: bool,
+    },
 }
 
 /// One argument of a task, as the worker receives it.
@@ -306,6 +316,19 @@ pub(crate) enum ToClient {
         request: u64,
         /// The actor, or why not.
         found: Result<(u64, String), Error>,
+    },
+    /// Answer to [`ToNode::Cancel`].
+    Cancelled {
+        /// The request answered.
+        request: u64,
+        /// Done, or why not.
+        result: Result<(), Error>,
+    },
+    /// Task `task`, sent to this client, was cancelled: `is_cancelled()`
+    /// is true while it runs, and it is not started if it has not been.
+    Cancel {
+        /// The task.
+        task: u64,
     },
 }
 
@@ -419,6 +442,11 @@ mod tests {
             (any::<u64>(), submit()).prop_map(|(actor, submit)| ToNode::Call { actor, submit }),
             (any::<u64>(), ".{0,12}").prop_map(|(request, name)| ToNode::GetActor { request, name }),
             any::<u64>().prop_map(ToNode::KillActor),
+            (any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(request, id, force)| ToNode::Cancel {
+                request,
+                id,
+                force
+            }),
         ]
     }
 
@@ -448,6 +476,9 @@ mod tests {
             Just(()).prop_map(|()| ToClient::Shutdown),
             (any::<u64>(), prop_oneof![(any::<u64>(), ".{0,12}").prop_map(Ok), error().prop_map(Err)])
                 .prop_map(|(request, found)| ToClient::ActorFound { request, found }),
+            (any::<u64>(), prop_oneof![Just(Ok(())), error().prop_map(Err)])
+                .prop_map(|(request, result)| ToClient::Cancelled { request, result }),
+            any::<u64>().prop_map(|task| ToClient::Cancel { task }),
         ]
     }
 

@@ -141,6 +141,22 @@ impl Runtime {
         Ok((self.adopt(id), class))
     }
 
+    /// Cancel the task producing object `id` (see `node/cancel.rs`).
+    pub(crate) fn cancel(&self, id: u64, force: bool) -> Result<()> {
+        match self {
+            Runtime::Local(node) => node.cancel(id, force),
+            Runtime::Client(client) => client.cancel(id, force),
+        }
+    }
+
+    /// Whether the task this thread runs was cancelled (never, outside tasks).
+    pub(crate) fn is_cancelled(&self) -> bool {
+        match self {
+            Runtime::Local(_) => false,
+            Runtime::Client(client) => client.current_cancelled(),
+        }
+    }
+
     /// End actor `id` now.
     pub(crate) fn kill_actor(&self, id: u64) -> Result<()> {
         match self {

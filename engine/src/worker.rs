@@ -214,7 +214,13 @@ impl TaskRunner {
         let task = execute.task;
         self.client.begin_task(task);
         let started = Instant::now();
-        let (function, outputs) = self.run_task(execute);
+        let (function, outputs) = if self.client.is_cancelled(task) {
+            // Cancelled before it started: it never runs.
+            let function = execute.function.clone();
+            (execute.function, vec![Placed::Failed(Error::TaskCancelled { function })])
+        } else {
+            self.run_task(execute)
+        };
         let elapsed = started.elapsed();
         self.run_times()
             .entry(function)

@@ -85,6 +85,7 @@ mod wire {
         Call { actor: u64, submit: Submit },
         GetActor { request: u64, name: String },
         KillActor(u64),
+        Cancel { request: u64, id: u64, force: bool },
     }
 
     #[derive(Debug, Serialize, Deserialize)]
@@ -116,6 +117,8 @@ mod wire {
         Ready { request: u64, positions: Vec<u32> },
         Shutdown,
         ActorFound { request: u64, found: Result<(u64, String), shoal::Error> },
+        Cancelled { request: u64, result: Result<(), shoal::Error> },
+        Cancel { task: u64 },
     }
 }
 
@@ -220,7 +223,7 @@ struct Hostile {
 
 impl Hostile {
     fn connect() -> Hostile {
-        assert_eq!(PROTOCOL_VERSION, 3, "the protocol changed: bring `wire` in step with engine/src/protocol.rs");
+        assert_eq!(PROTOCOL_VERSION, 4, "the protocol changed: bring `wire` in step with engine/src/protocol.rs");
         let stream = UnixStream::connect(node().socket_path()).expect("connect to the node socket");
         stream.set_read_timeout(Some(PATIENCE)).expect("read timeout");
         stream.set_write_timeout(Some(PATIENCE)).expect("write timeout");
@@ -894,6 +897,13 @@ fn actor_messages_are_served_checked_and_cleaned_up() {
     match c.get(out) {
         ObjectData::Failed(Error::ActorDied { cause, .. }) => assert!(cause.contains("no::such::Type"), "{cause}"),
         other => panic!("a call of an actor of an unknown type: {other:?}"),
+    }
+    // Cancelling what is no task's output is no violation either.
+    let request = c.request();
+    c.send(&[ToNode::Cancel { request, id: 424_242, force: true }]);
+    match c.reply() {
+        Some(ToClient::Cancelled { request: r, result: Ok(()) }) if r == request => {}
+        other => panic!("Cancel of an unknown object: {other:?}"),
     }
     // Killing what does not exist is no violation either.
     c.send(&[ToNode::KillActor(123_456_789), ToNode::Refs(vec![RefOp::Release(out), RefOp::Release(ghost)])]);

@@ -43,6 +43,8 @@ const CLIENT_TASKS: u32 = 10_000;
 /// Calls per server (or per task) in the `1:n` and `n:n` actor metrics
 /// (Ray's `n`).
 const ACTOR_BATCH: u32 = 5_000;
+/// Tasks cancelled per repetition of `cancel pending`.
+const CANCELS: usize = 10_000;
 /// Children one task submits and gets, one at a time, in `nested tasks sync`.
 const NESTED_CHILDREN: u32 = 2_000;
 
@@ -150,6 +152,19 @@ fn call_actors(actors: Vec<shoal::ActorHandle<BenchActor>>, n: u32) -> u32 {
     n
 }
 
+/// A task that waits `ms` milliseconds: `cancel pending`'s gate.
+#[shoal::remote]
+fn gate(ms: u64) -> u64 {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    ms
+}
+
+/// `cancel pending`'s task: waits for the gate, never runs.
+#[shoal::remote]
+fn after_gate(_gate: u64) -> [u8; 2] {
+    *b"ok"
+}
+
 /// One link of the dependent chain.
 #[shoal::remote]
 fn chain_step(n: i64) -> i64 {
@@ -194,6 +209,7 @@ const GROUPS: &[Group] = &[
         run: actor_calls_many,
     },
     Group { metrics: &["single client tasks and get batch"], run: tasks_and_get_batch },
+    Group { metrics: &["cancel pending"], run: cancel_pending },
     Group { metrics: &["single client put calls"], run: put_calls },
     Group { metrics: &["single client get calls"], run: get_calls },
     Group {
@@ -704,6 +720,30 @@ fn actor_calls_many(bench: &mut Bench) -> anyhow::Result<()> {
         Ok(f64::from(calls) / t.elapsed().as_secs_f64())
     })?;
     report("n:n actor calls with arg async", &samples, "calls/s");
+    Ok(())
+}
+
+/// [`CANCELS`] tasks waiting for an argument a long task computes, then
+/// `cancel` each (only the cancels timed); cancels per second. The gate is
+/// cancelled by force after the last repetition.
+fn cancel_pending(bench: &mut Bench) -> anyhow::Result<()> {
+    bench.node()?;
+    let blocker = gate::remote(600_000);
+    let samples = measure(|| {
+        let pending: Vec<ObjectRef<[u8; 2]>> = (0..CANCELS).map(|_| after_gate::remote(&blocker)).collect();
+        let t = Instant::now();
+        for r in &pending {
+            shoal::cancel(r)?;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        ensure!(
+            matches!(shoal::get(&pending[CANCELS - 1]), Err(shoal::Error::TaskCancelled { .. })),
+            "a cancelled task gave no TaskCancelled"
+        );
+        Ok(CANCELS as f64 / secs)
+    })?;
+    shoal::cancel_force(&blocker)?;
+    report("cancel pending", &samples, "cancels/s");
     Ok(())
 }
 

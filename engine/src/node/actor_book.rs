@@ -103,8 +103,6 @@ pub(crate) struct ActorBook {
     pub work: Vec<u64>,
     /// Tokens of processes to start, for the supervisor.
     pub spawn: Vec<u64>,
-    /// Pids of processes to kill, for the supervisor.
-    pub kill: Vec<u32>,
     /// CPUs actors hold.
     pub cpus: u32,
     /// Mixed into every token: the node's worker token, a secret.

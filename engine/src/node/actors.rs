@@ -323,7 +323,7 @@ impl NodeState {
         }
         if let Some(slot) = worker.and_then(|w| self.workers.get_mut(&w)) {
             slot.retiring = true;
-            self.actors.kill.push(slot.conn.pid);
+            self.kill.push(slot.conn.pid);
             // The calls it runs fail now, but keep their arguments pinned
             // until the process is gone (it may still read them), as
             // `stop` does.
@@ -435,9 +435,13 @@ impl NodeState {
             let retries_left = task.attempts <= task.options.max_retries;
             let max_retries = task.options.max_retries;
             self.take_back(task_id, worker);
+            let cancelled = self.tasks.get(&task_id).is_some_and(|t| t.cancelled);
             if let Some(error) = &dead {
                 // Its outputs failed when it died; now its arguments go too.
                 self.fail_task(task_id, error.clone());
+            } else if cancelled {
+                // Failed when cancelled: never run again.
+                self.fail_task(task_id, Error::NodeStopped);
             } else if constructor && restart {
                 self.fail_task(task_id, Error::NodeStopped);
             } else if restart && started && !retries_left {

@@ -13,6 +13,7 @@
 
 mod actor_book;
 mod actors;
+mod cancel;
 mod clients;
 mod conn;
 mod ids;
@@ -491,8 +492,8 @@ impl Node {
             }
         }
         let spawn = std::mem::take(&mut state.spawn_wanted);
-        let for_actors = !state.actors.spawn.is_empty() || !state.actors.kill.is_empty();
-        if spawn > 0 || for_actors {
+        let for_processes = !state.actors.spawn.is_empty() || !state.kill.is_empty();
+        if spawn > 0 || for_processes {
             if let Some((tx, _)) = &*self.supervisor.lock().unwrap_or_else(|e| e.into_inner()) {
                 if spawn > 0 {
                     let _ = tx.send(SupervisorCmd::Spawn(spawn));
@@ -500,7 +501,7 @@ impl Node {
                 for token in state.actors.spawn.drain(..) {
                     let _ = tx.send(SupervisorCmd::SpawnActor(token));
                 }
-                for pid in state.actors.kill.drain(..) {
+                for pid in state.kill.drain(..) {
                     let _ = tx.send(SupervisorCmd::Kill(pid));
                 }
             }
@@ -602,7 +603,7 @@ impl Node {
         for &id in ids {
             state.release(id);
         }
-        if !state.replies.is_empty() || !state.actors.kill.is_empty() {
+        if !state.replies.is_empty() || !state.kill.is_empty() {
             // An actor lost its last handle: its process is told to exit.
             let ready = self.dispatch_locked(&mut state);
             drop(state);
@@ -937,6 +938,11 @@ impl Node {
         let (id, class) = state.find_actor(name)?;
         state.add_ref(id);
         Ok((id, class))
+    }
+
+    /// Cancel the task producing object `id` (see `cancel.rs`).
+    pub(crate) fn cancel(&self, id: u64, force: bool) -> Result<()> {
+        self.change_and_dispatch(|state| state.cancel_object(id, force))
     }
 
     /// End actor `id` now (`shoal::kill`).

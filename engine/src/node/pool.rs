@@ -561,7 +561,7 @@ fn handle(node: &Node, conn: &WorkerConn, msg: ToNode, dirty: &mut bool) -> Resu
                 };
             }
             // A release may end an actor: its process is told to exit.
-            *dirty |= !state.replies.is_empty() || !state.actors.kill.is_empty();
+            *dirty |= !state.replies.is_empty() || !state.kill.is_empty();
         }
         ToNode::Abandon(offsets) => {
             let mut state = node.lock();
@@ -610,6 +610,12 @@ fn handle(node: &Node, conn: &WorkerConn, msg: ToNode, dirty: &mut bool) -> Resu
         }
         ToNode::GetActor { request, name } => {
             node.lock().client_get_actor(conn.id, request, &name);
+            *dirty = true;
+        }
+        ToNode::Cancel { request, id, force } => {
+            let mut state = node.lock();
+            let result = state.cancel_object(id, force);
+            state.replies.push((conn.id, ToClient::Cancelled { request, result }));
             *dirty = true;
         }
         ToNode::KillActor(id) => {

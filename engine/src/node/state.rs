@@ -125,6 +125,11 @@ pub(crate) struct Task {
     pub pins_args: bool,
     /// It is a call of an actor (queued there, not in `ready`).
     pub actor: Option<ActorCall>,
+    /// Cancelled while at a worker: its outputs have failed with
+    /// `TaskCancelled`; it is never retried.
+    pub cancelled: bool,
+    /// It submitted tasks (a cancel looks for its descendants only then).
+    pub submitted: bool,
 }
 
 /// Ancestors a task remembers; a deeper descendant is still run by a
@@ -303,6 +308,9 @@ pub(crate) struct NodeState {
     pub spill: SpillBook,
     /// Actors and their calls (see `actors.rs`).
     pub actors: ActorBook,
+    /// Pids of processes to kill, for the supervisor: a killed actor's, the
+    /// worker of a task cancelled by force.
+    pub kill: Vec<u32>,
 }
 
 impl NodeState {
@@ -340,6 +348,7 @@ impl NodeState {
             spawn_wanted: 0,
             spill: SpillBook::default(),
             actors: ActorBook::default(),
+            kill: Vec::new(),
         }
     }
 
@@ -540,7 +549,12 @@ impl NodeState {
             holds_resources: false,
             pins_args: false,
             actor: call,
+            cancelled: false,
+            submitted: false,
         };
+        if let Some(parent) = task.ancestors.first().and_then(|p| self.tasks.get_mut(p)) {
+            parent.submitted = true;
+        }
         self.tasks.insert(task_id, task);
         if let Some(call) = call.filter(|c| self.actors.actors.contains_key(&c.actor)) {
             // Each call keeps its actor's handle object alive.
@@ -566,6 +580,12 @@ impl NodeState {
     /// A task that was sent and came back unstarted (or is retried) goes
     /// first: to the front of its actor's queue, or of the ready queue.
     pub(super) fn requeue_front(&mut self, task_id: u64) {
+        if let Some(task) = self.tasks.get(&task_id).filter(|t| t.cancelled) {
+            // Cancelled while at a worker: it never runs again.
+            let error = Error::TaskCancelled { function: task.function.to_string() };
+            self.fail_task(task_id, error);
+            return;
+        }
         match self.tasks.get(&task_id).and_then(|t| t.actor) {
             Some(call) => self.requeue_call(call.actor, task_id),
             None => self.ready.push_front(task_id),
@@ -859,7 +879,8 @@ impl NodeState {
         let panicked = checked
             .iter()
             .any(|(state, _)| matches!(state, ObjectState::Failed(e) if matches!(**e, Error::TaskPanicked { .. })));
-        if panicked && task.options.retry_panics && task.attempts <= task.options.max_retries && !self.stopped {
+        let retry = task.options.retry_panics && task.attempts <= task.options.max_retries && !task.cancelled;
+        if panicked && retry && !self.stopped {
             for (state, _) in &checked {
                 if let ObjectState::Arena { offset, .. } = state {
                     self.allocator.free(*offset);
@@ -981,6 +1002,10 @@ impl NodeState {
             let Some(task) = self.tasks.get_mut(&task_id) else { continue };
             if self.stopped {
                 self.fail_task(task_id, Error::NodeStopped);
+            } else if task.cancelled {
+                // Its outputs failed when it was cancelled: never run again.
+                let error = Error::TaskCancelled { function: task.function.to_string() };
+                self.fail_task(task_id, error);
             } else if task.attempts <= task.options.max_retries {
                 self.requeue_front(task_id);
             } else {
