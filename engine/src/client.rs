@@ -445,30 +445,45 @@ impl Client {
     }
 
     /// Read and deliver what the node has sent so far, unless another
-    /// thread is reading; never waits.
+    /// thread is reading; never waits. It takes the reading role meanwhile,
+    /// as `read_or_sleep` does, so a thread about to read for its own reply
+    /// waits for this delivery instead of sleeping in `poll` for a reply
+    /// already taken.
     fn read_arrived(&self) {
-        let msgs = {
-            let Ok(mut frames) = self.input.try_lock() else { return };
-            let mut msgs = Vec::new();
-            loop {
-                while let Some(msg) = frames.next_frame::<ToClient>() {
-                    msgs.push(msg);
-                }
-                match frames.fill_from(self.stream.as_fd()) {
-                    Ok(true) => {}
-                    Ok(false) => break,
-                    Err(e) => {
-                        tracing::debug!("connection to the node ended: {e}");
-                        drop(frames);
-                        self.close();
-                        return;
-                    }
-                }
+        {
+            let mut shared = self.shared();
+            if shared.reading {
+                return;
             }
-            msgs
-        };
+            shared.reading = true;
+        }
+        let msgs = self.read_available();
         if !msgs.is_empty() {
             self.deliver(msgs);
+        }
+        self.shared().reading = false;
+        self.changed.notify_all();
+    }
+
+    /// What has arrived, read without waiting (the caller has the reading
+    /// role).
+    fn read_available(&self) -> Vec<std::result::Result<ToClient, shoal_ipc::FrameError>> {
+        let mut msgs = Vec::new();
+        let Ok(mut frames) = self.input.try_lock() else { return msgs };
+        loop {
+            while let Some(msg) = frames.next_frame::<ToClient>() {
+                msgs.push(msg);
+            }
+            match frames.fill_from(self.stream.as_fd()) {
+                Ok(true) => {}
+                Ok(false) => return msgs,
+                Err(e) => {
+                    tracing::debug!("connection to the node ended: {e}");
+                    drop(frames);
+                    self.close();
+                    return msgs;
+                }
+            }
         }
     }
 
@@ -690,7 +705,18 @@ impl Client {
             shared.main_open.push(request);
             handed_back.extend(shared.nested.drain(..).map(|e| e.task));
         }
+        Self::forget_cancelled(shared, &handed_back);
         handed_back
+    }
+
+    /// Tasks handed back will not run here: their cancellation is the
+    /// node's business now.
+    fn forget_cancelled(shared: &mut Shared, tasks: &[u64]) {
+        if !shared.cancelled.is_empty() {
+            tasks.iter().for_each(|t| {
+                shared.cancelled.remove(t);
+            });
+        }
     }
 
     /// Stop waiting for `request`; hand back nested tasks still queued for it.
@@ -712,7 +738,9 @@ impl Client {
                 return;
             }
             shared.main_open.retain(|&r| r != request);
-            (shared.nested.drain(..).map(|e| e.task).collect(), dropped)
+            let handed_back: Vec<u64> = shared.nested.drain(..).map(|e| e.task).collect();
+            Self::forget_cancelled(&mut shared, &handed_back);
+            (handed_back, dropped)
         };
         self.release_contained(dropped);
         if !handed_back.is_empty() {
@@ -892,6 +920,7 @@ impl Client {
 
     /// Hand each message to whom it is for, and wake them.
     fn deliver(&self, msgs: Vec<std::result::Result<ToClient, shoal_ipc::FrameError>>) {
+        let mut cancel_running = Vec::new();
         let mut handed_back = Vec::new();
         let mut orphans = Vec::new();
         let mut stop = false;
@@ -915,8 +944,14 @@ impl Client {
                     },
                     ToClient::Shutdown => stop = true,
                     ToClient::Cancel { task } => {
-                        shared.cancelled.insert(task);
-                        self.any_cancelled.store(true, Ordering::Release);
+                        let queued = |e: &Execute| e.task == task;
+                        if shared.executes.iter().any(queued) || shared.nested.iter().any(queued) {
+                            shared.cancelled.insert(task);
+                            self.any_cancelled.store(true, Ordering::Release);
+                        } else {
+                            // Running here, or already done (then forgotten).
+                            cancel_running.push(task);
+                        }
                     }
                     reply => {
                         let request = reply_request(&reply);
@@ -930,6 +965,16 @@ impl Client {
                 }
             }
             self.changed.notify_all();
+        }
+        if !cancel_running.is_empty() {
+            // A running task is on the task thread's stack: kept until it
+            // ends (`end_task`). (Lock order: `out`, then `shared`.)
+            let out = self.out();
+            let mut shared = self.shared();
+            for task in cancel_running.into_iter().filter(|t| out.stack.contains(t)) {
+                shared.cancelled.insert(task);
+                self.any_cancelled.store(true, Ordering::Release);
+            }
         }
         if !handed_back.is_empty() {
             let _ = self.send(&[ToNode::Requeue(handed_back)]);

@@ -779,8 +779,9 @@ pub fn cancel_force<T>(r: &ObjectRef<T>) -> Result<()> {
     Runtime::current()?.cancel(r.id(), true)
 }
 
-/// Whether the task running on this thread was cancelled ([`cancel`]):
-/// `false` outside tasks.
+/// Whether the task this worker process runs was cancelled ([`cancel`]):
+/// the task on its task thread, asked from that thread or from threads the
+/// task started; `false` outside tasks.
 pub fn is_cancelled() -> bool {
     Runtime::current().is_ok_and(|runtime| runtime.is_cancelled())
 }

@@ -222,10 +222,13 @@ impl TaskRunner {
             self.run_task(execute)
         };
         let elapsed = started.elapsed();
-        self.run_times()
-            .entry(function)
-            .and_modify(|average| *average = (*average * 3 + elapsed) / 4)
-            .or_insert(elapsed);
+        if !self.client.is_cancelled(task) {
+            // (A cancelled task stopped early, or never started.)
+            self.run_times()
+                .entry(function)
+                .and_modify(|average| *average = (*average * 3 + elapsed) / 4)
+                .or_insert(elapsed);
+        }
         let elapsed_ns = elapsed.as_nanos().min(u64::MAX as u128) as u64;
         self.client.end_task(ToNode::TaskDone { task, outputs, elapsed_ns }, started + elapsed);
     }

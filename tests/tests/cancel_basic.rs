@@ -172,6 +172,76 @@ fn the_tasks_a_cancelled_task_submitted_are_cancelled_too() -> anyhow::Result<()
     Ok(())
 }
 
+/// Waits until cancelled, then submits a child (which must never run)
+/// and waits for it.
+#[shoal::remote]
+fn submits_after_cancel(path: String) -> u8 {
+    std::fs::write(format!("{path}.started"), b"started").expect("write the start marker");
+    while !shoal::is_cancelled() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let child = mark::remote(path);
+    u8::from(shoal::get(&child).is_err())
+}
+
+/// Calls the actor and waits for the call.
+#[shoal::remote]
+fn calls_actor(w: shoal::ActorHandle<Worker>, path: String) -> u8 {
+    shoal::get(&w.until_cancelled_then_mark(path)).unwrap_or(0)
+}
+
+#[test]
+fn a_cancelled_task_s_later_children_and_actor_calls_are_cancelled_too() -> anyhow::Result<()> {
+    let _node = shared_node();
+    let path = marker("late-child");
+    let r = submits_after_cancel::remote(path.display().to_string());
+    assert!(started(&path));
+    shoal::cancel(&r)?;
+    assert!(cancelled(&r).ends_with("::submits_after_cancel"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!path.exists(), "a child submitted after the cancel ran");
+    // The actor calls a cancelled task made see the flag.
+    let w = Worker::remote();
+    let path = marker("actor-call");
+    let r = calls_actor::remote(w.clone(), path.display().to_string());
+    assert!(started(&path));
+    shoal::cancel(&r)?;
+    assert!(wait_until(Duration::from_secs(10), || path.exists()), "the actor's call never saw the flag");
+    let _ = std::fs::remove_file(path);
+    Ok(())
+}
+
+#[test]
+fn cancel_then_cancel_force_stops_a_task_that_ignores_the_flag() -> anyhow::Result<()> {
+    let node = shared_node();
+    let path = marker("ignores");
+    let r = ignores_flag::remote(path.display().to_string());
+    assert!(started(&path));
+    shoal::cancel(&r)?;
+    assert!(cancelled(&r).ends_with("::ignores_flag"));
+    let sorted = || {
+        let mut pids = node.worker_pids();
+        pids.sort_unstable();
+        pids
+    };
+    let pids = sorted();
+    shoal::cancel_force(&r)?;
+    assert!(
+        wait_until(Duration::from_secs(10), || node.live_workers() == 2 && sorted() != pids),
+        "its worker was not replaced"
+    );
+    assert_eq!(shoal::get(&plus_one::remote(1))?, 2);
+    Ok(())
+}
+
+/// Starts, then never looks at the flag.
+#[shoal::remote]
+fn ignores_flag(path: String) -> u8 {
+    std::fs::write(format!("{path}.started"), b"started").expect("write the start marker");
+    std::thread::sleep(Duration::from_secs(60));
+    1
+}
+
 struct Worker;
 
 #[shoal::actor]
@@ -190,6 +260,15 @@ impl Worker {
 
     pub fn ping(&self) -> u8 {
         2
+    }
+
+    pub fn until_cancelled_then_mark(&self, path: String) -> u8 {
+        std::fs::write(format!("{path}.started"), b"started").expect("write the start marker");
+        while !shoal::is_cancelled() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::fs::write(path, b"saw the flag").expect("write the marker");
+        1
     }
 }
 

@@ -441,7 +441,8 @@ impl NodeState {
                 self.fail_task(task_id, error.clone());
             } else if cancelled {
                 // Failed when cancelled: never run again.
-                self.fail_task(task_id, Error::NodeStopped);
+                let function = self.tasks.get(&task_id).map(|t| t.function.to_string()).unwrap_or_default();
+                self.fail_task(task_id, Error::TaskCancelled { function });
             } else if constructor && restart {
                 self.fail_task(task_id, Error::NodeStopped);
             } else if restart && started && !retries_left {

@@ -57,7 +57,8 @@ impl NodeState {
         let specs = args.into_iter().map(ArgSpec::from).collect();
         // Only a task this worker runs can be the parent.
         let runs = |p: &u64| self.workers.get(&worker).is_some_and(|s| s.in_flight.contains(p));
-        let ancestors = match parent.filter(runs).and_then(|p| self.tasks.get(&p).map(|t| (p, t))) {
+        let parent = parent.filter(runs);
+        let ancestors = match parent.and_then(|p| self.tasks.get(&p).map(|t| (p, t))) {
             Some((p, task)) => std::iter::once(p).chain(task.ancestors.iter().copied()).take(MAX_ANCESTRY).collect(),
             None => Vec::new(),
         };

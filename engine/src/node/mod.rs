@@ -119,6 +119,8 @@ pub(crate) struct Node {
     stopped: AtomicBool,
     /// Bumped by every `notify`, for waiters that spin before they sleep.
     changes: std::sync::atomic::AtomicU64,
+    /// Threads sleeping on `changed` (see `Node::sleep`).
+    sleepers: AtomicUsize,
     /// Spinning only pays when another core can run the worker meanwhile.
     spin_enabled: bool,
     /// Set while a waiting thread reads the workers' sockets (see `spin_until`).
@@ -264,6 +266,7 @@ impl Node {
             next_worker: AtomicUsize::new(0),
             stopped: AtomicBool::new(false),
             changes: std::sync::atomic::AtomicU64::new(0),
+            sleepers: AtomicUsize::new(0),
             spin_enabled: std::thread::available_parallelism().is_ok_and(|n| n.get() > 1),
             helping: AtomicBool::new(false),
             help_parked: Mutex::new(()),
@@ -352,11 +355,7 @@ impl Node {
                     self.config.workers
                 )));
             }
-            state = self
-                .changed
-                .wait_timeout(state, (deadline - now).min(Duration::from_millis(100)))
-                .expect("node lock")
-                .0;
+            state = self.sleep(state, Some((deadline - now).min(Duration::from_millis(100))));
         }
     }
 
@@ -372,10 +371,28 @@ impl Node {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Wake every waiter: something was sealed, failed or stopped.
+    /// Wake every waiter: something was sealed, failed or stopped. The
+    /// condvar is touched only when someone sleeps on it: waking no one
+    /// still costs a futex system call, on the path of every finished task.
     pub(crate) fn notify(&self) {
         self.changes.fetch_add(1, Ordering::Release);
-        self.changed.notify_all();
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            self.changed.notify_all();
+        }
+    }
+
+    /// Sleep on the node's condvar, `state` released meanwhile, until
+    /// notified or `timeout` passes. Counted in `sleepers` while the lock is
+    /// held, so a change made after the caller last looked (under the
+    /// lock) sees it and notifies.
+    fn sleep<'a>(&'a self, state: MutexGuard<'a, NodeState>, timeout: Option<Duration>) -> MutexGuard<'a, NodeState> {
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        let state = match timeout {
+            None => self.changed.wait(state).unwrap_or_else(|e| e.into_inner()),
+            Some(timeout) => self.changed.wait_timeout(state, timeout).unwrap_or_else(|e| e.into_inner()).0,
+        };
+        self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        state
     }
 
     /// For a connection's reader thread woken by input: while a waiting
@@ -665,7 +682,7 @@ impl Node {
                 }
                 if state.spill.batches_in_flight > 0 {
                     // Another thread's spill may make room: wait for it.
-                    state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+                    state = self.sleep(state, None);
                     continue;
                 }
                 // Tasks out at other workers pin their arguments until they
@@ -680,7 +697,7 @@ impl Node {
                 if others_busy && now < give_up && !self.is_stopped() {
                     let wait = (give_up - now).min(Duration::from_millis(50));
                     self.room_waiters.fetch_add(1, Ordering::AcqRel);
-                    state = self.changed.wait_timeout(state, wait).unwrap_or_else(|e| e.into_inner()).0;
+                    state = self.sleep(state, Some(wait));
                     self.room_waiters.fetch_sub(1, Ordering::AcqRel);
                     continue;
                 }
@@ -753,13 +770,13 @@ impl Node {
                 room::Restore::NotSpilled => return Ok(()),
                 room::Restore::InProgress => {
                     match deadline {
-                        None => drop(self.changed.wait(state).unwrap_or_else(|e| e.into_inner())),
+                        None => drop(self.sleep(state, None)),
                         Some(d) => {
                             let now = Instant::now();
                             if now >= d {
                                 return Err(Error::Timeout(Duration::ZERO));
                             }
-                            drop(self.changed.wait_timeout(state, d - now).unwrap_or_else(|e| e.into_inner()));
+                            drop(self.sleep(state, Some(d - now)));
                         }
                     }
                     continue;
@@ -1010,13 +1027,13 @@ impl Node {
                 continue;
             }
             state = match deadline {
-                None => self.changed.wait(state).unwrap_or_else(|e| e.into_inner()),
+                None => self.sleep(state, None),
                 Some(deadline) => {
                     let now = Instant::now();
                     if now >= deadline {
                         return Err(Error::Timeout(timeout.unwrap_or_default()));
                     }
-                    self.changed.wait_timeout(state, deadline - now).unwrap_or_else(|e| e.into_inner()).0
+                    self.sleep(state, Some(deadline - now))
                 }
             };
         }
@@ -1057,13 +1074,13 @@ impl Node {
                 continue;
             }
             state = match deadline {
-                None => self.changed.wait(state).unwrap_or_else(|e| e.into_inner()),
+                None => self.sleep(state, None),
                 Some(deadline) => {
                     let now = Instant::now();
                     if now >= deadline {
                         return done;
                     }
-                    self.changed.wait_timeout(state, deadline - now).unwrap_or_else(|e| e.into_inner()).0
+                    self.sleep(state, Some(deadline - now))
                 }
             };
         }

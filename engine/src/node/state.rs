@@ -93,7 +93,8 @@ pub(crate) struct ObjectEntry {
     pub contained: Vec<u64>,
     /// Client requests (worker, request) parked until this object seals.
     pub watchers: Vec<(usize, u64)>,
-    /// The task that produces it, while it is pending (task ids start at 1:
+    /// The task that produces it, while it is pending or its task, cancelled,
+    /// still runs (task ids start at 1:
     /// the niche keeps the entry, on the path of every object, 8 bytes smaller).
     pub producer: Option<std::num::NonZeroU64>,
     /// Readers of its arena bytes in place: the node's own threads reading
@@ -554,6 +555,19 @@ impl NodeState {
         };
         if let Some(parent) = task.ancestors.first().and_then(|p| self.tasks.get_mut(p)) {
             parent.submitted = true;
+            if parent.cancelled {
+                // Submitted by a cancelled task that still runs: cancelled too.
+                failed = failed.or(Some(Error::TaskCancelled { function: parent.function.to_string() }));
+            }
+        }
+        let caller = call.filter(|c| !c.constructor && c.caller.1 != 0).map(|c| c.caller.1);
+        if let Some(caller) = caller.and_then(|t| self.tasks.get_mut(&t)) {
+            // An actor's call made by a task: cancelled with it (its ancestry
+            // stops at the actor, see `add_call`'s callers).
+            caller.submitted = true;
+            if caller.cancelled {
+                failed = failed.or(Some(Error::TaskCancelled { function: caller.function.to_string() }));
+            }
         }
         self.tasks.insert(task_id, task);
         if let Some(call) = call.filter(|c| self.actors.actors.contains_key(&c.actor)) {
@@ -874,8 +888,11 @@ impl NodeState {
             })
             .collect();
         let task = self.tasks.remove(&task_id).expect("checked above");
-        let average = self.run_times.entry(task.function).or_insert(elapsed_ns);
-        *average = average.saturating_mul(3).saturating_add(elapsed_ns) / 4;
+        if !task.cancelled {
+            // (A cancelled task stopped early, or never started.)
+            let average = self.run_times.entry(task.function).or_insert(elapsed_ns);
+            *average = average.saturating_mul(3).saturating_add(elapsed_ns) / 4;
+        }
         let panicked = checked
             .iter()
             .any(|(state, _)| matches!(state, ObjectState::Failed(e) if matches!(**e, Error::TaskPanicked { .. })));
