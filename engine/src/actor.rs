@@ -69,8 +69,9 @@ impl RawActor {
 /// process starts and runs `T::new(args…)`) or [`get_actor`]. Each `pub`
 /// method of `T` is a method of the handle taking its arguments as values,
 /// `ObjectRef`s or `&ObjectRef`s and returning `ObjectRef`s at once.
-/// Calls made through one handle, and its clones in one process, run in the
-/// order they were made.
+/// Calls made through one handle and its clones by one task (or by the
+/// threads of a process that run no task, the driver's) run in the order
+/// they were made.
 ///
 /// Handles are `Clone`, `Serialize` and `Deserialize`: pass them to tasks
 /// and other actors, or store them in values. The actor lives while any

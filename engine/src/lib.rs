@@ -136,10 +136,10 @@
 //! returns an [`ActorHandle<T>`] at once while a process of its own starts and
 //! runs `T::new(args…)`; each `pub` method taking `&self` or `&mut self` is a
 //! method of the handle, taking values or refs like a remote function and
-//! returning refs at once. The process runs one call at a time; calls made
-//! through one handle (and its clones in one process) run in the order they
-//! were made, each waiting for its `ObjectRef` arguments without being
-//! overtaken. `#[shoal::method(num_returns = N)]` gives N refs.
+//! returning refs at once. The process runs one call at a time; calls one
+//! task (or the driver) makes through a handle and its clones run in the
+//! order they were made, each waiting for its `ObjectRef` arguments without
+//! being overtaken. `#[shoal::method(num_returns = N)]` gives N refs.
 //!
 //! ```no_run
 //! pub struct Counter { n: i64 }
