@@ -176,7 +176,7 @@ fn stderr_tail(stderr: &str) -> String {
     if stderr.is_empty() { String::new() } else { format!("; its last stderr lines:\n{stderr}") }
 }
 
-/// `Result` with [`Error`].
+/// `Result` with [`Error`](enum@Error).
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The message a panic carried (`panic!("…")` gives a `&str` or a `String`).
