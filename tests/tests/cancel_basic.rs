@@ -34,7 +34,7 @@ fn mark(path: String) -> u8 {
 /// when it starts).
 #[shoal::remote]
 fn until_cancelled(path: String) -> u8 {
-    std::fs::write(format!("{path}.started"), b"started").expect("write the start marker");
+    note_start(&path);
     let started = Instant::now();
     while !shoal::is_cancelled() && started.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_millis(1));
@@ -65,6 +65,11 @@ fn widen(n: u8) -> u64 {
 fn parent(path: String) -> u8 {
     let child = until_cancelled::remote(path);
     shoal::get(&child).unwrap_or(0)
+}
+
+/// Say, in `<path>.started`, that the task given `path` has started.
+fn note_start(path: &str) {
+    std::fs::write(format!("{path}.started"), b"started").expect("write the start marker");
 }
 
 /// Wait until the task given `path` has started.
@@ -176,7 +181,7 @@ fn the_tasks_a_cancelled_task_submitted_are_cancelled_too() -> anyhow::Result<()
 /// and waits for it.
 #[shoal::remote]
 fn submits_after_cancel(path: String) -> u8 {
-    std::fs::write(format!("{path}.started"), b"started").expect("write the start marker");
+    note_start(&path);
     while !shoal::is_cancelled() {
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -237,7 +242,7 @@ fn cancel_then_cancel_force_stops_a_task_that_ignores_the_flag() -> anyhow::Resu
 /// Starts, then never looks at the flag.
 #[shoal::remote]
 fn ignores_flag(path: String) -> u8 {
-    std::fs::write(format!("{path}.started"), b"started").expect("write the start marker");
+    note_start(&path);
     std::thread::sleep(Duration::from_secs(60));
     1
 }
@@ -263,7 +268,7 @@ impl Worker {
     }
 
     pub fn until_cancelled_then_mark(&self, path: String) -> u8 {
-        std::fs::write(format!("{path}.started"), b"started").expect("write the start marker");
+        note_start(&path);
         while !shoal::is_cancelled() {
             std::thread::sleep(Duration::from_millis(1));
         }

@@ -118,6 +118,15 @@ impl ActorBook {
         }
     }
 
+    /// Actor `id` no longer holds its CPUs (it died, or no one can call it).
+    pub fn release_cpus(&mut self, id: u64) {
+        if let Some(entry) = self.actors.get_mut(&id) {
+            if std::mem::take(&mut entry.holds_cpus) {
+                self.cpus = self.cpus.saturating_sub(entry.options.num_cpus);
+            }
+        }
+    }
+
     /// Look at every actor with calls in the next dispatch.
     pub fn mark_all(&mut self) {
         let with_calls: Vec<u64> = self.actors.iter().filter(|(_, a)| !a.calls.is_empty()).map(|(&id, _)| id).collect();

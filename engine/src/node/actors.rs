@@ -311,11 +311,9 @@ impl NodeState {
         entry.phase = Phase::Dead(error.clone());
         entry.constructor_task = None;
         let queued = std::mem::take(&mut entry.calls);
-        if std::mem::take(&mut entry.holds_cpus) {
-            self.actors.cpus = self.actors.cpus.saturating_sub(entry.options.num_cpus);
-        }
         let worker = entry.worker;
         let named = entry.options.name.clone().filter(|n| self.actors.names.get(n) == Some(&id));
+        self.actors.release_cpus(id);
         // Failing its calls may drop the last reference to the handle object.
         let held = self.add_ref(id);
         for task_id in queued {
@@ -359,27 +357,20 @@ impl NodeState {
             let error = Error::ActorDied { actor: entry.label(id), cause: "no handle to it is left".into() };
             entry.phase = Phase::Dead(error);
         }
-        if std::mem::take(&mut entry.holds_cpus) {
-            self.actors.cpus = self.actors.cpus.saturating_sub(entry.options.num_cpus);
-        }
-        match entry.worker {
-            Some(worker) => {
-                if let Some(slot) = self.workers.get_mut(&worker) {
-                    slot.retiring = true;
-                }
-                self.replies.push((worker, ToClient::Shutdown));
+        if let Some(worker) = entry.worker {
+            if let Some(slot) = self.workers.get_mut(&worker) {
+                slot.retiring = true;
             }
-            None if !entry.has_process() => self.remove_actor(id),
-            None => {}
+            self.replies.push((worker, ToClient::Shutdown));
         }
+        self.actors.release_cpus(id);
+        self.remove_if_done(id);
     }
 
     /// Forget actor `id`: unreferenced, and without a process.
     fn remove_actor(&mut self, id: u64) {
+        self.actors.release_cpus(id);
         let Some(entry) = self.actors.actors.remove(&id) else { return };
-        if entry.holds_cpus {
-            self.actors.cpus = self.actors.cpus.saturating_sub(entry.options.num_cpus);
-        }
         for arg in entry.args {
             match arg {
                 SubmitArg::Object { id, .. } => self.release(id),
@@ -441,8 +432,8 @@ impl NodeState {
                 self.fail_task(task_id, error.clone());
             } else if cancelled {
                 // Failed when cancelled: never run again.
-                let function = self.tasks.get(&task_id).map(|t| t.function.to_string()).unwrap_or_default();
-                self.fail_task(task_id, Error::TaskCancelled { function });
+                let error = self.tasks[&task_id].cancelled_error();
+                self.fail_task(task_id, error);
             } else if constructor && restart {
                 self.fail_task(task_id, Error::NodeStopped);
             } else if restart && started && !retries_left {

@@ -133,6 +133,13 @@ pub(crate) struct Task {
     pub submitted: bool,
 }
 
+impl Task {
+    /// The error its outputs are when it is cancelled.
+    pub fn cancelled_error(&self) -> Error {
+        Error::TaskCancelled { function: self.function.to_string() }
+    }
+}
+
 /// Ancestors a task remembers; a deeper descendant is still run by a
 /// blocked ancestor's worker when it is older, or else by another worker.
 pub(crate) const MAX_ANCESTRY: usize = 64;
@@ -553,20 +560,14 @@ impl NodeState {
             cancelled: false,
             submitted: false,
         };
-        if let Some(parent) = task.ancestors.first().and_then(|p| self.tasks.get_mut(p)) {
-            parent.submitted = true;
-            if parent.cancelled {
-                // Submitted by a cancelled task that still runs: cancelled too.
-                failed = failed.or(Some(Error::TaskCancelled { function: parent.function.to_string() }));
-            }
-        }
+        // The task that submitted it: its parent, or for an actor's call the
+        // calling task (a call's ancestry stops at the actor).
         let caller = call.filter(|c| !c.constructor && c.caller.1 != 0).map(|c| c.caller.1);
-        if let Some(caller) = caller.and_then(|t| self.tasks.get_mut(&t)) {
-            // An actor's call made by a task: cancelled with it (its ancestry
-            // stops at the actor, see `add_call`'s callers).
-            caller.submitted = true;
-            if caller.cancelled {
-                failed = failed.or(Some(Error::TaskCancelled { function: caller.function.to_string() }));
+        if let Some(submitter) = task.ancestors.first().copied().or(caller).and_then(|t| self.tasks.get_mut(&t)) {
+            submitter.submitted = true;
+            if submitter.cancelled {
+                // Submitted by a cancelled task that still runs: cancelled too.
+                failed = failed.or(Some(submitter.cancelled_error()));
             }
         }
         self.tasks.insert(task_id, task);
@@ -596,7 +597,7 @@ impl NodeState {
     pub(super) fn requeue_front(&mut self, task_id: u64) {
         if let Some(task) = self.tasks.get(&task_id).filter(|t| t.cancelled) {
             // Cancelled while at a worker: it never runs again.
-            let error = Error::TaskCancelled { function: task.function.to_string() };
+            let error = task.cancelled_error();
             self.fail_task(task_id, error);
             return;
         }
@@ -1021,7 +1022,7 @@ impl NodeState {
                 self.fail_task(task_id, Error::NodeStopped);
             } else if task.cancelled {
                 // Its outputs failed when it was cancelled: never run again.
-                let error = Error::TaskCancelled { function: task.function.to_string() };
+                let error = task.cancelled_error();
                 self.fail_task(task_id, error);
             } else if task.attempts <= task.options.max_retries {
                 self.requeue_front(task_id);
