@@ -419,6 +419,41 @@ impl Client {
         }
     }
 
+    /// Item `index` of the stream ending in `end`, waiting until the
+    /// deadline (as a `get` waits: the task thread runs tasks meanwhile):
+    /// its id, with a reference counted for this client; `None` after the
+    /// last item; or the error that ended the stream.
+    pub(crate) fn stream_next(&self, end: u64, index: u64, deadline: Option<Instant>) -> Result<Option<u64>> {
+        let (waiting, task) = self.object_wait(deadline);
+        match self.request(|request| ToNode::StreamNext { request, stream: end, index, task }, deadline, waiting)? {
+            ToClient::StreamItem { item, .. } => item,
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The consumer of the stream ending in `end` is gone.
+    pub(crate) fn stream_close(&self, end: u64) {
+        let _ = self.send(&[ToNode::StreamClose(end)]);
+    }
+
+    /// Item `index` of streaming task `task`, running here: batched with
+    /// the task's submissions, so a burst of items costs few writes.
+    pub(crate) fn stream_item(&self, task: u64, index: u64, placed: Placed) {
+        self.queue_submission(&ToNode::StreamItem { task, index, placed });
+    }
+
+    /// Streaming task `task`, running here, waits until its consumer has
+    /// taken `consumed` items; returns how many it has
+    /// ([`STREAM_ENDED`](crate::protocol::STREAM_ENDED): stop). Blocked as
+    /// in a `get` (tasks queued here are handed back), but it runs none.
+    pub(crate) fn backpressure(&self, task: u64, consumed: u64) -> Result<u64> {
+        let make = |request| ToNode::Backpressure { request, task, consumed };
+        match self.request(make, None, Waiting::Object { task_thread: false })? {
+            ToClient::Resume { consumed, .. } => Ok(consumed),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Whether task `task`, sent here, was cancelled (it stays so until it
     /// ends).
     pub(crate) fn is_cancelled(&self, task: u64) -> bool {
@@ -750,9 +785,7 @@ impl Client {
 
     /// Release the references the node counted for a reply no one reads.
     fn release_contained(&self, reply: Option<ToClient>) {
-        if let Some(ToClient::Object { contained, .. }) = reply {
-            contained.into_iter().for_each(|id| self.push_ref_op(RefOp::Release(id)));
-        }
+        reply.into_iter().flat_map(counted_refs).for_each(|id| self.push_ref_op(RefOp::Release(id)));
     }
 
     fn await_reply(&self, request: u64, deadline: Option<Instant>, waiting: Waiting) -> Result<ToClient> {
@@ -957,9 +990,9 @@ impl Client {
                         let request = reply_request(&reply);
                         if shared.waiting.contains(&request) {
                             shared.replies.insert(request, reply);
-                        } else if let ToClient::Object { contained, .. } = reply {
+                        } else {
                             // Answered after its waiter gave up.
-                            orphans.extend(contained);
+                            orphans.extend(counted_refs(reply));
                         }
                     }
                 }
@@ -994,8 +1027,19 @@ fn reply_request(reply: &ToClient) -> u64 {
         | ToClient::Object { request, .. }
         | ToClient::Ready { request, .. }
         | ToClient::ActorFound { request, .. }
-        | ToClient::Cancelled { request, .. } => *request,
+        | ToClient::Cancelled { request, .. }
+        | ToClient::StreamItem { request, .. }
+        | ToClient::Resume { request, .. } => *request,
         ToClient::Execute(_) | ToClient::Shutdown | ToClient::Cancel { .. } => u64::MAX,
+    }
+}
+
+/// The references the node counted for this client in a reply.
+fn counted_refs(reply: ToClient) -> Vec<u64> {
+    match reply {
+        ToClient::Object { contained, .. } => contained,
+        ToClient::StreamItem { item: Ok(Some(id)), .. } => vec![id],
+        _ => Vec::new(),
     }
 }
 

@@ -202,6 +202,7 @@ mod protocol;
 mod registry;
 mod runtime;
 mod stack_overflow;
+mod stream;
 mod task;
 mod view;
 mod worker;
@@ -220,6 +221,7 @@ pub use object_ref::{Arg, IntoArg, ObjectRef, Value};
 pub use options::{ActorOptions, TaskOptions};
 pub use shoal_macros::{actor, method, remote};
 pub use shoal_store::{Element, SharedArray};
+pub use stream::ObjectRefStream;
 pub use view::ViewOf;
 
 use ndarray::{Array, Dimension};
@@ -791,8 +793,10 @@ pub fn is_cancelled() -> bool {
 pub mod __private {
     pub use crate::actor::{ActorMethods, RawActor};
     pub use crate::object_ref::{ArgReader, Checked};
-    pub use crate::registry::{Invoke, REMOTE_FUNCTIONS, RemoteFunction};
-    pub use crate::task::{IsValue, Output, actor_state, call, create_actor, output, submit, typed};
+    pub use crate::registry::{Invoke, REMOTE_FUNCTIONS, RemoteFunction, Sink};
+    pub use crate::task::{
+        IsValue, Output, actor_state, call, create_actor, output, stream, stream_options, submit, typed,
+    };
     pub use crate::view::{SameType, check_field, check_order, same_type, view_arg, viewed_by};
     pub use linkme;
 }

@@ -21,11 +21,23 @@ pub struct TaskOptions {
     pub(crate) num_cpus: u32,
     /// Custom resources the task holds while it runs, by name.
     pub(crate) resources: Vec<(String, f64)>,
+    /// A streaming task pauses while this many items are not taken.
+    pub(crate) backpressure: Option<u32>,
+    /// It is a streaming function's (set by generated code): it never runs
+    /// on top of a blocked task, which may be its consumer.
+    pub(crate) streaming: bool,
 }
 
 impl Default for TaskOptions {
     fn default() -> Self {
-        TaskOptions { max_retries: 3, retry_panics: false, num_cpus: 1, resources: Vec::new() }
+        TaskOptions {
+            max_retries: 3,
+            retry_panics: false,
+            num_cpus: 1,
+            resources: Vec::new(),
+            backpressure: None,
+            streaming: false,
+        }
     }
 }
 
@@ -81,6 +93,15 @@ impl TaskOptions {
         if amount > 0.0 {
             self.resources.push((name, amount));
         }
+        self
+    }
+
+    /// For a streaming function (`#[shoal::remote(streaming)]`): pause the
+    /// producer while `items` of its items are not taken from its
+    /// [`ObjectRefStream`](crate::ObjectRefStream) (default: never pause, as
+    /// in Ray). `0` is taken as `1`. Other functions ignore it.
+    pub fn backpressure(mut self, items: u32) -> Self {
+        self.backpressure = Some(items.max(1));
         self
     }
 }

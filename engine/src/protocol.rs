@@ -35,6 +35,10 @@ pub(crate) fn is_client_id(client: u32, id: u64) -> bool {
     id >> CLIENT_SEQ_BITS == client_id_base(client) >> CLIENT_SEQ_BITS
 }
 
+/// What [`ToClient::Resume`] says once the stream has ended: stop, no one
+/// takes more.
+pub(crate) const STREAM_ENDED: u64 = u64::MAX;
+
 /// A change to a client process's references to an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum RefOp {
@@ -219,6 +223,45 @@ pub(crate) enum ToNode {
         /// Kill the worker running it.
         force: bool,
     },
+    /// Item `index` (counted from 0 in each attempt) of streaming task
+    /// `task`, which runs here: the node names the object and holds it for
+    /// the stream's consumer (an index it has already is a retry's
+    /// duplicate, freed).
+    StreamItem {
+        /// The task.
+        task: u64,
+        /// Its position in the stream.
+        index: u64,
+        /// The item (never `Failed`: an error ends the task).
+        placed: Placed,
+    },
+    /// Answer with [`ToClient::StreamItem`] once item `index` of the stream
+    /// whose end object is `stream` exists, or the stream has ended. Asking
+    /// for `index` says the items before it were taken.
+    StreamNext {
+        /// Echoed in the reply.
+        request: u64,
+        /// The stream's end object.
+        stream: u64,
+        /// The item wanted.
+        index: u64,
+        /// As in [`ToNode::Get`].
+        task: Option<u64>,
+    },
+    /// The consumer of the stream whose end object is this is gone: cancel
+    /// its task if it runs, free the items not taken.
+    StreamClose(u64),
+    /// Streaming task `task`, running here, pauses: answer with
+    /// [`ToClient::Resume`] once its consumer has taken `consumed` items, or
+    /// the stream has ended.
+    Backpressure {
+        /// Echoed in the reply.
+        request: u64,
+        /// The task.
+        task: u64,
+        /// Items the consumer must have taken.
+        consumed: u64,
+    },
 }
 
 /// One argument of a task, as the worker receives it.
@@ -259,6 +302,9 @@ pub(crate) struct Execute {
     /// there; if the thread is no longer blocked in it, hand the task back
     /// with [`ToNode::Requeue`]. `None`: an ordinary task, run in order.
     pub nested: Option<u64>,
+    /// A streaming task pauses while this many of its items are not taken
+    /// ([`ToNode::Backpressure`]).
+    pub backpressure: Option<u32>,
 }
 
 /// A sealed object, as a reply carries it.
@@ -329,6 +375,22 @@ pub(crate) enum ToClient {
     Cancel {
         /// The task.
         task: u64,
+    },
+    /// Answer to [`ToNode::StreamNext`]: the item's id (with a reference
+    /// counted for the client), `None` once the stream ended after its last
+    /// item, or the error that ended it.
+    StreamItem {
+        /// The request answered.
+        request: u64,
+        /// The item, the end, or the error.
+        item: Result<Option<u64>, Error>,
+    },
+    /// Answer to [`ToNode::Backpressure`]: the producer may go on.
+    Resume {
+        /// The request answered.
+        request: u64,
+        /// Items its consumer has taken (all of them once the stream ended).
+        consumed: u64,
     },
 }
 
@@ -447,6 +509,19 @@ mod tests {
                 id,
                 force
             }),
+            (any::<u64>(), any::<u64>(), placed()).prop_map(|(task, index, placed)| ToNode::StreamItem {
+                task,
+                index,
+                placed
+            }),
+            (any::<u64>(), any::<u64>(), any::<u64>(), any::<Option<u64>>())
+                .prop_map(|(request, stream, index, task)| ToNode::StreamNext { request, stream, index, task }),
+            any::<u64>().prop_map(ToNode::StreamClose),
+            (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(request, task, consumed)| ToNode::Backpressure {
+                request,
+                task,
+                consumed
+            }),
         ]
     }
 
@@ -462,8 +537,10 @@ mod tests {
             error().prop_map(ObjectData::Failed),
         ];
         prop_oneof![
-            (any::<u64>(), ".{0,20}", prop::collection::vec(arg, 0..4), any::<Option<u64>>())
-                .prop_map(|(task, function, args, nested)| ToClient::Execute(Execute { task, function, args, nested })),
+            (any::<u64>(), ".{0,20}", prop::collection::vec(arg, 0..4), any::<Option<u64>>(), any::<Option<u32>>())
+                .prop_map(|(task, function, args, nested, backpressure)| {
+                    ToClient::Execute(Execute { task, function, args, nested, backpressure })
+                }),
             (any::<u64>(), prop_oneof![any::<u64>().prop_map(Ok), error().prop_map(Err)])
                 .prop_map(|(request, result)| ToClient::Allocated { request, result }),
             (any::<u64>(), data, ids()).prop_map(|(request, data, contained)| ToClient::Object {
@@ -479,6 +556,9 @@ mod tests {
             (any::<u64>(), prop_oneof![Just(Ok(())), error().prop_map(Err)])
                 .prop_map(|(request, result)| ToClient::Cancelled { request, result }),
             any::<u64>().prop_map(|task| ToClient::Cancel { task }),
+            (any::<u64>(), prop_oneof![any::<Option<u64>>().prop_map(Ok), error().prop_map(Err)])
+                .prop_map(|(request, item)| ToClient::StreamItem { request, item }),
+            (any::<u64>(), any::<u64>()).prop_map(|(request, consumed)| ToClient::Resume { request, consumed }),
         ]
     }
 

@@ -32,12 +32,20 @@ pub struct RemoteFunction {
     pub invoke: Invoke,
 }
 
+/// Where a streaming function puts its items, measured, one at a time, as
+/// its iterator yields them. `false`: stop iterating (the task was
+/// cancelled, its consumer is gone, or an item could not be stored).
+pub type Sink<'a> = dyn FnMut(Output) -> bool + 'a;
+
 /// How a worker runs a registered entry: each decodes the arguments and
-/// runs the user's code; a function and a method encode the outputs.
+/// runs the user's code; a function and a method encode the outputs, a
+/// streaming one feeds its items to a [`Sink`].
 #[derive(Debug)]
 pub enum Invoke {
     /// A remote function.
     Function(fn(&mut ArgReader<'_>) -> Result<Vec<Output>, Error>),
+    /// A streaming remote function (`#[shoal::remote(streaming)]`).
+    Stream(fn(&mut ArgReader<'_>, &mut Sink<'_>) -> Result<(), Error>),
     /// Actor type `class`'s constructor: the state its process keeps.
     Constructor {
         /// The actor type's registered name.
@@ -51,6 +59,13 @@ pub enum Invoke {
         class: &'static str,
         /// Runs the method.
         call: fn(&mut (dyn Any + Send), &mut ArgReader<'_>) -> Result<Vec<Output>, Error>,
+    },
+    /// A streaming method of actor type `class` (`#[shoal::method(streaming)]`).
+    StreamMethod {
+        /// The actor type's registered name.
+        class: &'static str,
+        /// Runs the method.
+        call: fn(&mut (dyn Any + Send), &mut ArgReader<'_>, &mut Sink<'_>) -> Result<(), Error>,
     },
 }
 
@@ -78,9 +93,9 @@ pub(crate) fn code() -> crate::node::NodeCode {
     let mut classes = Vec::new();
     for f in REMOTE_FUNCTIONS.iter() {
         match f.invoke {
-            Invoke::Function(_) => {}
+            Invoke::Function(_) | Invoke::Stream(_) => {}
             Invoke::Constructor { class, .. } => classes.push((class, f.name)),
-            Invoke::Method { class, .. } => methods.push((f.name, class)),
+            Invoke::Method { class, .. } | Invoke::StreamMethod { class, .. } => methods.push((f.name, class)),
         }
     }
     crate::node::NodeCode {

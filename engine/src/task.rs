@@ -1,5 +1,6 @@
 //! The small pieces generated code calls: submitting a task, creating and
-//! calling an actor, measuring a return value, typing an output handle.
+//! calling an actor, measuring a return value, typing an output handle (or
+//! a stream's end).
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use crate::object_ref::{Arg, ArgKind, Checked, ObjectRef, Value, decode_arg, fin
 use crate::options::{ActorOptions, TaskOptions};
 use crate::protocol::SubmitArg;
 use crate::runtime::{RefHandle, Runtime};
+use crate::stream::ObjectRefStream;
 
 /// Inline argument bytes one task message may carry; further arguments go
 /// through the arena.
@@ -155,4 +157,15 @@ pub fn actor_state<T: 'static>(state: &mut (dyn std::any::Any + Send)) -> Result
 /// Wrap an output handle as a typed reference (used by generated code).
 pub fn typed<T>(handle: Arc<RefHandle>) -> ObjectRef<T> {
     ObjectRef::from_handle(handle)
+}
+
+/// The default options of a streaming function (used by generated code).
+pub fn stream_options() -> TaskOptions {
+    TaskOptions { streaming: true, ..TaskOptions::default() }
+}
+
+/// Wrap a streaming task's one output, its end object, as the stream of its
+/// items (used by generated code).
+pub fn stream<T>(end: Arc<RefHandle>) -> ObjectRefStream<T> {
+    ObjectRefStream::from_end(end)
 }

@@ -34,7 +34,7 @@ use crate::client::Client;
 use crate::error::{Error, panic_message};
 use crate::node::{ENV_PARENT, ENV_SOCKET, ENV_TOKEN};
 use crate::object_ref::ArgReader;
-use crate::protocol::{Execute, Placed, ToNode};
+use crate::protocol::{Execute, Placed, STREAM_ENDED, ToNode};
 use crate::registry::{self, Invoke};
 use crate::runtime::Runtime;
 use crate::task::Output;
@@ -128,6 +128,58 @@ const MAX_BATCH_DELAY: Duration = Duration::from_micros(100);
 /// measured) first sends what waits.
 const SHORT_TASK: Duration = Duration::from_micros(50);
 
+/// A streaming task's items on their way to the node, in order.
+struct Items<'a> {
+    runner: &'a TaskRunner,
+    task: u64,
+    /// The position of the next item.
+    next: u64,
+    /// Items the consumer has taken, as last heard.
+    taken: u64,
+    /// Pause while this many are not taken.
+    backpressure: Option<u32>,
+    /// An item that could not be stored: the stream ends with this.
+    failed: Option<Error>,
+}
+
+impl Items<'_> {
+    /// Send one item; false when the task is to stop yielding: it was
+    /// cancelled (its consumer may be gone), the stream ended, or the item
+    /// could not be stored.
+    fn push(&mut self, item: Output) -> bool {
+        let client = &self.runner.client;
+        if client.current_cancelled() {
+            return false;
+        }
+        match self.runner.place(item) {
+            Placed::Failed(e) => {
+                self.failed = Some(e);
+                return false;
+            }
+            placed => client.stream_item(self.task, self.next, placed),
+        }
+        self.next += 1;
+        if let Some(n) = self.backpressure.map(u64::from) {
+            if self.next - self.taken.min(self.next) >= n {
+                match client.backpressure(self.task, self.next + 1 - n) {
+                    Ok(STREAM_ENDED) | Err(_) => return false,
+                    Ok(taken) => self.taken = taken,
+                }
+            }
+        }
+        true
+    }
+
+    /// The task's one output once its iterator is done: the item count, or
+    /// the error an item failed with.
+    fn end(&mut self) -> Result<Vec<Output>, Error> {
+        match self.failed.take() {
+            Some(e) => Err(e),
+            None => Ok(vec![crate::task::output(self.next)]),
+        }
+    }
+}
+
 /// Runs tasks on the task thread: the loop's ordinary tasks, and tasks the
 /// node sends while a task blocks in a nested call (run on top of it).
 struct TaskRunner {
@@ -172,10 +224,16 @@ impl TaskRunner {
     }
 
     /// Run a registered entry on `args`: a function, an actor's
-    /// constructor (its state is kept) or a method (on that state).
-    fn invoke(&self, invoke: &Invoke, args: &mut ArgReader<'_>) -> Result<Vec<Output>, Error> {
+    /// constructor (its state is kept) or a method (on that state); a
+    /// streaming one sends its items through `items`, and its one output is
+    /// their count.
+    fn invoke(&self, invoke: &Invoke, args: &mut ArgReader<'_>, items: &mut Items<'_>) -> Result<Vec<Output>, Error> {
         match invoke {
             Invoke::Function(function) => function(args),
+            Invoke::Stream(function) => {
+                function(args, &mut |item| items.push(item))?;
+                items.end()
+            }
             Invoke::Constructor { class, new } => {
                 if self.actor_slot().is_some() {
                     return Err(Error::Unsupported(format!("this process already runs an actor, not a {class}")));
@@ -184,20 +242,29 @@ impl TaskRunner {
                 *self.actor_slot() = Some(state);
                 Ok(vec![crate::task::output(())])
             }
-            Invoke::Method { class, call } => {
-                let taken = self.actor_slot().take();
-                let Some(mut state) = taken else {
-                    return Err(Error::Unsupported(format!(
-                        "this process runs no {class} (a method runs on its actor)"
-                    )));
-                };
-                // Put back however the method ends: a panic leaves the
-                // actor alive with its state, as in Ray.
-                let result = catch_unwind(AssertUnwindSafe(|| call(&mut *state, args)));
-                *self.actor_slot() = Some(state);
-                result.unwrap_or_else(|payload| std::panic::resume_unwind(payload))
-            }
+            Invoke::Method { class, call } => self.on_actor(class, |state| call(state, args)),
+            Invoke::StreamMethod { class, call } => self.on_actor(class, |state| {
+                call(state, args, &mut |item| items.push(item))?;
+                items.end()
+            }),
         }
+    }
+
+    /// Run a method of actor type `class` on this process's actor.
+    fn on_actor(
+        &self,
+        class: &str,
+        method: impl FnOnce(&mut (dyn Any + Send)) -> Result<Vec<Output>, Error>,
+    ) -> Result<Vec<Output>, Error> {
+        let taken = self.actor_slot().take();
+        let Some(mut state) = taken else {
+            return Err(Error::Unsupported(format!("this process runs no {class} (a method runs on its actor)")));
+        };
+        // Put back however the method ends: a panic leaves the actor alive
+        // with its state, as in Ray.
+        let result = catch_unwind(AssertUnwindSafe(|| method(&mut *state)));
+        *self.actor_slot() = Some(state);
+        result.unwrap_or_else(|payload| std::panic::resume_unwind(payload))
     }
 
     /// Run one task and queue its report.
@@ -236,14 +303,15 @@ impl TaskRunner {
     /// Run one task; returns its function's name and its outputs.
     fn run_task(&self, execute: Execute) -> (String, Vec<Placed>) {
         let pid = std::process::id();
-        let Execute { function: name, args, .. } = execute;
+        let Execute { task, function: name, args, backpressure, .. } = execute;
         let Some(function) = registry::lookup(&name) else {
             let program = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default();
             return (name.clone(), vec![Placed::Failed(Error::FunctionNotFound { function: name, program })]);
         };
         let result = {
             let mut args = ArgReader { runtime: &self.runtime, args: args.into_iter() };
-            catch_unwind(AssertUnwindSafe(|| self.invoke(&function.invoke, &mut args)))
+            let mut items = Items { runner: self, task, next: 0, taken: 0, backpressure, failed: None };
+            catch_unwind(AssertUnwindSafe(|| self.invoke(&function.invoke, &mut args, &mut items)))
         };
         let outputs = match result {
             Ok(Ok(outputs)) => outputs.into_iter().map(|o| self.place(o)).collect(),

@@ -15,11 +15,12 @@ use proc_macro2::TokenStream as TokenStream2;
 use quote::{ToTokens, format_ident, quote};
 use syn::{FnArg, ImplItem, ImplItemFn, ItemImpl, LitInt, Type, Visibility};
 
-use crate::{arguments, check_signature, checks, local, returns, source_hash};
+use crate::{arguments, check_signature, checks, local, returns, source_hash, streams};
 
 /// What `#[shoal::method(…)]` says of a method.
 struct MethodArgs {
     num_returns: usize,
+    streaming: bool,
 }
 
 /// Take the `#[shoal::method(…)]` attribute off a method, if it has one.
@@ -32,7 +33,7 @@ fn take_method_args(method: &mut ImplItemFn) -> syn::Result<Option<MethodArgs>> 
         return Ok(None);
     };
     let attr = method.attrs.remove(at);
-    let mut args = MethodArgs { num_returns: 1 };
+    let mut args = MethodArgs { num_returns: 1, streaming: false };
     if matches!(attr.meta, syn::Meta::Path(_)) {
         return Ok(Some(args));
     }
@@ -45,11 +46,15 @@ fn take_method_args(method: &mut ImplItemFn) -> syn::Result<Option<MethodArgs>> 
             }
             Ok(())
         } else if meta.path.is_ident("streaming") {
-            Err(meta.error("streaming methods are not supported yet"))
+            args.streaming = true;
+            Ok(())
         } else {
-            Err(meta.error("unknown option; expected `num_returns = N`"))
+            Err(meta.error("unknown option; expected `num_returns = N` or `streaming`"))
         }
     })?;
+    if args.streaming && args.num_returns != 1 {
+        return Err(syn::Error::new_spanned(attr, "a streaming method has no `num_returns`"));
+    }
     Ok(Some(args))
 }
 
@@ -100,7 +105,8 @@ pub(crate) fn expand(mut block: ItemImpl) -> syn::Result<TokenStream2> {
     let options_ident = format_ident!("{}Options", ident);
     let shoal = quote!(::shoal);
     let private = quote!(#shoal::__private);
-    let (args, ret, refs, state, raw) = (local("args"), local("ret"), local("refs"), local("state"), local("raw"));
+    let (args, ret, refs, state, raw, sink) =
+        (local("args"), local("ret"), local("refs"), local("state"), local("raw"), local("sink"));
 
     let mut constructor = None;
     let mut methods = Vec::new();
@@ -128,7 +134,7 @@ pub(crate) fn expand(mut block: ItemImpl) -> syn::Result<TokenStream2> {
         // Its signature as generated code sees it, outside the impl block.
         let mut seen = method.clone();
         seen.sig = syn::parse2(without_self(seen.sig.to_token_stream(), &ty))?;
-        methods.push((seen, marked.unwrap_or(MethodArgs { num_returns: 1 })));
+        methods.push((seen, marked.unwrap_or(MethodArgs { num_returns: 1, streaming: false })));
     }
     let Some(constructor) = constructor else {
         return Err(syn::Error::new_spanned(&block.self_ty, "an actor needs a constructor: `pub fn new(…) -> Self`"));
@@ -158,31 +164,60 @@ pub(crate) fn expand(mut block: ItemImpl) -> syn::Result<TokenStream2> {
         let checks_name = format_ident!("__checks_{}", name);
         let (checks_fn, arg_checks) = checks(&checks_name, quote!(#methods_ident::#checks_name), &arg_types);
         let n = marked.num_returns;
-        let (ref_type, returns_expr, outputs_expr) = returns(&sig.output, n)?;
         let num_returns = proc_macro2::Literal::usize_unsuffixed(n);
         let method_name = name.to_string();
         let full_name = quote!(::core::concat!(::core::module_path!(), "::", #class_name, "::", #method_name));
         let registration = format_ident!("__SHOAL_METHOD_{}", i);
         let invoke = format_ident!("__shoal_method_{}", i);
         let doc = format!("Call `{name}` on the actor: runs in its process after the calls made before it.");
+        let read_args = quote! {
+            #( let #arg_names: #arg_types = #args.read_checked(#arg_checks)?; )*
+            let #state = #private::actor_state::<#ty>(#state)?;
+            let #ret = <#ty>::#name(#state, #(#arg_names),*);
+        };
+        let (ref_type, returns_expr, entry) = if marked.streaming {
+            let (ref_type, returns_expr, feed) = streams(&sig.output)?;
+            let entry = quote! {
+                static #registration: #private::RemoteFunction = #private::RemoteFunction {
+                    name: #full_name,
+                    source_hash: #hash,
+                    invoke: #private::Invoke::StreamMethod { class: <#ty as #shoal::Actor>::CLASS, call: #invoke },
+                };
+
+                fn #invoke(
+                    #state: &mut (dyn ::core::any::Any + ::core::marker::Send),
+                    #args: &mut #private::ArgReader<'_>,
+                    #sink: &mut #private::Sink<'_>,
+                ) -> ::core::result::Result<(), #shoal::Error> {
+                    #read_args
+                    #feed
+                    ::core::result::Result::Ok(())
+                }
+            };
+            (ref_type, returns_expr, entry)
+        } else {
+            let (ref_type, returns_expr, outputs_expr) = returns(&sig.output, n)?;
+            let entry = quote! {
+                static #registration: #private::RemoteFunction = #private::RemoteFunction {
+                    name: #full_name,
+                    source_hash: #hash,
+                    invoke: #private::Invoke::Method { class: <#ty as #shoal::Actor>::CLASS, call: #invoke },
+                };
+
+                fn #invoke(
+                    #state: &mut (dyn ::core::any::Any + ::core::marker::Send),
+                    #args: &mut #private::ArgReader<'_>,
+                ) -> ::core::result::Result<::std::vec::Vec<#private::Output>, #shoal::Error> {
+                    #read_args
+                    ::core::result::Result::Ok(#outputs_expr)
+                }
+            };
+            (ref_type, returns_expr, entry)
+        };
         registrations.push(quote! {
             #[#private::linkme::distributed_slice(#private::REMOTE_FUNCTIONS)]
             #[linkme(crate = #private::linkme)]
-            static #registration: #private::RemoteFunction = #private::RemoteFunction {
-                name: #full_name,
-                source_hash: #hash,
-                invoke: #private::Invoke::Method { class: <#ty as #shoal::Actor>::CLASS, call: #invoke },
-            };
-
-            fn #invoke(
-                #state: &mut (dyn ::core::any::Any + ::core::marker::Send),
-                #args: &mut #private::ArgReader<'_>,
-            ) -> ::core::result::Result<::std::vec::Vec<#private::Output>, #shoal::Error> {
-                #( let #arg_names: #arg_types = #args.read_checked(#arg_checks)?; )*
-                let #state = #private::actor_state::<#ty>(#state)?;
-                let #ret = <#ty>::#name(#state, #(#arg_names),*);
-                ::core::result::Result::Ok(#outputs_expr)
-            }
+            #entry
         });
         calls.push(quote! {
             #checks_fn

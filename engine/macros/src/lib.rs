@@ -17,28 +17,38 @@ use syn::{DeriveInput, FnArg, Ident, ItemFn, ItemImpl, LitInt, Pat, ReturnType, 
 
 struct RemoteArgs {
     num_returns: usize,
+    streaming: bool,
 }
 
 impl Parse for RemoteArgs {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         let mut num_returns = 1;
+        let mut streaming = false;
         while !input.is_empty() {
             let key: Ident = input.parse()?;
-            input.parse::<Token![=]>()?;
-            if key == "num_returns" {
+            if key == "streaming" {
+                streaming = true;
+                if num_returns != 1 {
+                    return Err(syn::Error::new(key.span(), "a streaming function has no `num_returns`"));
+                }
+            } else if key == "num_returns" {
+                input.parse::<Token![=]>()?;
+                if streaming {
+                    return Err(syn::Error::new(key.span(), "a streaming function has no `num_returns`"));
+                }
                 let lit: LitInt = input.parse()?;
                 num_returns = lit.base10_parse()?;
                 if num_returns == 0 {
                     return Err(syn::Error::new(lit.span(), "num_returns must be at least 1"));
                 }
             } else {
-                return Err(syn::Error::new(key.span(), "unknown option; expected `num_returns = N`"));
+                return Err(syn::Error::new(key.span(), "unknown option; expected `num_returns = N` or `streaming`"));
             }
             if !input.is_empty() {
                 input.parse::<Token![,]>()?;
             }
         }
-        Ok(RemoteArgs { num_returns })
+        Ok(RemoteArgs { num_returns, streaming })
     }
 }
 
@@ -193,6 +203,54 @@ pub(crate) fn returns(output: &ReturnType, n: usize) -> syn::Result<(TokenStream
     })
 }
 
+/// What a call of a streaming function (or method) returning `output`
+/// gives back: the type of its stream, the expression building it from the
+/// local `refs` (its one output, the stream's end), and the statement
+/// feeding the local `ret`'s items, measured, to the local `sink` (all
+/// [`local`]s). `output` must be `impl Iterator<Item = T>` (or
+/// `IntoIterator`): `T` is named in the stream's type.
+pub(crate) fn streams(output: &ReturnType) -> syn::Result<(TokenStream2, TokenStream2, TokenStream2)> {
+    let wrong = |span: &dyn quote::ToTokens| {
+        syn::Error::new_spanned(span, "a streaming function returns `impl Iterator<Item = T>`")
+    };
+    let ReturnType::Type(_, ty) = output else {
+        return Err(syn::Error::new(
+            proc_macro2::Span::call_site(),
+            "a streaming function returns `impl Iterator<Item = T>`",
+        ));
+    };
+    let Type::ImplTrait(bounds) = &**ty else { return Err(wrong(ty)) };
+    let item = bounds
+        .bounds
+        .iter()
+        .filter_map(|bound| match bound {
+            syn::TypeParamBound::Trait(t) => t.path.segments.last(),
+            _ => None,
+        })
+        .filter(|seg| seg.ident == "Iterator" || seg.ident == "IntoIterator")
+        .find_map(|seg| match &seg.arguments {
+            syn::PathArguments::AngleBracketed(args) => args.args.iter().find_map(|arg| match arg {
+                syn::GenericArgument::AssocType(assoc) if assoc.ident == "Item" => Some(assoc.ty.clone()),
+                _ => None,
+            }),
+            _ => None,
+        })
+        .ok_or_else(|| wrong(ty))?;
+    let (refs, ret, sink, it) = (local("refs"), local("ret"), local("sink"), local("it"));
+    let output = output_of(&item);
+    Ok((
+        quote!(::shoal::ObjectRefStream<#item>),
+        quote!(::shoal::__private::stream::<#item>(#refs.pop().expect("one output"))),
+        quote! {
+            for #it in #ret {
+                if !#sink(#output(#it)) {
+                    break;
+                }
+            }
+        },
+    ))
+}
+
 /// `fn #name()` returning, for each argument type, the check that it is a
 /// value, spanned at that type (see `shoal::__private::IsValue`), and the
 /// expressions `#path().i` that the encoding and decoding of argument `i`
@@ -230,10 +288,52 @@ fn expand(args: RemoteArgs, func: ItemFn) -> syn::Result<TokenStream2> {
     let (arg_names, arg_types) = arguments(sig.inputs.iter(), "remote function")?;
     let (checks_fn, arg_checks) = checks(&format_ident!("__checks"), quote!(__checks), &arg_types);
     let n = args.num_returns;
+    let streaming = args.streaming;
     let shoal = quote!(::shoal);
-    let (ref_type, returns_expr, outputs_expr) = returns(&sig.output, n)?;
-    let (args, ret, refs) = (local("args"), local("ret"), local("refs"));
-    let doc_remote = format!("Submit `{name}` as a task; returns at once with a reference to its eventual result.");
+    let (args, ret, refs, sink) = (local("args"), local("ret"), local("refs"), local("sink"));
+    // The worker's entry point, and what `remote` gives back.
+    let (ref_type, returns_expr, invoke, invoke_fn) = if streaming {
+        let (ref_type, returns_expr, feed) = streams(&sig.output)?;
+        let invoke_fn = quote! {
+            fn __invoke(
+                #args: &mut #shoal::__private::ArgReader<'_>,
+                #sink: &mut #shoal::__private::Sink<'_>,
+            ) -> ::core::result::Result<(), #shoal::Error> {
+                #( let #arg_names: #arg_types = #args.read_checked(#arg_checks)?; )*
+                let #ret = super::#name(#(#arg_names),*);
+                #feed
+                ::core::result::Result::Ok(())
+            }
+        };
+        (ref_type, returns_expr, quote!(Stream), invoke_fn)
+    } else {
+        let (ref_type, returns_expr, outputs_expr) = returns(&sig.output, n)?;
+        let invoke_fn = quote! {
+            fn __invoke(
+                #args: &mut #shoal::__private::ArgReader<'_>,
+            ) -> ::core::result::Result<::std::vec::Vec<#shoal::__private::Output>, #shoal::Error> {
+                #( let #arg_names: #arg_types = #args.read_checked(#arg_checks)?; )*
+                let #ret = super::#name(#(#arg_names),*);
+                ::core::result::Result::Ok(#outputs_expr)
+            }
+        };
+        (ref_type, returns_expr, quote!(Function), invoke_fn)
+    };
+    let default_options =
+        if streaming { quote!(#shoal::__private::stream_options()) } else { quote!(#shoal::TaskOptions::default()) };
+    let backpressure = streaming.then(|| {
+        quote! {
+            /// Pause the producer while this many items are not taken (default: never).
+            pub fn backpressure(self, items: u32) -> Self {
+                Options(self.0.backpressure(items))
+            }
+        }
+    });
+    let doc_remote = if streaming {
+        format!("Submit `{name}` as a streaming task; returns at once with the stream of its items' refs.")
+    } else {
+        format!("Submit `{name}` as a task; returns at once with a reference to its eventual result.")
+    };
     let doc_mod = format!("Remote-call support for [`fn@{name}`] (generated by `#[shoal::remote]`).");
     let registration = format_ident!("__SHOAL_REGISTRATION");
     let source_hash = source_hash(&quote!(#func));
@@ -256,18 +356,12 @@ fn expand(args: RemoteArgs, func: ItemFn) -> syn::Result<TokenStream2> {
                 #shoal::__private::RemoteFunction {
                     name: NAME,
                     source_hash: #source_hash,
-                    invoke: #shoal::__private::Invoke::Function(__invoke),
+                    invoke: #shoal::__private::Invoke::#invoke(__invoke),
                 };
 
             #checks_fn
 
-            fn __invoke(
-                #args: &mut #shoal::__private::ArgReader<'_>,
-            ) -> ::core::result::Result<::std::vec::Vec<#shoal::__private::Output>, #shoal::Error> {
-                #( let #arg_names: #arg_types = #args.read_checked(#arg_checks)?; )*
-                let #ret = super::#name(#(#arg_names),*);
-                ::core::result::Result::Ok(#outputs_expr)
-            }
+            #invoke_fn
 
             #[doc = #doc_remote]
             pub fn remote(#(#arg_names: impl #shoal::IntoArg<#arg_types>),*) -> #ref_type {
@@ -276,7 +370,7 @@ fn expand(args: RemoteArgs, func: ItemFn) -> syn::Result<TokenStream2> {
 
             /// Per-call options (`max_retries`, `retry_panics`, `num_cpus`, `resource`), then `.remote(args…)`.
             pub fn options() -> Options {
-                Options(#shoal::TaskOptions::default())
+                Options(#default_options)
             }
 
             /// Options for one call of this remote function.
@@ -303,6 +397,8 @@ fn expand(args: RemoteArgs, func: ItemFn) -> syn::Result<TokenStream2> {
                 pub fn resource(self, name: impl ::core::convert::Into<::std::string::String>, amount: f64) -> Self {
                     Options(self.0.resource(name, amount))
                 }
+
+                #backpressure
 
                 #[doc = #doc_remote]
                 pub fn remote(self, #(#arg_names: impl #shoal::IntoArg<#arg_types>),*) -> #ref_type {

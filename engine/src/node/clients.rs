@@ -1,5 +1,6 @@
 //! What the node does for its clients' requests: tasks they submit, objects
-//! they seal, and `get`/`wait` requests parked until objects seal. Pure
+//! they seal, and `get`/`wait` requests parked until objects seal (a
+//! stream's requests are in `streams.rs`). Pure
 //! bookkeeping on [`NodeState`], like `state.rs`; replies are queued in
 //! `NodeState::replies` and go out with the next dispatch.
 //!
@@ -126,8 +127,17 @@ impl NodeState {
         if !self.fresh_client_id(worker, id) {
             return Err(format!("object id {id} is not a fresh id of this client"));
         }
-        let (state, refs) = match placed {
-            Placed::Inline { bytes, refs } => (ObjectState::Inline(bytes.into()), refs),
+        let (state, refs) = self.claim_placed(worker, placed)?;
+        self.client_object(worker, id, state, refs);
+        Ok(())
+    }
+
+    /// What client `worker` placed, as an object's state and the refs it
+    /// contains: an arena object claims its allocation (an error, a
+    /// protocol violation, claims nothing).
+    pub(super) fn claim_placed(&mut self, worker: usize, placed: Placed) -> Result<(ObjectState, Vec<u64>), String> {
+        match placed {
+            Placed::Inline { bytes, refs } => Ok((ObjectState::Inline(bytes.into()), refs)),
             Placed::Arena { offset, len, refs } => {
                 let slot = self.workers.get(&worker).ok_or("unknown worker")?;
                 if !slot.unsealed.contains(&offset) {
@@ -137,12 +147,10 @@ impl NodeState {
                     return Err(format!("object of {len} bytes overruns its allocation at {offset}"));
                 }
                 self.workers.get_mut(&worker).expect("checked").unsealed.remove(&offset);
-                (ObjectState::Arena { offset, len }, refs)
+                Ok((ObjectState::Arena { offset, len }, refs))
             }
-            Placed::Failed(_) => return Err("a put cannot be an error".into()),
-        };
-        self.client_object(worker, id, state, refs);
-        Ok(())
+            Placed::Failed(_) => Err("a stored object cannot be an error".into()),
+        }
     }
 
     /// The reply to a `get` of a sealed (or unknown) object: its contents,
@@ -170,7 +178,7 @@ impl NodeState {
     /// A request number that is still parked cannot name a second request:
     /// the objects the first one watches would wake the second (answering
     /// a `get` of an object still pending, which is unreachable).
-    fn check_request_free(&self, worker: usize, request: u64) -> Result<(), String> {
+    pub(super) fn check_request_free(&self, worker: usize, request: u64) -> Result<(), String> {
         if self.parked.contains_key(&(worker, request)) {
             return Err(format!("request {request} is still waiting"));
         }
@@ -247,7 +255,7 @@ impl NodeState {
     }
 
     /// Record a parked request and what it blocks.
-    fn park(&mut self, worker: usize, request: u64, kind: ParkedKind, task: Option<u64>) {
+    pub(super) fn park(&mut self, worker: usize, request: u64, kind: ParkedKind, task: Option<u64>) {
         let Some(slot) = self.workers.get_mut(&worker) else { return };
         let top = slot.levels.last_mut();
         let main = match (task, top) {
@@ -308,6 +316,7 @@ impl NodeState {
         let (worker, request) = key;
         let reply = match &mut parked.kind {
             ParkedKind::Get(id) if *id != sealed => return,
+            ParkedKind::StreamNext(_) | ParkedKind::Backpressure(_) => return,
             ParkedKind::Get(id) => {
                 let id = *id;
                 self.object_reply(worker, request, id)
@@ -344,6 +353,10 @@ impl NodeState {
             let watched = match &parked.kind {
                 ParkedKind::Get(id) => std::slice::from_ref(id),
                 ParkedKind::Wait { ids, .. } => ids.as_slice(),
+                &ParkedKind::StreamNext(end) | &ParkedKind::Backpressure(end) => {
+                    self.forget_stream_waiter(worker, request, end);
+                    &[]
+                }
             };
             for id in watched {
                 if let Some(entry) = self.objects.get_mut(id) {

@@ -21,6 +21,7 @@ mod pool;
 mod room;
 mod spill;
 pub(crate) mod state;
+mod streams;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -426,7 +427,7 @@ impl Node {
         mut seen: u64,
         conns: &[Arc<WorkerConn>],
         deadline: Option<Instant>,
-        mut done: impl FnMut(&NodeState) -> bool,
+        mut done: impl FnMut(&mut NodeState) -> bool,
     ) {
         let helping = (!self.helping.swap(true, Ordering::Acquire)).then(|| Helping::start(self, conns));
         let mut quiet_since = Instant::now();
@@ -441,7 +442,7 @@ impl Node {
             if changes != seen {
                 seen = changes;
                 arrived = true;
-                if done(&self.lock()) {
+                if done(&mut self.lock()) {
                     if let Some(mut helping) = helping {
                         helping.wake_readers = false;
                     }
@@ -1057,19 +1058,66 @@ impl Node {
                 .take(num)
                 .collect()
         };
+        self.wait_for(deadline, |state| Some(scan(state)).filter(|done| done.len() >= num))
+            .unwrap_or_else(|| scan(&self.lock()))
+    }
+
+    /// Item `index` of the stream ending in object `end` (see `streams.rs`),
+    /// waiting until the deadline: its id, with a reference counted for the
+    /// caller; `None` after the last item; or the error that ended the
+    /// stream.
+    pub(crate) fn stream_next(&self, end: u64, index: u64, deadline: Option<Instant>) -> Result<Option<u64>> {
+        let mut resumed = Vec::new();
+        let found = self.wait_for(deadline, |state| {
+            let found = state.stream_next(end, index)?;
+            if let Ok(Some(id)) = found {
+                state.add_ref(id);
+            }
+            if !state.replies.is_empty() {
+                // A paused producer goes on.
+                resumed.extend(self.dispatch_locked(state));
+            }
+            Some(found)
+        });
+        conn::push(resumed);
+        match found {
+            Some(found) => found,
+            None if self.is_stopped() => Err(Error::NodeStopped),
+            None => Err(Error::Timeout(Duration::ZERO)),
+        }
+    }
+
+    /// The consumer of the stream ending in `end` is gone (see `streams.rs`).
+    pub(crate) fn stream_close(&self, end: u64) {
+        self.change_and_dispatch(|state| state.stream_close(end));
+    }
+
+    /// Wait until `take` finds what the caller waits for (looked for under
+    /// the lock), spinning first (see [`spin_until`](Self::spin_until)), then
+    /// sleeping; `None` once the node stopped or the deadline passed.
+    fn wait_for<R>(&self, deadline: Option<Instant>, mut take: impl FnMut(&mut NodeState) -> Option<R>) -> Option<R> {
         let mut state = self.lock();
         let mut spun = false;
         loop {
-            let done = scan(&state);
-            if done.len() >= num || self.is_stopped() {
-                return done;
+            if let Some(found) = take(&mut state) {
+                return Some(found);
+            }
+            if self.is_stopped() {
+                return None;
             }
             if !spun && self.spin_enabled {
                 spun = true;
                 let seen = self.changes.load(Ordering::Acquire);
                 let conns = state.connections();
                 drop(state);
-                self.spin_until(seen, &conns, deadline, |state| scan(state).len() >= num);
+                let mut found = None;
+                self.spin_until(seen, &conns, deadline, |state| {
+                    found = take(state);
+                    found.is_some()
+                });
+                if found.is_some() {
+                    return found;
+                }
                 state = self.lock();
                 continue;
             }
@@ -1078,7 +1126,7 @@ impl Node {
                 Some(deadline) => {
                     let now = Instant::now();
                     if now >= deadline {
-                        return done;
+                        return None;
                     }
                     self.sleep(state, Some(deadline - now))
                 }

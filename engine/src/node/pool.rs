@@ -641,6 +641,23 @@ fn handle(node: &Node, conn: &WorkerConn, msg: ToNode, dirty: &mut bool) -> Resu
             node.lock().client_requeue(conn.id, tasks).map_err(violation)?;
             *dirty = true;
         }
+        ToNode::StreamItem { task, index, placed } => {
+            node.lock().stream_item(conn.id, task, index, placed).map_err(violation)?;
+            *dirty = true;
+        }
+        ToNode::StreamNext { request, stream, index, task } => {
+            conn.nests.store(true, Ordering::Relaxed);
+            node.lock().client_stream_next(conn.id, request, stream, index, task).map_err(violation)?;
+            *dirty = true;
+        }
+        ToNode::StreamClose(end) => {
+            node.lock().stream_close(end);
+            *dirty = true;
+        }
+        ToNode::Backpressure { request, task, consumed } => {
+            node.lock().backpressure(conn.id, request, task, consumed).map_err(violation)?;
+            *dirty = true;
+        }
     }
     Ok(())
 }

@@ -272,6 +272,24 @@ pub(crate) struct Death {
     pub stderr: String,
 }
 
+/// One stream's items and who waits on it (see `streams.rs`).
+#[derive(Debug, Default)]
+pub(crate) struct Stream {
+    /// Items not yet known to be taken, from position `first`; each holds
+    /// one reference of the stream's.
+    pub items: VecDeque<u64>,
+    pub first: u64,
+    /// Items it was sent (a position below this is a duplicate).
+    pub produced: u64,
+    /// Items handed to the consumer (for backpressure).
+    pub taken: u64,
+    /// Clients' requests parked for an item: (worker, request, position).
+    pub waiters: Vec<(usize, u64, u64)>,
+    /// A paused producer's request, parked (`ParkedKind::Backpressure`):
+    /// (worker, request, items that must be taken).
+    pub paused: Option<(usize, u64, u64)>,
+}
+
 /// A client request the node answers later.
 #[derive(Debug)]
 pub(crate) struct ParkedRequest {
@@ -283,7 +301,16 @@ pub(crate) struct ParkedRequest {
 #[derive(Debug)]
 pub(crate) enum ParkedKind {
     Get(u64),
-    Wait { ids: Vec<u64>, num: usize, limit: usize, ready: usize },
+    Wait {
+        ids: Vec<u64>,
+        num: usize,
+        limit: usize,
+        ready: usize,
+    },
+    /// An item of the stream ending in this object (see `streams.rs`).
+    StreamNext(u64),
+    /// That stream's producer, paused: it holds no CPU meanwhile.
+    Backpressure(u64),
 }
 
 pub(crate) struct NodeState {
@@ -316,6 +343,8 @@ pub(crate) struct NodeState {
     pub spill: SpillBook,
     /// Actors and their calls (see `actors.rs`).
     pub actors: ActorBook,
+    /// Streaming tasks' items, by end object (see `streams.rs`).
+    pub streams: IdMap<Stream>,
     /// Pids of processes to kill, for the supervisor: a killed actor's, the
     /// worker of a task cancelled by force.
     pub kill: Vec<u32>,
@@ -356,6 +385,7 @@ impl NodeState {
             spawn_wanted: 0,
             spill: SpillBook::default(),
             actors: ActorBook::default(),
+            streams: IdMap::default(),
             kill: Vec::new(),
         }
     }
@@ -450,6 +480,9 @@ impl NodeState {
         }
         if !self.actors.actors.is_empty() && self.actors.actors.contains_key(&id) {
             self.actor_unreferenced(id);
+        }
+        if !self.streams.is_empty() {
+            self.drop_stream(id);
         }
         Some(entry.contained)
     }
@@ -665,6 +698,9 @@ impl NodeState {
         let unreferenced = entry.refs == 0;
         for key in watchers {
             self.watched_sealed(key, id);
+        }
+        if !self.streams.is_empty() && self.streams.contains_key(&id) {
+            self.stream_sealed(id);
         }
         for task_id in dependents {
             match &failed {
@@ -1205,7 +1241,8 @@ impl NodeState {
         task.attempts += 1;
         task.expected_ns = expected_ns;
         task.nested = nested.is_some();
-        let execute = Execute { task: task_id, function: task.function.to_string(), args, nested };
+        let backpressure = task.options.backpressure;
+        let execute = Execute { task: task_id, function: task.function.to_string(), args, nested, backpressure };
         let options = (!task.options.resources.is_empty()).then(|| task.options.clone());
         task.holds_resources = options.is_some();
         if let Some(options) = options {
@@ -1342,8 +1379,10 @@ const RESOURCE_EPSILON: f64 = 1e-9;
 /// tasks"), so running them there never deadlocks. (A task merely
 /// submitted earlier can: its argument may be a pending object that comes
 /// to hold `blocked`'s output.)
+/// A streaming task never does: it may wait for its consumer to take items
+/// (backpressure), and that may be `blocked`.
 pub(crate) fn may_run_on(task: &Task, blocked: u64) -> bool {
-    task.ancestors.contains(&blocked)
+    !task.options.streaming && task.ancestors.contains(&blocked)
 }
 
 #[cfg(test)]
