@@ -86,6 +86,10 @@ mod wire {
         GetActor { request: u64, name: String },
         KillActor(u64),
         Cancel { request: u64, id: u64, force: bool },
+        StreamItem { task: u64, index: u64, placed: Placed },
+        StreamNext { request: u64, stream: u64, index: u64, task: Option<u64> },
+        StreamClose(u64),
+        Backpressure { request: u64, task: u64, consumed: u64 },
     }
 
     #[derive(Debug, Serialize, Deserialize)]
@@ -100,6 +104,7 @@ mod wire {
         pub function: String,
         pub args: Vec<ArgData>,
         pub nested: Option<u64>,
+        pub backpressure: Option<u32>,
     }
 
     #[derive(Debug, Serialize, Deserialize)]
@@ -119,6 +124,8 @@ mod wire {
         ActorFound { request: u64, found: Result<(u64, String), shoal::Error> },
         Cancelled { request: u64, result: Result<(), shoal::Error> },
         Cancel { task: u64 },
+        StreamItem { request: u64, item: Result<Option<u64>, shoal::Error> },
+        Resume { request: u64, consumed: u64 },
     }
 }
 
@@ -150,6 +157,17 @@ fn gate(path: String) -> u64 {
     let mut byte = [0u8; 1];
     stream.read_exact(&mut byte).expect("read the gate byte");
     u64::from(byte[0])
+}
+
+/// Yields 1, then blocks until the test writes a byte to the socket at
+/// `path` (as [`gate`]), then yields 2.
+#[shoal::remote(streaming)]
+fn gated_stream(path: String) -> impl Iterator<Item = u64> {
+    (1..=2).inspect(move |&i| {
+        if i == 2 {
+            gate(path.clone());
+        }
+    })
 }
 
 /// An actor a hostile client creates and calls.
@@ -223,7 +241,7 @@ struct Hostile {
 
 impl Hostile {
     fn connect() -> Hostile {
-        assert_eq!(PROTOCOL_VERSION, 4, "the protocol changed: bring `wire` in step with engine/src/protocol.rs");
+        assert_eq!(PROTOCOL_VERSION, 5, "the protocol changed: bring `wire` in step with engine/src/protocol.rs");
         let stream = UnixStream::connect(node().socket_path()).expect("connect to the node socket");
         stream.set_read_timeout(Some(PATIENCE)).expect("read timeout");
         stream.set_write_timeout(Some(PATIENCE)).expect("write timeout");
@@ -922,6 +940,88 @@ fn actor_messages_are_served_checked_and_cleaned_up() {
         c.expect_closed(&format!("CreateActor with {what}"));
         base.check_restored(&format!("CreateActor with {what}"));
     }
+}
+
+#[test]
+fn stream_messages_are_served_checked_and_cleaned_up() {
+    let _serial = serial();
+    let dir = std::env::temp_dir().join(format!("shoal-hostile-stream-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gate.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let base = Baseline::take();
+
+    // A driver's stream, its first item taken, its task held at the gate.
+    let mut stream = gated_stream::remote(path.display().to_string());
+    let first = stream.next().expect("an item").unwrap();
+    assert_eq!(shoal::get(&first).unwrap(), 1);
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    let mut gate_stream = loop {
+        match listener.accept() {
+            Ok((stream, _)) => break stream,
+            Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => std::thread::yield_now(),
+            Err(e) => panic!("the gate did not open its socket: {e}"),
+        }
+    };
+    let end = stream.completed().id();
+
+    let mut c = Hostile::connect();
+    // Positions the stream does not hold, and streams that are none: answers.
+    for (what, stream, index) in [("a position past its items", end, 5), ("an unknown stream", 1 << 62, 0)] {
+        let request = c.request();
+        c.send(&[ToNode::StreamNext { request, stream, index, task: None }]);
+        match c.reply() {
+            Some(ToClient::StreamItem {
+                request: r,
+                item: Err(Error::InvalidArgument(_) | Error::ObjectNotFound(_)),
+            }) if r == request => {}
+            other => panic!("StreamNext of {what}: {other:?}"),
+        }
+    }
+    // A wait for the next item, answered when the task yields it.
+    let request = c.request();
+    c.send(&[ToNode::StreamNext { request, stream: end, index: 1, task: None }]);
+    gate_stream.write_all(&[0]).unwrap();
+    let item = match c.reply() {
+        Some(ToClient::StreamItem { request: r, item: Ok(Some(item)) }) if r == request => item,
+        other => panic!("StreamNext of the next item: {other:?}"),
+    };
+    // Closing no stream is no violation; the client's ref to the item ends with it.
+    c.send(&[ToNode::StreamClose(1 << 62)]);
+    c.sync();
+    let second = stream.next().expect("the second item").unwrap();
+    assert_eq!(second.id(), item, "the same item for both");
+    assert_eq!(shoal::get(&second).unwrap(), 2);
+    assert!(stream.next().is_none());
+    drop(c);
+    drop((stream, first, second));
+    base.check_restored("a client's stream messages");
+
+    // Items and pauses of tasks it does not run: violations.
+    type Violation = fn(u64) -> ToNode;
+    let violations: [(&str, Violation); 2] = [
+        ("StreamItem of a task it does not run", |_| ToNode::StreamItem {
+            task: 1 << 40,
+            index: 0,
+            placed: Placed::Inline { bytes: vec![0], refs: Vec::new() },
+        }),
+        ("Backpressure of a task it does not run", |request| ToNode::Backpressure {
+            request,
+            task: 1 << 40,
+            consumed: 1,
+        }),
+    ];
+    for (what, violation) in violations {
+        let mut c = Hostile::connect();
+        c.sync();
+        let request = c.request();
+        c.send(&[violation(request)]);
+        c.expect_closed(what);
+        base.check_restored(what);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The fingerprint of `u64`, as the engine stamps it (`object_ref::fingerprint`:

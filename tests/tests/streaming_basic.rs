@@ -185,7 +185,7 @@ fn array_items_live_in_the_arena_and_are_read_in_place() -> anyhow::Result<()> {
 fn items_feed_other_tasks() -> anyhow::Result<()> {
     shared_node();
     let next: Vec<ObjectRef<u64>> =
-        squares::remote(4).map(|item| item.map(|r| plus_one::remote(r))).collect::<Result<_, _>>()?;
+        squares::remote(4).map(|item| item.map(plus_one::remote)).collect::<Result<_, _>>()?;
     assert_eq!(shoal::get_all(&next)?, [1, 2, 5, 10]);
     Ok(())
 }
@@ -298,9 +298,9 @@ pub struct Tally {
 
 #[shoal::actor]
 impl Tally {
-    /// Starts at zero.
-    pub fn new() -> Self {
-        Tally { n: 0 }
+    /// Starts at `n`.
+    pub fn new(n: u64) -> Self {
+        Tally { n }
     }
 
     /// Counts up `k` times, yielding each count.
@@ -321,7 +321,7 @@ impl Tally {
 #[test]
 fn an_actor_streams_from_its_state() -> anyhow::Result<()> {
     shared_node();
-    let tally = Tally::remote();
+    let tally = Tally::remote(0);
     assert_eq!(values(tally.count_up(3)).into_iter().collect::<Result<Vec<_>, _>>()?, [1, 2, 3]);
     assert_eq!(values(tally.count_up(2)).into_iter().collect::<Result<Vec<_>, _>>()?, [4, 5]);
     assert_eq!(shoal::get(&tally.value())?, 5);
