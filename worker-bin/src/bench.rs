@@ -45,6 +45,8 @@ const CLIENT_TASKS: u32 = 10_000;
 const ACTOR_BATCH: u32 = 5_000;
 /// Tasks cancelled per repetition of `cancel pending`.
 const CANCELS: usize = 10_000;
+/// Items of the one streaming task in `streaming items`.
+const STREAM_ITEMS: u64 = 100_000;
 /// Children one task submits and gets, one at a time, in `nested tasks sync`.
 const NESTED_CHILDREN: u32 = 2_000;
 
@@ -165,6 +167,12 @@ fn after_gate(_gate: u64) -> [u8; 2] {
     *b"ok"
 }
 
+/// `streaming items`' task: yields `n` small items.
+#[shoal::remote(streaming)]
+fn stream_items(n: u64) -> impl Iterator<Item = u64> {
+    0..n
+}
+
 /// One link of the dependent chain.
 #[shoal::remote]
 fn chain_step(n: i64) -> i64 {
@@ -210,6 +218,7 @@ const GROUPS: &[Group] = &[
     },
     Group { metrics: &["single client tasks and get batch"], run: tasks_and_get_batch },
     Group { metrics: &["cancel pending"], run: cancel_pending },
+    Group { metrics: &["streaming items"], run: streaming_items },
     Group { metrics: &["single client put calls"], run: put_calls },
     Group { metrics: &["single client get calls"], run: get_calls },
     Group {
@@ -744,6 +753,26 @@ fn cancel_pending(bench: &mut Bench) -> anyhow::Result<()> {
     })?;
     shoal::cancel_force(&blocker)?;
     report("cancel pending", &samples, "cancels/s");
+    Ok(())
+}
+
+/// One streaming task of [`STREAM_ITEMS`] small items, its items' refs
+/// taken by the driver as they come (Ray: a generator task iterated with
+/// `for ref in gen`); items per second, from the submission to the end.
+fn streaming_items(bench: &mut Bench) -> anyhow::Result<()> {
+    bench.node()?;
+    let samples = measure(|| {
+        let t = Instant::now();
+        let mut items = 0u64;
+        for item in stream_items::remote(STREAM_ITEMS) {
+            black_box(item?);
+            items += 1;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        ensure!(items == STREAM_ITEMS, "{items} items of {STREAM_ITEMS}");
+        Ok(items as f64 / secs)
+    })?;
+    report("streaming items", &samples, "items/s");
     Ok(())
 }
 
