@@ -186,6 +186,35 @@
 //! dependents', give [`Error::TaskCancelled`] at once, and the tasks it
 //! submitted are cancelled too. [`cancel_force`] also kills a running task's
 //! worker (replaced at once), for code that never checks.
+//!
+//! ## Streaming returns
+//! `#[shoal::remote(streaming)]` on a function returning `impl Iterator<Item
+//! = T>` makes `NAME::remote(args…)` return an [`ObjectRefStream<T>`] at
+//! once: an iterator of `Result<ObjectRef<T>>`, each item's ref as soon as
+//! the worker has stored it, in order, while the task still runs; then
+//! `None`. Items are objects like any other (arrays read in place, refs
+//! passed to tasks, freed when no one holds them). A task that fails ends
+//! its stream with its error, once, after the items it produced; a retried
+//! task delivers no item twice. `NAME::options().backpressure(n)` pauses
+//! the producer while `n` items are not taken; dropping the stream cancels
+//! the task. `#[shoal::method(streaming)]` does the same for an actor's
+//! method.
+//!
+//! ```no_run
+//! #[shoal::remote(streaming)]
+//! fn squares(n: u64) -> impl Iterator<Item = u64> {
+//!     (0..n).map(|i| i * i)
+//! }
+//!
+//! # fn main() -> shoal::Result<()> {
+//! let _node = shoal::init(shoal::Config::default())?;
+//! let mut stream: shoal::ObjectRefStream<u64> = squares::options().backpressure(2).remote(5);
+//! let first = stream.next().expect("an item")?;          // while the task runs
+//! assert_eq!(shoal::get(&first)?, 0);
+//! let rest: Vec<u64> = stream.map(|r| shoal::get(&r?)).collect::<shoal::Result<_>>()?;
+//! assert_eq!(rest, [1, 4, 9, 16]);
+//! # Ok(()) }
+//! ```
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]

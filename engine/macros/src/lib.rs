@@ -53,7 +53,10 @@ impl Parse for RemoteArgs {
 }
 
 /// Make a function remote: keeps it callable locally and adds a module of the
-/// same name with `remote(args…)` and `options()`. See the `shoal` crate docs.
+/// same name with `remote(args…)` and `options()`. Options:
+/// `num_returns = N` (a function returning an N-tuple gives N refs) and
+/// `streaming` (a function returning `impl Iterator<Item = T>` gives a
+/// `shoal::ObjectRefStream<T>`). See the `shoal` crate docs.
 #[proc_macro_attribute]
 pub fn remote(attr: TokenStream, item: TokenStream) -> TokenStream {
     let args = parse_macro_input!(attr as RemoteArgs);
@@ -86,7 +89,8 @@ pub fn actor(attr: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 /// Options of one method inside a `#[shoal::actor]` impl block:
-/// `#[shoal::method(num_returns = 2)]` on a method returning a pair.
+/// `#[shoal::method(num_returns = 2)]` on a method returning a pair,
+/// `#[shoal::method(streaming)]` on one returning `impl Iterator<Item = T>`.
 #[proc_macro_attribute]
 pub fn method(_attr: TokenStream, item: TokenStream) -> TokenStream {
     let item = TokenStream2::from(item);
