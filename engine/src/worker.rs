@@ -159,7 +159,7 @@ impl Items<'_> {
             placed => client.stream_item(self.task, self.next, placed),
         }
         self.next += 1;
-        if let Some(n) = self.backpressure.map(u64::from) {
+        if let Some(n) = self.backpressure.map(|n| u64::from(n.max(1))) {
             if self.next - self.taken.min(self.next) >= n {
                 match client.backpressure(self.task, self.next + 1 - n) {
                     Ok(STREAM_ENDED) | Err(_) => return false,

@@ -1021,6 +1021,7 @@ fn stream_messages_are_served_checked_and_cleaned_up() {
         c.expect_closed(what);
         base.check_restored(what);
     }
+
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -26,6 +26,26 @@ fn forever() -> impl Iterator<Item = u64> {
     (0..).inspect(|_| std::thread::sleep(Duration::from_millis(1)))
 }
 
+/// Yields forever, as fast as it can.
+#[shoal::remote(streaming)]
+fn flood() -> impl Iterator<Item = u64> {
+    0..
+}
+
+/// Takes two items of each of two streams (one with backpressure), then
+/// its process dies without closing them.
+#[shoal::remote]
+fn consume_then_die() -> u8 {
+    let mut plain = forever::remote();
+    let mut paused = forever::options().backpressure(2).remote();
+    for _ in 0..2 {
+        plain.next().expect("an item").expect("an item");
+        paused.next().expect("an item").expect("an item");
+    }
+    nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL).expect("raise");
+    unreachable!("SIGKILL ends the process")
+}
+
 /// The scenarios compare object counts: one at a time.
 fn serial() -> MutexGuard<'static, ()> {
     static SERIAL: Mutex<()> = Mutex::new(());
@@ -84,13 +104,36 @@ fn dropping_a_running_stream_cancels_its_task_and_frees_its_items() -> anyhow::R
     let _serial = serial();
     let node = shared_node();
     let (objects, bytes) = (node.object_count(), node.store_used_bytes());
-    let mut stream = forever::remote();
+    let mut pids = node.worker_pids();
+    let mut stream = flood::remote();
     for _ in 0..5 {
         stream.next().expect("an item")?;
     }
     drop(stream);
     back_to(objects, bytes, "dropping a running stream");
+    // Items the producer sent after the drop were freed, not taken for a
+    // protocol violation: no worker was dropped and replaced.
+    std::thread::sleep(Duration::from_millis(100));
+    let mut now = node.worker_pids();
+    pids.sort_unstable();
+    now.sort_unstable();
+    assert_eq!(pids, now, "the same workers");
     // Its worker is free again.
+    let mut again = numbers::remote(3);
+    assert_eq!(shoal::get(&again.next().expect("an item")?)?, 0);
+    Ok(())
+}
+
+#[test]
+fn a_consumer_that_dies_stops_its_producers() -> anyhow::Result<()> {
+    let _serial = serial();
+    let node = shared_node();
+    let (objects, bytes) = (node.object_count(), node.store_used_bytes());
+    let died = consume_then_die::options().max_retries(0).remote();
+    assert!(matches!(shoal::get_timeout(&died, PATIENCE), Err(shoal::Error::WorkerDied { .. })));
+    drop(died);
+    // Its producers were cancelled: their items freed, their workers free.
+    back_to(objects, bytes, "the death of a stream's consumer");
     let mut again = numbers::remote(3);
     assert_eq!(shoal::get(&again.next().expect("an item")?)?, 0);
     Ok(())

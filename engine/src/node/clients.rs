@@ -214,7 +214,8 @@ impl NodeState {
             if let Some(at) = self.ready.iter().rposition(|&t| t == producer) {
                 self.ready.remove(at);
                 self.ready.push_front(producer);
-                if task.is_some() {
+                // (A streaming task may wait for its consumer: never there.)
+                if task.is_some() && !self.tasks[&producer].options.streaming {
                     self.run_first.push((worker, request, producer));
                 }
             }

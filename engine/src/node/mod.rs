@@ -621,7 +621,7 @@ impl Node {
         for &id in ids {
             state.release(id);
         }
-        if !state.replies.is_empty() || !state.kill.is_empty() {
+        if state.needs_dispatch() {
             // An actor lost its last handle: its process is told to exit.
             let ready = self.dispatch_locked(&mut state);
             drop(state);
@@ -1067,19 +1067,35 @@ impl Node {
     /// caller; `None` after the last item; or the error that ended the
     /// stream.
     pub(crate) fn stream_next(&self, end: u64, index: u64, deadline: Option<Instant>) -> Result<Option<u64>> {
-        let mut resumed = Vec::new();
-        let found = self.wait_for(deadline, |state| {
-            let found = state.stream_next(end, index)?;
-            if let Ok(Some(id)) = found {
+        // Taking the items before `index` releases them, and taking item
+        // `index` may resume a paused producer: what that leaves to do is
+        // sent at once, whether the item is there or not.
+        let first = {
+            let mut state = self.lock();
+            let found = state.stream_next(end, index);
+            if let Some(Ok(Some(id))) = found {
                 state.add_ref(id);
             }
-            if !state.replies.is_empty() {
-                // A paused producer goes on.
-                resumed.extend(self.dispatch_locked(state));
-            }
-            Some(found)
+            let ready = state.needs_dispatch().then(|| self.dispatch_locked(&mut state));
+            drop(state);
+            conn::push(ready.unwrap_or_default());
+            found
+        };
+        let found = first.or_else(|| {
+            let mut resumed = Vec::new();
+            let found = self.wait_for(deadline, |state| {
+                let found = state.stream_next(end, index)?;
+                if let Ok(Some(id)) = found {
+                    state.add_ref(id);
+                }
+                if state.needs_dispatch() {
+                    resumed.extend(self.dispatch_locked(state));
+                }
+                Some(found)
+            });
+            conn::push(resumed);
+            found
         });
-        conn::push(resumed);
         match found {
             Some(found) => found,
             None if self.is_stopped() => Err(Error::NodeStopped),

@@ -560,8 +560,9 @@ fn handle(node: &Node, conn: &WorkerConn, msg: ToNode, dirty: &mut bool) -> Resu
                     RefOp::Release(id) => state.worker_ref(conn.id, false, id),
                 };
             }
-            // A release may end an actor: its process is told to exit.
-            *dirty |= !state.replies.is_empty() || !state.kill.is_empty();
+            // A release may end an actor (its process is told to exit) or
+            // a stream's consumer.
+            *dirty |= state.needs_dispatch();
         }
         ToNode::Abandon(offsets) => {
             let mut state = node.lock();

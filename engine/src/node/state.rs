@@ -345,6 +345,9 @@ pub(crate) struct NodeState {
     pub actors: ActorBook,
     /// Streaming tasks' items, by end object (see `streams.rs`).
     pub streams: IdMap<Stream>,
+    /// Ends of streams whose consumer is gone without closing them (the end
+    /// lost its last reference while pending): closed at the next dispatch.
+    pub unwanted_streams: Vec<u64>,
     /// Pids of processes to kill, for the supervisor: a killed actor's, the
     /// worker of a task cancelled by force.
     pub kill: Vec<u32>,
@@ -386,8 +389,16 @@ impl NodeState {
             spill: SpillBook::default(),
             actors: ActorBook::default(),
             streams: IdMap::default(),
+            unwanted_streams: Vec::new(),
             kill: Vec::new(),
         }
+    }
+
+    /// Whether a change outside the task path (a release, a stream taken)
+    /// left something for a dispatch to do: replies, processes to kill,
+    /// streams to close.
+    pub fn needs_dispatch(&self) -> bool {
+        !self.replies.is_empty() || !self.kill.is_empty() || !self.unwanted_streams.is_empty()
     }
 
     /// Worker processes of the pool (not running actors).
@@ -462,6 +473,10 @@ impl NodeState {
         let entry = self.objects.get_mut(&id)?;
         entry.refs = entry.refs.saturating_sub(1);
         if entry.refs != 0 || matches!(entry.state, ObjectState::Pending) {
+            if entry.refs == 0 && !self.streams.is_empty() && self.streams.contains_key(&id) {
+                // No one can take its items any more.
+                self.unwanted_streams.push(id);
+            }
             return None;
         }
         let entry = self.objects.remove(&id).expect("present");
@@ -481,7 +496,7 @@ impl NodeState {
         if !self.actors.actors.is_empty() && self.actors.actors.contains_key(&id) {
             self.actor_unreferenced(id);
         }
-        if !self.streams.is_empty() {
+        if !self.streams.is_empty() && self.streams.contains_key(&id) {
             self.drop_stream(id);
         }
         Some(entry.contained)
@@ -1027,6 +1042,9 @@ impl NodeState {
         let Some(slot) = self.workers.remove(&worker) else { return false };
         self.unreserve(worker);
         self.parked.retain(|&(w, _), _| w != worker);
+        if !self.streams.is_empty() {
+            self.forget_stream_requests(worker);
+        }
         if reaped {
             for offset in slot.unsealed {
                 self.allocator.free(offset);
@@ -1085,6 +1103,9 @@ impl NodeState {
     /// (see [`may_run_on`]). What neither can take while a CPU is free, with
     /// tasks blocked, asks for an extra worker (up to the cap).
     pub fn dispatch(&mut self, out: &mut Outbox) {
+        for end in std::mem::take(&mut self.unwanted_streams) {
+            self.stream_close(end);
+        }
         for (worker, reply) in self.replies.drain(..) {
             if let Some(slot) = self.workers.get(&worker) {
                 out.push((slot.conn.clone(), reply));
@@ -1430,6 +1451,52 @@ mod tests {
         state.worker_lost(0, 1000, &Death::default(), true);
         assert_eq!(state.allocator.allocations(), 0);
         assert_eq!(state.ready, [task]);
+    }
+
+    fn item(offset: u64) -> Placed {
+        Placed::Arena { offset, len: 64, refs: Vec::new() }
+    }
+
+    #[test]
+    fn a_stream_item_out_of_place_claims_nothing_and_a_duplicate_is_freed() {
+        let (mut state, _peers) = node_with_workers(1);
+        let (task, end) = submit(&mut state, TaskOptions::default());
+        state.dispatch(&mut Outbox::new());
+        let first = state.allocate_for(0, 64).unwrap();
+        assert!(state.stream_item(0, task, 1, item(first)).is_err(), "an item skipping position 0");
+        assert!(state.workers[&0].unsealed.contains(&first), "its allocation is still the worker's");
+        state.stream_item(0, task, 0, item(first)).unwrap();
+        // A retry's first item again: freed, the stream keeps the first.
+        let again = state.allocate_for(0, 64).unwrap();
+        state.stream_item(0, task, 0, item(again)).unwrap();
+        assert_eq!(state.allocator.allocations(), 1);
+        let Some(Ok(Some(id))) = state.stream_next(end, 0) else { panic!("item 0 is there") };
+        assert!(matches!(state.objects[&id].state, ObjectState::Arena { offset, .. } if offset == first));
+        assert!(state.stream_next(end, 1).is_none(), "item 1 is still to come");
+        // The end seals: the consumer gets it after the items; freeing it frees the items.
+        state.task_done(0, task, vec![Placed::Inline { bytes: vec![1], refs: Vec::new() }], 0).unwrap();
+        assert!(matches!(state.stream_next(end, 1), Some(Ok(None))));
+        state.release(end);
+        assert!(state.streams.is_empty() && state.objects.is_empty() && state.allocator.allocations() == 0);
+    }
+
+    #[test]
+    fn a_stream_whose_end_loses_its_last_reference_is_closed_and_its_task_cancelled() {
+        let (mut state, _peers) = node_with_workers(1);
+        let (task, end) = submit(&mut state, TaskOptions::default());
+        state.dispatch(&mut Outbox::new());
+        let offset = state.allocate_for(0, 64).unwrap();
+        state.stream_item(0, task, 0, item(offset)).unwrap();
+        state.release(end);
+        assert_eq!(state.unwanted_streams, [end]);
+        state.dispatch(&mut Outbox::new());
+        assert!(state.tasks[&task].cancelled, "the task was cancelled");
+        assert!(state.streams.is_empty(), "its items were released");
+        assert_eq!(state.allocator.allocations(), 0);
+        // What it sends later is freed.
+        let late = state.allocate_for(0, 64).unwrap();
+        state.stream_item(0, task, 1, item(late)).unwrap();
+        assert_eq!(state.allocator.allocations(), 0);
     }
 
     #[test]

@@ -116,18 +116,20 @@ impl NodeState {
     /// runs it. An error is a protocol violation.
     pub fn stream_item(&mut self, worker: usize, task: u64, index: u64, placed: Placed) -> Result<(), String> {
         let end = self.streaming_output(worker, task)?;
+        let produced = self.streams.get(&end).map_or(0, |s| s.produced);
+        let consumer_gone = self.objects.get(&end).is_some_and(|e| e.refs == 0);
+        // Once the end is sealed (the stream closed, the task cancelled),
+        // items still on their way are freed, whatever their position.
+        let ended = self.stream_end(end).is_some();
+        if index > produced && !ended {
+            return Err(format!("item {index} of task {task} skips item {produced}"));
+        }
         let (state, refs) = self.claim_placed(worker, placed)?;
-        let wanted = match self.streams.get(&end) {
-            _ if self.stream_end(end).is_some() => false,
-            Some(stream) if index > stream.produced => {
-                return Err(format!("item {index} of task {task} skips item {}", stream.produced));
-            }
-            Some(stream) => index == stream.produced,
-            None if index > 0 => return Err(format!("item {index} of task {task} skips item 0")),
-            None => true,
-        };
-        if !wanted {
-            // A retry's duplicate, or an item of a stream that ended.
+        if consumer_gone && !ended {
+            self.unwanted_streams.push(end);
+        }
+        if index < produced || consumer_gone || ended {
+            // A retry's duplicate, or an item no one will take.
             if let ObjectState::Arena { offset, .. } = state {
                 self.allocator.free(offset);
             }
@@ -165,6 +167,16 @@ impl NodeState {
         self.streams.get_mut(&end).expect("made while its end is pending").waiters.push((worker, request, index));
         self.park(worker, request, ParkedKind::StreamNext(end), task);
         Ok(())
+    }
+
+    /// Client `worker` is gone: its requests on streams are forgotten.
+    pub(super) fn forget_stream_requests(&mut self, worker: usize) {
+        for stream in self.streams.values_mut() {
+            stream.waiters.retain(|&(w, _, _)| w != worker);
+            if stream.paused.is_some_and(|(w, _, _)| w == worker) {
+                stream.paused = None;
+            }
+        }
     }
 
     /// A client stopped waiting in `request` on `end`'s stream.
