@@ -438,8 +438,21 @@ impl Client {
 
     /// Item `index` of streaming task `task`, running here: batched with
     /// the task's submissions, so a burst of items costs few writes.
+    ///
+    /// The releases the task made so far go right behind it instead of
+    /// after its `TaskDone`: they wait there only because an output may
+    /// hold those refs, and a streaming task's one output (the count) holds
+    /// none, while every item holding one is ahead of them (the node counts
+    /// its refs first). So a long stream does not keep what it dropped.
+    /// (Tasks run on top of this one sent theirs with their `TaskDone`.)
     pub(crate) fn stream_item(&self, task: u64, index: u64, placed: Placed) {
-        self.queue_submission(&ToNode::StreamItem { task, index, placed });
+        let mut out = self.out();
+        out.encode(&ToNode::StreamItem { task, index, placed });
+        if !out.deferred.is_empty() {
+            let releases = ToNode::Refs(std::mem::take(&mut out.deferred));
+            out.encode(&releases);
+        }
+        self.write_or_batch(out);
     }
 
     /// Streaming task `task`, running here, waits until its consumer has
@@ -529,6 +542,11 @@ impl Client {
     fn queue_submission(&self, msg: &ToNode) {
         let mut out = self.out();
         out.encode(msg);
+        self.write_or_batch(out);
+    }
+
+    /// A submission was queued in `out`: write it, or batch it.
+    fn write_or_batch(&self, mut out: MutexGuard<'_, Out>) {
         if out.stack.is_empty() || !self.on_task_thread() {
             let _ = self.write_out(&mut out);
             return;

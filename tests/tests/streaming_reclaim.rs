@@ -138,3 +138,44 @@ fn a_consumer_that_dies_stops_its_producers() -> anyhow::Result<()> {
     assert_eq!(shoal::get(&again.next().expect("an item")?)?, 0);
     Ok(())
 }
+
+/// Yields `n` items, each after a `put` it drops at once, then waits for
+/// `gate` before it ends.
+#[shoal::remote(streaming)]
+fn puts_and_drops(n: u64, gate: String) -> impl Iterator<Item = u64> {
+    (0..n)
+        .map(|i| {
+            drop(shoal::put(vec![i; 16]).expect("a put"));
+            i
+        })
+        .chain(std::iter::from_fn(move || {
+            let started = std::time::Instant::now();
+            // (Longer than a test waits, so only the gate ends it in time.)
+            while !std::path::Path::new(&gate).exists() && started.elapsed() < 4 * PATIENCE {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            None
+        }))
+}
+
+#[test]
+fn what_a_running_stream_drops_is_freed_before_it_ends() -> anyhow::Result<()> {
+    let _serial = serial();
+    let node = shared_node();
+    let (objects, bytes) = (node.object_count(), node.store_used_bytes());
+    let gate = std::env::temp_dir().join(format!("shoal-reclaim-gate-{}", std::process::id()));
+    let _ = std::fs::remove_file(&gate);
+    let mut stream = puts_and_drops::remote(300, gate.display().to_string());
+    for _ in 0..300 {
+        drop(stream.next().expect("an item")?);
+    }
+    // The task still runs (at its gate); its 300 puts are gone already: the
+    // stream's end object, and the last item it holds until the next ask.
+    back_to(objects + 2, bytes, "taking the items of a stream still running");
+    std::fs::write(&gate, b"open")?;
+    assert!(stream.next().is_none());
+    drop(stream);
+    back_to(objects, bytes, "the end of the stream");
+    let _ = std::fs::remove_file(gate);
+    Ok(())
+}

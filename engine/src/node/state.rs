@@ -1103,8 +1103,10 @@ impl NodeState {
     /// (see [`may_run_on`]). What neither can take while a CPU is free, with
     /// tasks blocked, asks for an extra worker (up to the cap).
     pub fn dispatch(&mut self, out: &mut Outbox) {
-        for end in std::mem::take(&mut self.unwanted_streams) {
-            self.stream_close(end);
+        if !self.unwanted_streams.is_empty() {
+            for end in std::mem::take(&mut self.unwanted_streams) {
+                self.stream_close(end);
+            }
         }
         for (worker, reply) in self.replies.drain(..) {
             if let Some(slot) = self.workers.get(&worker) {
