@@ -143,19 +143,14 @@ fn a_consumer_that_dies_stops_its_producers() -> anyhow::Result<()> {
 /// `gate` before it ends.
 #[shoal::remote(streaming)]
 fn puts_and_drops(n: u64, gate: String) -> impl Iterator<Item = u64> {
-    (0..n)
-        .map(|i| {
-            drop(shoal::put(vec![i; 16]).expect("a put"));
-            i
-        })
-        .chain(std::iter::from_fn(move || {
-            let started = std::time::Instant::now();
-            // (Longer than a test waits, so only the gate ends it in time.)
-            while !std::path::Path::new(&gate).exists() && started.elapsed() < 4 * PATIENCE {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            None
-        }))
+    (0..n).inspect(|&i| drop(shoal::put(vec![i; 16]).expect("a put"))).chain(std::iter::from_fn(move || {
+        let started = std::time::Instant::now();
+        // (Longer than a test waits, so only the gate ends it in time.)
+        while !std::path::Path::new(&gate).exists() && started.elapsed() < 4 * PATIENCE {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        None
+    }))
 }
 
 #[test]
