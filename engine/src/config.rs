@@ -10,7 +10,7 @@ const MAX_INLINE: usize = 1 << 20;
 /// The defaults serve a laptop and a many-core box alike: one worker per
 /// available core, and an object store of a quarter of physical memory capped
 /// at 4 GiB.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub(crate) workers: usize,
     pub(crate) store_bytes: u64,

@@ -74,10 +74,13 @@ pub enum Error {
         /// The worker program.
         program: String,
     },
-    /// No node is running in this process: call `shoal::init` first.
+    /// No node is running in this process, and none starts on first use:
+    /// the node this process had was stopped (its `Shoal` dropped), or the
+    /// call needs a node that exists (`is_cancelled`, `cancel`, `wait`).
     #[error("shoal is not initialized in this process: call shoal::init first")]
     NotInitialized,
-    /// `shoal::init` was called while a node is already running.
+    /// `shoal::init` was called while a node is already running (or
+    /// `shoal::init_once` with another configuration).
     #[error("shoal is already initialized in this process")]
     AlreadyInitialized,
     /// The node shut down before the object was produced.

@@ -30,6 +30,12 @@
 //! }
 //! ```
 //!
+//! [`init`] is optional: the first `remote` or `put` in a process without a
+//! node starts one from [`Config::default`] (it lives
+//! until the process exits), as Ray's `f.remote()` starts Ray, and
+//! [`init_once`] gives every caller of a process the same node — many
+//! `#[test]`s of one binary, say.
+//!
 //! ## Remote functions
 //! `#[shoal::remote]` keeps the function callable as usual and adds a module of
 //! the same name with `NAME::remote(args…)` and `NAME::options()…remote(args…)`.
@@ -224,6 +230,7 @@ mod client;
 mod config;
 mod deferred_drop;
 mod error;
+mod init;
 mod node;
 mod object_ref;
 mod options;
@@ -236,7 +243,6 @@ mod task;
 mod view;
 mod worker;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -244,6 +250,7 @@ pub use actor::{Actor, ActorHandle, get_actor, kill};
 pub use config::Config;
 use error::panic_message;
 pub use error::{Error, Result};
+pub use init::{Shoal, StoreStats, init, init_once};
 pub use ndarray;
 pub use node::{ActorInfo, ActorState};
 pub use object_ref::{Arg, IntoArg, ObjectRef, Value};
@@ -254,7 +261,6 @@ pub use stream::ObjectRefStream;
 pub use view::ViewOf;
 
 use ndarray::{Array, Dimension};
-use node::Node;
 use node::state::ObjectState;
 use object_ref::{fingerprint, read_in_place};
 use protocol::ObjectData;
@@ -371,169 +377,6 @@ use runtime::{DecodeScope, Precounted, RefHandle, Runtime};
 /// ```
 pub use shoal_macros::ViewOf;
 
-/// A running embedded node. Dropping it stops every worker. Afterwards, new
-/// calls report [`Error::NotInitialized`]; a ref that outlives the node still
-/// reads an object that was ready (it keeps the store mapped), and one that
-/// was pending reports [`Error::NodeStopped`].
-#[must_use = "the node shuts down when this guard is dropped"]
-pub struct Shoal {
-    node: Arc<Node>,
-}
-
-impl Shoal {
-    /// Path of the node's Unix socket (inside a private, mode 0700 directory).
-    pub fn socket_path(&self) -> &Path {
-        self.node.socket_path()
-    }
-
-    /// Number of the pool's worker processes connected right now (actors'
-    /// processes are listed by [`actors`](Self::actors)).
-    pub fn live_workers(&self) -> usize {
-        self.node.lock().pool_size()
-    }
-
-    /// Process ids of the pool's connected workers.
-    pub fn worker_pids(&self) -> Vec<u32> {
-        self.node.lock().workers.values().filter(|w| w.actor.is_none()).map(|w| w.conn.pid).collect()
-    }
-
-    /// The actors that live (starting, alive or restarting), by id: type,
-    /// name, process, state, restarts.
-    ///
-    /// ```no_run
-    /// pub struct Model { weights: Vec<f32> }
-    ///
-    /// #[shoal::actor]
-    /// impl Model {
-    ///     pub fn new(n: usize) -> Self { Model { weights: vec![0.5; n] } }
-    ///     pub fn predict(&self, x: f32) -> f32 { self.weights.iter().map(|w| w * x).sum() }
-    /// }
-    ///
-    /// # fn main() -> shoal::Result<()> {
-    /// let node = shoal::init(shoal::Config::default())?;
-    /// let model = Model::options().name("model").remote(4);
-    /// assert_eq!(shoal::get(&model.predict(2.0))?, 4.0);
-    /// let actors = node.actors();
-    /// assert_eq!(actors[0].name.as_deref(), Some("model"));
-    /// assert_eq!(actors[0].state, shoal::ActorState::Alive);
-    /// assert!(actors[0].class.ends_with("::Model"));
-    /// # Ok(()) }
-    /// ```
-    pub fn actors(&self) -> Vec<ActorInfo> {
-        self.node.actors()
-    }
-
-    /// Bytes of the object store in use.
-    pub fn store_used_bytes(&self) -> u64 {
-        let state = self.node.lock();
-        state.allocator.capacity() - state.allocator.free_bytes()
-    }
-
-    /// Bytes of the object store's memory reserved so far (allocated and
-    /// mapped, from offset 0). The store reserves ahead of use: a margin
-    /// beyond the highest allocation, at least 32 MiB, as much again as
-    /// lies below it, never more than the store's size.
-    pub fn store_reserved_bytes(&self) -> u64 {
-        self.node.arena().reserved()
-    }
-
-    /// Number of objects the node tracks (pending ones included).
-    pub fn object_count(&self) -> usize {
-        self.node.lock().objects.len()
-    }
-
-    /// The object store's figures now: use, spill files, and what was
-    /// spilled and read back since the node started.
-    ///
-    /// ```no_run
-    /// # fn main() -> shoal::Result<()> {
-    /// let node = shoal::init(shoal::Config::default().store_bytes(256 << 20))?;
-    /// let parts: Vec<_> = (0..16).map(|i| shoal::put(ndarray::Array1::<f64>::from_elem(8 << 20, i as f64))).collect::<Result<_, _>>()?;
-    /// let stats = node.store_stats();
-    /// assert!(stats.spilled_objects > 0, "1 GiB does not fit in 256 MiB");
-    /// assert_eq!(shoal::get(&parts[0])?[0], 0.0); // read back from disk
-    /// # drop(parts); Ok(()) }
-    /// ```
-    pub fn store_stats(&self) -> StoreStats {
-        let state = self.node.lock();
-        let totals = state.spill.totals;
-        StoreStats {
-            capacity: state.allocator.capacity(),
-            used_bytes: state.allocator.capacity() - state.allocator.free_bytes(),
-            objects: state.objects.len(),
-            spilled_objects: state.spill.spilled_objects,
-            spilled_bytes: state.spill.spilled_bytes,
-            spill_files: state.spill.open_files(),
-            spill_file_bytes: state.spill.file_bytes,
-            total_spilled_objects: totals.spilled_objects,
-            total_spilled_bytes: totals.spilled_bytes,
-            total_restored_objects: totals.restored_objects,
-            total_restored_bytes: totals.restored_bytes,
-        }
-    }
-}
-
-/// Figures of a node's object store ([`Shoal::store_stats`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct StoreStats {
-    /// Size of the shared-memory arena.
-    pub capacity: u64,
-    /// Arena bytes allocated now.
-    pub used_bytes: u64,
-    /// Objects the node tracks (pending, in memory, spilled).
-    pub objects: usize,
-    /// Objects whose only copy is on disk now, and their bytes.
-    pub spilled_objects: usize,
-    /// Bytes of those objects.
-    pub spilled_bytes: u64,
-    /// Spill files open now and their bytes (a file goes when the last
-    /// object in it is freed; objects read back keep their copy, so
-    /// spilling them again writes nothing).
-    pub spill_files: usize,
-    /// Bytes of the spill files open now.
-    pub spill_file_bytes: u64,
-    /// Objects and bytes written to spill files since the node started.
-    pub total_spilled_objects: u64,
-    /// Bytes written to spill files since the node started.
-    pub total_spilled_bytes: u64,
-    /// Objects and bytes read back from them.
-    pub total_restored_objects: u64,
-    /// Bytes read back from spill files since the node started.
-    pub total_restored_bytes: u64,
-}
-
-impl Drop for Shoal {
-    fn drop(&mut self) {
-        Runtime::uninstall();
-        self.node.shutdown();
-    }
-}
-
-impl std::fmt::Debug for Shoal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shoal").field("socket", &self.node.socket_path()).finish()
-    }
-}
-
-/// Start an embedded node in this process: the object store, the scheduler
-/// and `config.workers` worker processes. Returns once every worker is ready.
-///
-/// Fails with [`Error::AlreadyInitialized`] if a node is running, and with
-/// [`Error::FunctionNotFound`] or [`Error::WorkerStartup`] if the workers
-/// cannot start or their binary lacks the driver's functions.
-pub fn init(config: Config) -> Result<Shoal> {
-    if Runtime::current().is_ok() {
-        return Err(Error::AlreadyInitialized);
-    }
-    let node = Node::start(config, registry::code())?;
-    if let Err(e) = Runtime::install(Runtime::Local(node.clone())) {
-        node.shutdown();
-        return Err(e);
-    }
-    Ok(Shoal { node })
-}
-
 /// Store `value` in the object store (one copy) and return a reference to it.
 ///
 /// Small values without arrays are kept inline; others are written to the
@@ -547,7 +390,7 @@ pub fn init(config: Config) -> Result<Shoal> {
 /// not run at all if the process exits first. To keep an array, use
 /// [`put_array`], which borrows it.
 pub fn put<T: Value>(value: T) -> Result<ObjectRef<T>> {
-    let runtime = Runtime::current()?;
+    let runtime = init::current_or_start()?;
     let layout = shoal_store::measure(&value, fingerprint::<T>())?;
     let defer = layout.total_len() >= deferred_drop::DEFER_MIN_BYTES && layout.contained_refs().is_empty();
     let handle = runtime.put(layout, &value)?;
@@ -582,7 +425,7 @@ where
     S: ndarray::Data<Elem = A>,
     D: Dimension + Value,
 {
-    let runtime = Runtime::current()?;
+    let runtime = init::current_or_start()?;
     let layout = shoal_store::Layout::of_array::<A>(array.shape(), fingerprint::<Array<A, D>>())?;
     let handle = runtime.put_with(layout, |layout, dst| {
         layout.write_array(array, dst);
@@ -624,7 +467,7 @@ where
     Sh: ndarray::IntoDimension,
     Sh::Dim: Value,
 {
-    let runtime = Runtime::current()?;
+    let runtime = init::current_or_start()?;
     let dim = shape.into_dimension();
     let layout = shoal_store::Layout::of_array::<A>(dim.slice(), fingerprint::<Array<A, Sh::Dim>>())?;
     let handle = runtime.put_with(layout, |layout, dst| {
@@ -821,6 +664,7 @@ pub fn is_cancelled() -> bool {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::actor::{ActorMethods, RawActor};
+    pub use crate::init::start_on_first_use;
     pub use crate::object_ref::{ArgReader, Checked};
     pub use crate::registry::{Invoke, REMOTE_FUNCTIONS, RemoteFunction, Sink};
     pub use crate::task::{

@@ -31,6 +31,9 @@ pub(crate) enum Runtime {
 }
 
 static CURRENT: RwLock<Option<Runtime>> = RwLock::new(None);
+/// `CURRENT` holds a runtime: read without its lock, on the path of every
+/// `remote` (which starts a node when none runs).
+static INSTALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 impl Runtime {
     /// The runtime of this process, if `init` ran (or this is a worker).
@@ -45,12 +48,21 @@ impl Runtime {
             return Err(Error::AlreadyInitialized);
         }
         *slot = Some(rt);
+        INSTALLED.store(true, std::sync::atomic::Ordering::Release);
         Ok(())
+    }
+
+    /// Whether a runtime is installed (as `current` would find, without
+    /// its lock).
+    pub(crate) fn installed() -> bool {
+        INSTALLED.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Forget the installed runtime (the node is shutting down).
     pub(crate) fn uninstall() {
-        CURRENT.write().unwrap_or_else(|e| e.into_inner()).take();
+        let mut slot = CURRENT.write().unwrap_or_else(|e| e.into_inner());
+        INSTALLED.store(false, std::sync::atomic::Ordering::Release);
+        slot.take();
     }
 
     /// The arena mapping of this process.

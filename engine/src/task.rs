@@ -61,7 +61,8 @@ pub fn output<T: Value>(value: T) -> Output {
 /// Works in the driver and inside tasks alike.
 ///
 /// # Panics
-/// In a process without a node (no `shoal::init`, not a worker).
+/// In a process without a node (generated code first starts one if none
+/// ran: `init::start_on_first_use`).
 pub fn submit(
     function: &'static str,
     options: &TaskOptions,
@@ -79,7 +80,7 @@ pub fn submit(
 /// Returns one handle per output.
 ///
 /// # Panics
-/// In a process without a node.
+/// As [`submit`].
 pub fn call(actor: &RawActor, method: &'static str, args: Vec<Arg>, num_returns: usize) -> Vec<Arc<RefHandle>> {
     let runtime = current_runtime(method);
     let (specs, pinned, failure) = prepare_args(&runtime, args);
@@ -93,7 +94,7 @@ pub fn call(actor: &RawActor, method: &'static str, args: Vec<Arg>, num_returns:
 /// Create an actor of type `class` (used by generated code).
 ///
 /// # Panics
-/// In a process without a node.
+/// As [`submit`].
 pub fn create_actor(class: &'static str, options: &ActorOptions, args: Vec<Arg>) -> RawActor {
     let runtime = current_runtime(class);
     let (specs, pinned, failure) = prepare_args(&runtime, args);

@@ -3,16 +3,13 @@
 //! Every test binary re-executes itself as its workers, so the remote
 //! functions a test calls are defined in that test file.
 
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// One node per test binary, shared by its tests (which run in parallel
-/// threads). It is never dropped: workers exit when the test process does.
+/// threads): `shoal::init_once`. It is never dropped: workers exit when the
+/// test process does.
 pub fn shared_node() -> &'static shoal::Shoal {
-    static NODE: OnceLock<shoal::Shoal> = OnceLock::new();
-    NODE.get_or_init(|| {
-        shoal::init(shoal::Config::default().workers(2).store_bytes(256 << 20)).expect("start the shared test node")
-    })
+    shoal::init_once(shoal::Config::default().workers(2).store_bytes(256 << 20)).expect("start the shared test node")
 }
 
 /// Poll `done` every 20 ms until it holds or `timeout` passes; whether it

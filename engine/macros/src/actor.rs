@@ -288,6 +288,7 @@ pub(crate) fn expand(mut block: ItemImpl) -> syn::Result<TokenStream2> {
 
             #[doc = #doc_remote]
             pub fn remote(self, #(#new_names: impl #shoal::IntoArg<#new_types>),*) -> #shoal::ActorHandle<#ty> {
+                #private::start_on_first_use(<#ty as #shoal::Actor>::CLASS);
                 let #args = ::std::vec![#(#shoal::IntoArg::<#new_types>::into_arg(#new_names, #new_checks)),*];
                 let #raw = #private::create_actor(<#ty as #shoal::Actor>::CLASS, &self.0, #args);
                 #shoal::ActorHandle::from_raw(#raw)

@@ -406,6 +406,7 @@ fn expand(args: RemoteArgs, func: ItemFn) -> syn::Result<TokenStream2> {
 
                 #[doc = #doc_remote]
                 pub fn remote(self, #(#arg_names: impl #shoal::IntoArg<#arg_types>),*) -> #ref_type {
+                    #shoal::__private::start_on_first_use(NAME);
                     let #args = ::std::vec![#(#shoal::IntoArg::<#arg_types>::into_arg(#arg_names, #arg_checks)),*];
                     #[allow(unused_mut)]
                     let mut #refs = #shoal::__private::submit(NAME, &self.0, #args, #num_returns);

@@ -1,0 +1,248 @@
+//! Starting a node in this process and the guard that stops it: [`init`],
+//! [`init_once`] (one node for every caller), and the node started on first
+//! use when no one called either ([`current_or_start`]: `put` and, through
+//! generated code, `remote`). What a running
+//! node reports about itself ([`Shoal`]'s methods) is here too.
+//!
+//! It owns no node machinery: `node/` does, and the runtime below it says
+//! which node this process talks to.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::node::{ActorInfo, Node};
+use crate::registry;
+use crate::runtime::Runtime;
+
+/// A running embedded node. Dropping it stops every worker. Afterwards, new
+/// calls report [`Error::NotInitialized`]; a ref that outlives the node still
+/// reads an object that was ready (it keeps the store mapped), and one that
+/// was pending reports [`Error::NodeStopped`].
+#[must_use = "the node shuts down when this guard is dropped"]
+pub struct Shoal {
+    node: Arc<Node>,
+}
+
+impl Shoal {
+    /// Path of the node's Unix socket (inside a private, mode 0700 directory).
+    pub fn socket_path(&self) -> &Path {
+        self.node.socket_path()
+    }
+
+    /// Number of the pool's worker processes connected right now (actors'
+    /// processes are listed by [`actors`](Self::actors)).
+    pub fn live_workers(&self) -> usize {
+        self.node.lock().pool_size()
+    }
+
+    /// Process ids of the pool's connected workers.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.node.lock().workers.values().filter(|w| w.actor.is_none()).map(|w| w.conn.pid).collect()
+    }
+
+    /// The actors that live (starting, alive or restarting), by id: type,
+    /// name, process, state, restarts.
+    ///
+    /// ```no_run
+    /// pub struct Model { weights: Vec<f32> }
+    ///
+    /// #[shoal::actor]
+    /// impl Model {
+    ///     pub fn new(n: usize) -> Self { Model { weights: vec![0.5; n] } }
+    ///     pub fn predict(&self, x: f32) -> f32 { self.weights.iter().map(|w| w * x).sum() }
+    /// }
+    ///
+    /// # fn main() -> shoal::Result<()> {
+    /// let node = shoal::init(shoal::Config::default())?;
+    /// let model = Model::options().name("model").remote(4);
+    /// assert_eq!(shoal::get(&model.predict(2.0))?, 4.0);
+    /// let actors = node.actors();
+    /// assert_eq!(actors[0].name.as_deref(), Some("model"));
+    /// assert_eq!(actors[0].state, shoal::ActorState::Alive);
+    /// assert!(actors[0].class.ends_with("::Model"));
+    /// # Ok(()) }
+    /// ```
+    pub fn actors(&self) -> Vec<ActorInfo> {
+        self.node.actors()
+    }
+
+    /// Bytes of the object store in use.
+    pub fn store_used_bytes(&self) -> u64 {
+        let state = self.node.lock();
+        state.allocator.capacity() - state.allocator.free_bytes()
+    }
+
+    /// Bytes of the object store's memory reserved so far (allocated and
+    /// mapped, from offset 0). The store reserves ahead of use: a margin
+    /// beyond the highest allocation, at least 32 MiB, as much again as
+    /// lies below it, never more than the store's size.
+    pub fn store_reserved_bytes(&self) -> u64 {
+        self.node.arena().reserved()
+    }
+
+    /// Number of objects the node tracks (pending ones included).
+    pub fn object_count(&self) -> usize {
+        self.node.lock().objects.len()
+    }
+
+    /// The object store's figures now: use, spill files, and what was
+    /// spilled and read back since the node started.
+    ///
+    /// ```no_run
+    /// # fn main() -> shoal::Result<()> {
+    /// let node = shoal::init(shoal::Config::default().store_bytes(256 << 20))?;
+    /// let parts: Vec<_> = (0..16).map(|i| shoal::put(ndarray::Array1::<f64>::from_elem(8 << 20, i as f64))).collect::<Result<_, _>>()?;
+    /// let stats = node.store_stats();
+    /// assert!(stats.spilled_objects > 0, "1 GiB does not fit in 256 MiB");
+    /// assert_eq!(shoal::get(&parts[0])?[0], 0.0); // read back from disk
+    /// # drop(parts); Ok(()) }
+    /// ```
+    pub fn store_stats(&self) -> StoreStats {
+        let state = self.node.lock();
+        let totals = state.spill.totals;
+        StoreStats {
+            capacity: state.allocator.capacity(),
+            used_bytes: state.allocator.capacity() - state.allocator.free_bytes(),
+            objects: state.objects.len(),
+            spilled_objects: state.spill.spilled_objects,
+            spilled_bytes: state.spill.spilled_bytes,
+            spill_files: state.spill.open_files(),
+            spill_file_bytes: state.spill.file_bytes,
+            total_spilled_objects: totals.spilled_objects,
+            total_spilled_bytes: totals.spilled_bytes,
+            total_restored_objects: totals.restored_objects,
+            total_restored_bytes: totals.restored_bytes,
+        }
+    }
+}
+
+/// Figures of a node's object store ([`Shoal::store_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreStats {
+    /// Size of the shared-memory arena.
+    pub capacity: u64,
+    /// Arena bytes allocated now.
+    pub used_bytes: u64,
+    /// Objects the node tracks (pending, in memory, spilled).
+    pub objects: usize,
+    /// Objects whose only copy is on disk now, and their bytes.
+    pub spilled_objects: usize,
+    /// Bytes of those objects.
+    pub spilled_bytes: u64,
+    /// Spill files open now and their bytes (a file goes when the last
+    /// object in it is freed; objects read back keep their copy, so
+    /// spilling them again writes nothing).
+    pub spill_files: usize,
+    /// Bytes of the spill files open now.
+    pub spill_file_bytes: u64,
+    /// Objects and bytes written to spill files since the node started.
+    pub total_spilled_objects: u64,
+    /// Bytes written to spill files since the node started.
+    pub total_spilled_bytes: u64,
+    /// Objects and bytes read back from them.
+    pub total_restored_objects: u64,
+    /// Bytes read back from spill files since the node started.
+    pub total_restored_bytes: u64,
+}
+
+impl Drop for Shoal {
+    fn drop(&mut self) {
+        STOPPED.store(true, std::sync::atomic::Ordering::Release);
+        Runtime::uninstall();
+        self.node.shutdown();
+    }
+}
+
+impl std::fmt::Debug for Shoal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shoal").field("socket", &self.node.socket_path()).finish()
+    }
+}
+
+/// Start an embedded node in this process: the object store, the scheduler
+/// and `config.workers` worker processes. Returns once every worker is ready.
+/// (Without it, the first `remote` or `put` starts one from
+/// [`Config::default`]; [`init_once`] shares one node among callers.)
+///
+/// Fails with [`Error::AlreadyInitialized`] if a node is running, and with
+/// [`Error::FunctionNotFound`] or [`Error::WorkerStartup`] if the workers
+/// cannot start or their binary lacks the driver's functions.
+pub fn init(config: Config) -> Result<Shoal> {
+    if Runtime::current().is_ok() {
+        return Err(Error::AlreadyInitialized);
+    }
+    let node = Node::start(config, registry::code())?;
+    if let Err(e) = Runtime::install(Runtime::Local(node.clone())) {
+        node.shutdown();
+        return Err(e);
+    }
+    Ok(Shoal { node })
+}
+
+/// One node for every caller in this process: the first call starts it
+/// with `config`; later calls with an equal config get the same node, and
+/// one with another config [`Error::AlreadyInitialized`] (so does a call
+/// after [`init`] started a node of its own). The node lives until the
+/// process exits (its workers exit with it). The way for many `#[test]`s of
+/// one binary, which the default runner runs in parallel threads, to share
+/// a node:
+///
+/// ```no_run
+/// #[shoal::remote]
+/// fn double(n: u64) -> u64 { n * 2 }
+///
+/// #[test]
+/// fn doubles() -> shoal::Result<()> {
+///     shoal::init_once(shoal::Config::default().workers(2))?;
+///     assert_eq!(shoal::get(&double::remote(21))?, 42);
+///     Ok(())
+/// }
+/// ```
+pub fn init_once(config: Config) -> Result<&'static Shoal> {
+    static STARTING: Mutex<()> = Mutex::new(());
+    let _starting = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((running, node)) = ONCE.get() {
+        return if *running == config { Ok(node) } else { Err(Error::AlreadyInitialized) };
+    }
+    let node = init(config.clone())?;
+    Ok(&ONCE.get_or_init(|| (config, node)).1)
+}
+
+/// The node of [`init_once`], with the config it was started with.
+static ONCE: OnceLock<(Config, Shoal)> = OnceLock::new();
+
+/// This process's runtime, starting a node from [`Config::default`] (as
+/// [`init_once`] does) when none runs: as Ray's `f.remote()` starts Ray.
+/// A process whose node was stopped (its [`Shoal`] dropped) does not start
+/// another: that is [`Error::NotInitialized`].
+pub(crate) fn current_or_start() -> Result<Runtime> {
+    match Runtime::current() {
+        Err(Error::NotInitialized) if !STOPPED.load(std::sync::atomic::Ordering::Acquire) => {
+            init_once(Config::default())?;
+            Runtime::current()
+        }
+        other => other,
+    }
+}
+
+/// Generated code calls this before a remote function's or an actor's
+/// `remote` encodes its arguments: without a node, one starts
+/// ([`current_or_start`]).
+///
+/// # Panics
+/// If no node runs and none can start (or this process's node was stopped),
+/// naming `what` was called.
+pub fn start_on_first_use(what: &str) {
+    if Runtime::installed() {
+        return;
+    }
+    if let Err(e) = current_or_start() {
+        panic!("cannot call `{what}::remote`: {e}");
+    }
+}
+
+/// A node this process started was stopped.
+static STOPPED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
