@@ -230,7 +230,7 @@ pub(crate) fn current_or_start() -> Result<Runtime> {
 
 /// Generated code calls this before a remote function's or an actor's
 /// `remote` encodes its arguments: without a node, one starts
-/// ([`current_or_start`]).
+/// (`current_or_start`).
 ///
 /// # Panics
 /// If no node runs and none can start (or this process's node was stopped),
