@@ -42,6 +42,7 @@ use crate::options::{ActorOptions, TaskOptions};
 use crate::protocol::{
     CreateActor, Execute, ObjectData, Placed, RefOp, Submit, SubmitArg, ToClient, ToNode, client_id_base,
 };
+use crate::status::NodeReport;
 
 /// How long a reader watches the socket before it sleeps in `poll`: a reply
 /// a few microseconds away then costs no wake-up.
@@ -429,6 +430,22 @@ impl Client {
             ToClient::StreamItem { item, .. } => item,
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// What the node reports about itself.
+    pub(crate) fn report(&self) -> Result<NodeReport> {
+        match self.request(|request| ToNode::Status { request }, None, Waiting::Reply)? {
+            ToClient::Status { report, .. } => Ok(report),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// A driver is done: everything queued goes, then the connection
+    /// closes (the node releases what this process held).
+    pub(crate) fn disconnect(&self) {
+        let _ = self.flush();
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        self.close();
     }
 
     /// The consumer of the stream ending in `end` is gone.
@@ -1047,7 +1064,8 @@ fn reply_request(reply: &ToClient) -> u64 {
         | ToClient::ActorFound { request, .. }
         | ToClient::Cancelled { request, .. }
         | ToClient::StreamItem { request, .. }
-        | ToClient::Resume { request, .. } => *request,
+        | ToClient::Resume { request, .. }
+        | ToClient::Status { request, .. } => *request,
         ToClient::Execute(_) | ToClient::Shutdown | ToClient::Cancel { .. } => u64::MAX,
     }
 }

@@ -23,6 +23,7 @@ pub struct Config {
     pub(crate) resources: Vec<(String, f64)>,
     pub(crate) spill: bool,
     pub(crate) spill_dir: Option<PathBuf>,
+    pub(crate) address: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -41,6 +42,7 @@ impl Default for Config {
             resources: Vec::new(),
             spill: true,
             spill_dir: None,
+            address: None,
         }
     }
 }
@@ -100,7 +102,39 @@ impl Config {
         self.socket_dir = Some(dir.into());
         self
     }
+
+    /// Connect to the standalone node at `address` (its socket, as `shoal
+    /// start` prints it) instead of starting an embedded one: `init` then
+    /// makes this process a driver of that node, the rest of the config
+    /// being the node's. Without it, the `SHOAL_ADDRESS` environment
+    /// variable, when set and not empty, does the same (as Ray's
+    /// `RAY_ADDRESS`).
+    ///
+    /// ```no_run
+    /// #[shoal::remote]
+    /// fn double(n: u64) -> u64 { n * 2 }
+    ///
+    /// # fn main() -> shoal::Result<()> {
+    /// // After `eval "$(shoal start --worker-program ./target/release/my-app)"`:
+    /// let address = std::env::var("SHOAL_ADDRESS").expect("a running node");
+    /// let _driver = shoal::init(shoal::Config::default().address(address))?;
+    /// assert_eq!(shoal::get(&double::remote(21))?, 42);
+    /// # Ok(()) }
+    /// ```
+    pub fn address(mut self, address: impl Into<PathBuf>) -> Self {
+        self.address = Some(address.into());
+        self
+    }
+
+    /// The node to connect to: [`address`](Self::address), else
+    /// `SHOAL_ADDRESS`; `None`: start an embedded node.
+    pub(crate) fn node_address(&self) -> Option<PathBuf> {
+        self.address.clone().or_else(|| std::env::var_os(ADDRESS_ENV).filter(|a| !a.is_empty()).map(PathBuf::from))
+    }
 }
+
+/// The environment variable naming the node a driver connects to.
+pub const ADDRESS_ENV: &str = "SHOAL_ADDRESS";
 
 impl Config {
     /// Most worker processes the node runs at once (default: four times

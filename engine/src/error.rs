@@ -137,6 +137,15 @@ pub enum Error {
     /// No live actor has this name (see `options().name(…)`).
     #[error("no live actor is named `{0}`")]
     ActorNotFound(String),
+    /// The standalone node at `address` could not be reached, or refused
+    /// this driver (another build, another user, …).
+    #[error("cannot connect to the shoal node at {address}: {reason}")]
+    Connect {
+        /// The node's socket.
+        address: String,
+        /// Why not.
+        reason: String,
+    },
 }
 
 impl From<shoal_store::StoreError> for Error {

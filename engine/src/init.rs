@@ -7,39 +7,67 @@
 //! It owns no node machinery: `node/` does, and the runtime below it says
 //! which node this process talks to.
 
-use std::path::Path;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use crate::client::Client;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::node::{ActorInfo, Node};
+use crate::node::Node;
 use crate::registry;
 use crate::runtime::Runtime;
+use crate::status::{ActorInfo, NodeReport, StoreStats};
 
-/// A running embedded node. Dropping it stops every worker. Afterwards, new
-/// calls report [`Error::NotInitialized`]; a ref that outlives the node still
-/// reads an object that was ready (it keeps the store mapped), and one that
-/// was pending reports [`Error::NodeStopped`].
-#[must_use = "the node shuts down when this guard is dropped"]
+/// This process's node: an embedded one, or a connection to a standalone
+/// node ([`Config::address`]). Dropping an embedded node stops every worker;
+/// dropping a connection disconnects, releasing what this process held, and
+/// leaves the node running. Afterwards, new calls report
+/// [`Error::NotInitialized`]; a ref that outlives the node still reads an
+/// object that was ready (it keeps the store mapped), and one that was
+/// pending reports [`Error::NodeStopped`].
+///
+/// Its methods report on the node; a connected driver asks the node, and
+/// gets empty figures if it cannot be reached.
+#[must_use = "the node shuts down (or the connection closes) when this guard is dropped"]
 pub struct Shoal {
-    node: Arc<Node>,
+    node: NodeHandle,
+}
+
+/// The node a [`Shoal`] stands for.
+enum NodeHandle {
+    Embedded(Arc<Node>),
+    Connected { client: Arc<Client>, address: PathBuf },
 }
 
 impl Shoal {
+    fn report(&self) -> NodeReport {
+        match &self.node {
+            NodeHandle::Embedded(node) => node.report(),
+            NodeHandle::Connected { client, .. } => client.report().unwrap_or_default(),
+        }
+    }
+
     /// Path of the node's Unix socket (inside a private, mode 0700 directory).
     pub fn socket_path(&self) -> &Path {
-        self.node.socket_path()
+        match &self.node {
+            NodeHandle::Embedded(node) => node.socket_path(),
+            NodeHandle::Connected { address, .. } => address,
+        }
     }
 
     /// Number of the pool's worker processes connected right now (actors'
     /// processes are listed by [`actors`](Self::actors)).
     pub fn live_workers(&self) -> usize {
-        self.node.lock().pool_size()
+        match &self.node {
+            NodeHandle::Embedded(node) => node.lock().pool_size(),
+            NodeHandle::Connected { .. } => self.report().workers.len(),
+        }
     }
 
     /// Process ids of the pool's connected workers.
     pub fn worker_pids(&self) -> Vec<u32> {
-        self.node.lock().workers.values().filter(|w| w.actor.is_none()).map(|w| w.conn.pid).collect()
+        self.report().workers
     }
 
     /// The actors that live (starting, alive or restarting), by id: type,
@@ -65,13 +93,18 @@ impl Shoal {
     /// # Ok(()) }
     /// ```
     pub fn actors(&self) -> Vec<ActorInfo> {
-        self.node.actors()
+        self.report().actors
     }
 
     /// Bytes of the object store in use.
     pub fn store_used_bytes(&self) -> u64 {
-        let state = self.node.lock();
-        state.allocator.capacity() - state.allocator.free_bytes()
+        match &self.node {
+            NodeHandle::Embedded(node) => {
+                let state = node.lock();
+                state.allocator.capacity() - state.allocator.free_bytes()
+            }
+            NodeHandle::Connected { .. } => self.report().store.used_bytes,
+        }
     }
 
     /// Bytes of the object store's memory reserved so far (allocated and
@@ -79,12 +112,15 @@ impl Shoal {
     /// beyond the highest allocation, at least 32 MiB, as much again as
     /// lies below it, never more than the store's size.
     pub fn store_reserved_bytes(&self) -> u64 {
-        self.node.arena().reserved()
+        self.report().reserved_bytes
     }
 
     /// Number of objects the node tracks (pending ones included).
     pub fn object_count(&self) -> usize {
-        self.node.lock().objects.len()
+        match &self.node {
+            NodeHandle::Embedded(node) => node.lock().objects.len(),
+            NodeHandle::Connected { .. } => self.report().store.objects,
+        }
     }
 
     /// The object store's figures now: use, spill files, and what was
@@ -100,65 +136,24 @@ impl Shoal {
     /// # drop(parts); Ok(()) }
     /// ```
     pub fn store_stats(&self) -> StoreStats {
-        let state = self.node.lock();
-        let totals = state.spill.totals;
-        StoreStats {
-            capacity: state.allocator.capacity(),
-            used_bytes: state.allocator.capacity() - state.allocator.free_bytes(),
-            objects: state.objects.len(),
-            spilled_objects: state.spill.spilled_objects,
-            spilled_bytes: state.spill.spilled_bytes,
-            spill_files: state.spill.open_files(),
-            spill_file_bytes: state.spill.file_bytes,
-            total_spilled_objects: totals.spilled_objects,
-            total_spilled_bytes: totals.spilled_bytes,
-            total_restored_objects: totals.restored_objects,
-            total_restored_bytes: totals.restored_bytes,
-        }
+        self.report().store
     }
-}
-
-/// Figures of a node's object store ([`Shoal::store_stats`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct StoreStats {
-    /// Size of the shared-memory arena.
-    pub capacity: u64,
-    /// Arena bytes allocated now.
-    pub used_bytes: u64,
-    /// Objects the node tracks (pending, in memory, spilled).
-    pub objects: usize,
-    /// Objects whose only copy is on disk now, and their bytes.
-    pub spilled_objects: usize,
-    /// Bytes of those objects.
-    pub spilled_bytes: u64,
-    /// Spill files open now and their bytes (a file goes when the last
-    /// object in it is freed; objects read back keep their copy, so
-    /// spilling them again writes nothing).
-    pub spill_files: usize,
-    /// Bytes of the spill files open now.
-    pub spill_file_bytes: u64,
-    /// Objects and bytes written to spill files since the node started.
-    pub total_spilled_objects: u64,
-    /// Bytes written to spill files since the node started.
-    pub total_spilled_bytes: u64,
-    /// Objects and bytes read back from them.
-    pub total_restored_objects: u64,
-    /// Bytes read back from spill files since the node started.
-    pub total_restored_bytes: u64,
 }
 
 impl Drop for Shoal {
     fn drop(&mut self) {
         STOPPED.store(true, std::sync::atomic::Ordering::Release);
         Runtime::uninstall();
-        self.node.shutdown();
+        match &self.node {
+            NodeHandle::Embedded(node) => node.shutdown(),
+            NodeHandle::Connected { client, .. } => client.disconnect(),
+        }
     }
 }
 
 impl std::fmt::Debug for Shoal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shoal").field("socket", &self.node.socket_path()).finish()
+        f.debug_struct("Shoal").field("socket", &self.socket_path()).finish()
     }
 }
 
@@ -174,12 +169,31 @@ pub fn init(config: Config) -> Result<Shoal> {
     if Runtime::current().is_ok() {
         return Err(Error::AlreadyInitialized);
     }
+    if let Some(address) = config.node_address() {
+        return connect(address);
+    }
     let node = Node::start(config, registry::code())?;
     if let Err(e) = Runtime::install(Runtime::Local(node.clone())) {
         node.shutdown();
         return Err(e);
     }
-    Ok(Shoal { node })
+    Ok(Shoal { node: NodeHandle::Embedded(node) })
+}
+
+/// Connect to the standalone node at `address`, as a driver.
+fn connect(address: PathBuf) -> Result<Shoal> {
+    let failed = |reason: String| Error::Connect { address: address.display().to_string(), reason };
+    let stream = UnixStream::connect(&address).map_err(|e| failed(e.to_string()))?;
+    let (client, _welcome) = Client::connect(stream, &registry::hello(0)).map_err(|e| match e {
+        Error::WorkerStartup(reason) => failed(reason),
+        other => other,
+    })?;
+    let client = Arc::new(client);
+    if let Err(e) = Runtime::install(Runtime::Client(client.clone())) {
+        client.disconnect();
+        return Err(e);
+    }
+    Ok(Shoal { node: NodeHandle::Connected { client, address } })
 }
 
 /// One node for every caller in this process: the first call starts it

@@ -238,6 +238,7 @@ mod protocol;
 mod registry;
 mod runtime;
 mod stack_overflow;
+mod status;
 mod stream;
 mod task;
 mod view;
@@ -247,16 +248,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use actor::{Actor, ActorHandle, get_actor, kill};
-pub use config::Config;
+pub use config::{ADDRESS_ENV, Config};
 use error::panic_message;
 pub use error::{Error, Result};
-pub use init::{Shoal, StoreStats, init, init_once};
+pub use init::{Shoal, init, init_once};
 pub use ndarray;
-pub use node::{ActorInfo, ActorState};
 pub use object_ref::{Arg, IntoArg, ObjectRef, Value};
 pub use options::{ActorOptions, TaskOptions};
 pub use shoal_macros::{actor, method, remote};
 pub use shoal_store::{Element, SharedArray};
+pub use status::{ActorInfo, ActorState, StoreStats};
 pub use stream::ObjectRefStream;
 pub use view::ViewOf;
 

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::options::{ActorOptions, TaskOptions};
+use crate::status::NodeReport;
 
 /// Ids the node makes itself have this bit clear; a client's have it set,
 /// then the client's number, then its own sequence ([`client_id_base`]).
@@ -262,6 +263,11 @@ pub(crate) enum ToNode {
         /// Items the consumer must have taken.
         consumed: u64,
     },
+    /// Answer with [`ToClient::Status`]: what the node reports about itself.
+    Status {
+        /// Echoed in the reply.
+        request: u64,
+    },
 }
 
 /// One argument of a task, as the worker receives it.
@@ -391,6 +397,13 @@ pub(crate) enum ToClient {
         request: u64,
         /// Items its consumer has taken (all of them once the stream ended).
         consumed: u64,
+    },
+    /// Answer to [`ToNode::Status`].
+    Status {
+        /// The request answered.
+        request: u64,
+        /// The node's report.
+        report: NodeReport,
     },
 }
 
@@ -522,6 +535,7 @@ mod tests {
                 task,
                 consumed
             }),
+            any::<u64>().prop_map(|request| ToNode::Status { request }),
         ]
     }
 
@@ -559,6 +573,12 @@ mod tests {
             (any::<u64>(), prop_oneof![any::<Option<u64>>().prop_map(Ok), error().prop_map(Err)])
                 .prop_map(|(request, item)| ToClient::StreamItem { request, item }),
             (any::<u64>(), any::<u64>()).prop_map(|(request, consumed)| ToClient::Resume { request, consumed }),
+            (any::<u64>(), prop::collection::vec(any::<u32>(), 0..4), any::<u64>()).prop_map(
+                |(request, workers, reserved_bytes)| ToClient::Status {
+                    request,
+                    report: NodeReport { workers, reserved_bytes, ..NodeReport::default() }
+                }
+            ),
         ]
     }
 

@@ -106,6 +106,19 @@ pub(crate) fn code() -> crate::node::NodeCode {
     }
 }
 
+/// The `Hello` this process opens a connection to a node with: `token` is
+/// the secret a node gave the processes it started (0 for a driver).
+pub(crate) fn hello(token: u64) -> shoal_ipc::Hello {
+    shoal_ipc::Hello {
+        magic: shoal_ipc::handshake::HELLO_MAGIC,
+        protocol: shoal_ipc::PROTOCOL_VERSION,
+        pid: std::process::id(),
+        build: build_hash(),
+        token,
+        table: table(),
+    }
+}
+
 /// Hash of the shoal version, the protocol version, and every registered
 /// function's name and source: equal on both ends of a handshake exactly when
 /// they can work together.

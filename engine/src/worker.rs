@@ -28,8 +28,6 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use shoal_ipc::{Hello, handshake::HELLO_MAGIC};
-
 use crate::client::Client;
 use crate::error::{Error, panic_message};
 use crate::node::{ENV_PARENT, ENV_SOCKET, ENV_TOKEN};
@@ -94,15 +92,7 @@ fn io_err(e: impl std::fmt::Display) -> Error {
 fn run(socket: std::path::PathBuf, parent: Option<i32>, token: u64) -> Result<(), Error> {
     die_with_parent(parent)?;
     let stream = UnixStream::connect(&socket).map_err(io_err)?;
-    let hello = Hello {
-        magic: HELLO_MAGIC,
-        protocol: shoal_ipc::PROTOCOL_VERSION,
-        pid: std::process::id(),
-        build: registry::build_hash(),
-        token,
-        table: registry::table(),
-    };
-    let (client, _welcome) = Client::connect(stream, &hello)?;
+    let (client, _welcome) = Client::connect(stream, &registry::hello(token))?;
     let client = Arc::new(client);
     client.start_flusher().map_err(io_err)?;
     let runtime = Runtime::Client(client.clone());

@@ -148,32 +148,3 @@ impl ActorBook {
         token
     }
 }
-
-/// What `Shoal::actors` reports of one actor.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ActorInfo {
-    /// Its id (the id of its handle object).
-    pub id: u64,
-    /// Its type's registered name, `my_crate::module::Counter`.
-    pub class: String,
-    /// Its name, if it was given one.
-    pub name: Option<String>,
-    /// Its process, once started.
-    pub pid: Option<u32>,
-    /// Where its life stands.
-    pub state: ActorState,
-    /// How many times its process was started again.
-    pub restarts: u32,
-}
-
-/// Where an actor's life stands (see [`ActorInfo`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ActorState {
-    /// Waiting for CPUs or for its process, or running its constructor.
-    Starting,
-    /// Running calls.
-    Alive,
-    /// Being started again after its process died.
-    Restarting,
-}

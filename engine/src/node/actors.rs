@@ -31,8 +31,9 @@ use crate::node::conn::Outbox;
 use crate::options::{ActorOptions, TaskOptions};
 use crate::protocol::{SubmitArg, ToClient};
 
-use super::actor_book::{ActorCall, ActorEntry, ActorInfo, ActorState, Caller, LOCAL, Phase};
+use super::actor_book::{ActorCall, ActorEntry, Caller, LOCAL, Phase};
 use super::state::{ArgSpec, Death, NodeState, ObjectState};
+use crate::status::{ActorInfo, ActorState};
 
 /// Most calls waiting at an actor's process.
 pub(crate) const ACTOR_PIPELINE: usize = 64;

@@ -70,6 +70,7 @@ impl NodeState {
                 ("<unknown function>", Some(error))
             }
         };
+        let first_task = self.next_task;
         match call {
             None => {
                 self.add_task_for(function, options, specs, outputs, failed, ancestors, None);
@@ -83,7 +84,20 @@ impl NodeState {
                 self.add_call(actor, caller, function, class, specs, outputs, failed, Vec::new());
             }
         }
+        self.note_driver_task(worker, first_task);
         Ok(())
+    }
+
+    /// A driver's submission made tasks from `first_task` on: remember them
+    /// (see `NodeState::driver_gone`), forgetting those that ended once the
+    /// list has doubled.
+    fn note_driver_task(&mut self, worker: usize, first_task: u64) {
+        let Some(slot) = self.workers.get_mut(&worker).filter(|s| s.driver) else { return };
+        slot.submitted.extend(first_task..self.next_task);
+        if slot.submitted.len() >= 1024 && slot.submitted.len().is_power_of_two() {
+            let tasks = &self.tasks;
+            slot.submitted.retain(|t| tasks.contains_key(t));
+        }
     }
 
     /// Client `worker` creates actor `id` (a fresh id of its own, for the
@@ -389,14 +403,14 @@ impl NodeState {
     /// Workers beyond `keep` that are idle: marked retiring (they get no
     /// more tasks), to be told to exit.
     pub fn retire_idle(&mut self, keep: usize) -> Vec<std::sync::Arc<super::conn::WorkerConn>> {
-        let live = self.workers.values().filter(|s| !s.retiring && s.actor.is_none()).count();
+        let live = self.workers.values().filter(|s| !s.retiring && s.in_pool()).count();
         if live <= keep || !self.ready.is_empty() {
             return Vec::new();
         }
         let mut idle: Vec<usize> = self
             .workers
             .iter()
-            .filter(|(_, s)| !s.retiring && s.actor.is_none() && s.in_flight.is_empty() && s.parked_other.is_empty())
+            .filter(|(_, s)| !s.retiring && s.in_pool() && s.in_flight.is_empty() && s.parked_other.is_empty())
             .map(|(&id, _)| id)
             .collect();
         idle.sort_unstable_by(|a, b| b.cmp(a));

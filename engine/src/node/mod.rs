@@ -32,7 +32,6 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use shoal_store::{Arena, Layout};
 
-pub use actor_book::{ActorInfo, ActorState};
 use conn::Outbox;
 use conn::WorkerConn;
 pub(crate) use pool::{ENV_PARENT, ENV_SOCKET, ENV_TOKEN};
@@ -43,6 +42,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::options::{ActorOptions, TaskOptions};
 use crate::protocol::SubmitArg;
+use crate::status::{NodeReport, StoreStats};
 
 /// The code a node runs: the registered function names of this binary and
 /// the hash a worker's build must match (see `registry`).
@@ -575,11 +575,16 @@ impl Node {
                         state.replies.push((slot.conn.id, crate::protocol::ToClient::Shutdown));
                     }
                 }
-                None => state.spawn_pending = state.spawn_pending.saturating_sub(1),
+                None if token == self.worker_token => state.spawn_pending = state.spawn_pending.saturating_sub(1),
+                // Not started by this node: a driver, which runs no tasks.
+                None => slot.driver = true,
             }
+            let driver = slot.driver;
             state.workers.insert(slot.conn.id, slot);
-            // Under the lock, so `wait_for_workers` cannot miss the wake-up.
-            self.accepted.fetch_add(1, Ordering::SeqCst);
+            if !driver {
+                // Under the lock, so `wait_for_workers` cannot miss the wake-up.
+                self.accepted.fetch_add(1, Ordering::SeqCst);
+            }
         });
     }
 
@@ -968,9 +973,30 @@ impl Node {
         self.change_and_dispatch(|state| state.kill_actor(id));
     }
 
-    /// The actors that have not died.
-    pub(crate) fn actors(&self) -> Vec<ActorInfo> {
-        self.lock().actor_infos()
+    /// What this node reports about itself.
+    pub(crate) fn report(&self) -> NodeReport {
+        let state = self.lock();
+        let totals = state.spill.totals;
+        let store = StoreStats {
+            capacity: state.allocator.capacity(),
+            used_bytes: state.allocator.capacity() - state.allocator.free_bytes(),
+            objects: state.objects.len(),
+            spilled_objects: state.spill.spilled_objects,
+            spilled_bytes: state.spill.spilled_bytes,
+            spill_files: state.spill.open_files(),
+            spill_file_bytes: state.spill.file_bytes,
+            total_spilled_objects: totals.spilled_objects,
+            total_spilled_bytes: totals.spilled_bytes,
+            total_restored_objects: totals.restored_objects,
+            total_restored_bytes: totals.restored_bytes,
+        };
+        NodeReport {
+            socket: self.socket_path.clone(),
+            workers: state.workers.values().filter(|w| w.in_pool()).map(|w| w.conn.pid).collect(),
+            actors: state.actor_infos(),
+            store,
+            reserved_bytes: self.arena.reserved(),
+        }
     }
 
     /// Wait until object `id` is sealed or failed (read back if it was

@@ -655,6 +655,11 @@ fn handle(node: &Node, conn: &WorkerConn, msg: ToNode, dirty: &mut bool) -> Resu
             node.lock().stream_close(end);
             *dirty = true;
         }
+        ToNode::Status { request } => {
+            let report = node.report();
+            node.lock().replies.push((conn.id, ToClient::Status { request, report }));
+            *dirty = true;
+        }
         ToNode::Backpressure { request, task, consumed } => {
             node.lock().backpressure(conn.id, request, task, consumed).map_err(violation)?;
             *dirty = true;

@@ -189,6 +189,12 @@ pub(crate) struct WorkerSlot {
     pub answered_at: Option<std::time::Instant>,
     /// The actor this process runs (it takes no pool tasks).
     pub actor: Option<u64>,
+    /// A driver (a client the node did not start): it takes no tasks, and
+    /// when it goes, the tasks it submitted that no one else wants are
+    /// cancelled (`submitted`).
+    pub driver: bool,
+    /// A driver's submitted tasks, to look at when it goes (pruned as it grows).
+    pub submitted: Vec<u64>,
 }
 
 impl WorkerSlot {
@@ -206,7 +212,14 @@ impl WorkerSlot {
             retiring: false,
             answered_at: None,
             actor: None,
+            driver: false,
+            submitted: Vec::new(),
         }
+    }
+
+    /// One of the pool's worker processes (not an actor's, not a driver).
+    pub fn in_pool(&self) -> bool {
+        self.actor.is_none() && !self.driver
     }
 
     /// Whether its reader should watch its socket before sleeping: its task
@@ -239,7 +252,7 @@ impl WorkerSlot {
     /// (An actor's process holds none: an actor's CPUs are held for its
     /// lifetime, in `ActorBook::cpus`.)
     pub fn holds_cpu(&self) -> bool {
-        self.actor.is_none()
+        self.in_pool()
             && (self.reserved_by.is_some()
                 || (!self.in_flight.is_empty() && self.blocked_in().is_none() && self.parked_other.is_empty()))
     }
@@ -247,7 +260,7 @@ impl WorkerSlot {
     /// Takes ordinary tasks: a pool worker, not blocked, not running tasks
     /// on a blocked stack.
     fn takes_ordinary(&self) -> bool {
-        self.actor.is_none() && self.accepts_calls() && self.reserved_by.is_none()
+        self.in_pool() && self.accepts_calls() && self.reserved_by.is_none()
     }
 
     /// Takes more work in its queue: not blocked in a request on any
@@ -259,7 +272,7 @@ impl WorkerSlot {
     /// May run tasks on top of a blocked one: a pool worker, not leaving,
     /// blocked on its task thread only.
     fn runs_nested(&self) -> bool {
-        self.actor.is_none() && !self.retiring && self.parked_other.is_empty()
+        self.in_pool() && !self.retiring && self.parked_other.is_empty()
     }
 }
 
@@ -403,7 +416,7 @@ impl NodeState {
 
     /// Worker processes of the pool (not running actors).
     pub fn pool_size(&self) -> usize {
-        self.workers.values().filter(|s| s.actor.is_none()).count()
+        self.workers.values().filter(|s| s.in_pool()).count()
     }
 
     /// The connections of the live workers.
@@ -1057,6 +1070,10 @@ impl NodeState {
                 self.release(id);
             }
         }
+        if slot.driver {
+            self.driver_gone(&slot.submitted);
+            return true;
+        }
         if let Some(actor) = slot.actor {
             self.actor_process_lost(actor, worker, &slot.in_flight, pid, death);
             return true;
@@ -1092,6 +1109,20 @@ impl NodeState {
             }
         }
         true
+    }
+
+    /// A driver went (its references released already): the tasks it
+    /// submitted whose outputs no one holds any more are cancelled — the
+    /// latest first, so a task only its dropped dependents wanted goes too.
+    /// Tasks whose results someone else holds run on.
+    fn driver_gone(&mut self, submitted: &[u64]) {
+        for &task_id in submitted.iter().rev() {
+            let Some(task) = self.tasks.get(&task_id) else { continue };
+            let unwanted = task.outputs.iter().all(|o| self.objects.get(o).is_none_or(|e| e.refs == 0));
+            if unwanted && !task.cancelled {
+                let _ = self.cancel_object(task.outputs[0], false);
+            }
+        }
     }
 
     /// Send ready tasks to workers, as far as workers, CPUs and resources
@@ -1133,7 +1164,7 @@ impl NodeState {
             let blocked_here = self
                 .workers
                 .get(&worker)
-                .filter(|s| !s.retiring && s.actor.is_none())
+                .filter(|s| !s.retiring && s.in_pool())
                 .and_then(|s| s.blocked_in())
                 .is_some_and(|l| l.parked == Some(request));
             if blocked_here && self.needs_restore(task_id) {
@@ -1158,7 +1189,7 @@ impl NodeState {
         let blocked = self
             .workers
             .values()
-            .filter(|s| s.actor.is_none() && (s.blocked_in().is_some() || !s.parked_other.is_empty()))
+            .filter(|s| s.in_pool() && (s.blocked_in().is_some() || !s.parked_other.is_empty()))
             .count();
         let pool = self.pool_size();
         let mut position = 0;
