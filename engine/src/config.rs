@@ -126,6 +126,16 @@ impl Config {
         self
     }
 
+    /// Where nodes of this config keep their socket directories:
+    /// [`socket_dir`](Self::socket_dir), else `$XDG_RUNTIME_DIR`, else the
+    /// system temp dir.
+    pub(crate) fn socket_base(&self) -> PathBuf {
+        self.socket_dir
+            .clone()
+            .or_else(|| std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).filter(|p| p.is_dir()))
+            .unwrap_or_else(std::env::temp_dir)
+    }
+
     /// The node to connect to: [`address`](Self::address), else
     /// `SHOAL_ADDRESS`; `None`: start an embedded node.
     pub(crate) fn node_address(&self) -> Option<PathBuf> {

@@ -180,6 +180,55 @@ pub fn init(config: Config) -> Result<Shoal> {
     Ok(Shoal { node: NodeHandle::Embedded(node) })
 }
 
+/// Start a standalone node in this process: what `shoal start` runs. As
+/// [`init`], but the node's code is `config`'s worker program's (read from
+/// it), not this process's: its workers run that program, and the drivers
+/// that connect ([`Config::address`]) must be built from the same code. The
+/// node marks itself in its socket directory, where [`standalone_nodes`]
+/// finds it. This process stays the node's host: dropping the guard stops it.
+pub fn serve(config: Config) -> Result<Shoal> {
+    if Runtime::current().is_ok() {
+        return Err(Error::AlreadyInitialized);
+    }
+    let program = config.worker_program.clone().ok_or_else(|| {
+        Error::InvalidArgument("a standalone node needs the program its workers run (Config::worker_program)".into())
+    })?;
+    let code = registry::code_of(&program)?;
+    let node = Node::start(config, code)?;
+    let marked = std::fs::write(node.socket_dir().join(STANDALONE), std::process::id().to_string());
+    if let Err(e) = marked.map_err(|e| Error::WorkerStartup(format!("marking the socket directory: {e}"))) {
+        node.shutdown();
+        return Err(e);
+    }
+    if let Err(e) = Runtime::install(Runtime::Local(node.clone())) {
+        node.shutdown();
+        return Err(e);
+    }
+    Ok(Shoal { node: NodeHandle::Embedded(node) })
+}
+
+/// The file that marks a standalone node's socket directory.
+const STANDALONE: &str = "standalone";
+
+/// The sockets of the standalone nodes ([`serve`]) this user runs, where
+/// nodes of `config` keep their sockets ([`Config::socket_dir`]), with their
+/// pids.
+pub fn standalone_nodes(config: &Config) -> Vec<(PathBuf, u32)> {
+    let parent = config.socket_base().join(format!("shoal-{}", nix::unistd::geteuid().as_raw()));
+    let Ok(entries) = std::fs::read_dir(parent) else { return Vec::new() };
+    let mut nodes: Vec<(PathBuf, u32)> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = std::fs::read_to_string(entry.path().join(STANDALONE)).ok()?.trim().parse().ok()?;
+            let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok();
+            let socket = entry.path().join("node.sock");
+            (alive && socket.exists()).then_some((socket, pid))
+        })
+        .collect();
+    nodes.sort();
+    nodes
+}
+
 /// Connect to the standalone node at `address`, as a driver.
 fn connect(address: PathBuf) -> Result<Shoal> {
     let failed = |reason: String| Error::Connect { address: address.display().to_string(), reason };

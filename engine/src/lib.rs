@@ -251,7 +251,7 @@ pub use actor::{Actor, ActorHandle, get_actor, kill};
 pub use config::{ADDRESS_ENV, Config};
 use error::panic_message;
 pub use error::{Error, Result};
-pub use init::{Shoal, init, init_once};
+pub use init::{Shoal, init, init_once, serve, standalone_nodes};
 pub use ndarray;
 pub use object_ref::{Arg, IntoArg, ObjectRef, Value};
 pub use options::{ActorOptions, TaskOptions};
@@ -260,6 +260,7 @@ pub use shoal_store::{Element, SharedArray};
 pub use status::{ActorInfo, ActorState, StoreStats};
 pub use stream::ObjectRefStream;
 pub use view::ViewOf;
+pub use worker::worker_main;
 
 use ndarray::{Array, Dimension};
 use node::state::ObjectState;

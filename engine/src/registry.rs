@@ -106,6 +106,69 @@ pub(crate) fn code() -> crate::node::NodeCode {
     }
 }
 
+/// Set in a program's environment to make it print its [`code`] (see
+/// [`describe`]) and exit, before `main`.
+pub(crate) const ENV_DESCRIBE: &str = "SHOAL_DESCRIBE";
+
+/// Print this binary's code on stdout, one entry a line: its build hash,
+/// then `F name` for each function, `C class constructor` for each actor
+/// type and `M method class` for each method (names hold no whitespace).
+pub(crate) fn describe() {
+    let code = code();
+    let mut out = format!("{:016x}\n", code.build_hash);
+    let actor = |n: &&str| code.classes.iter().any(|(_, c)| c == n) || code.methods.iter().any(|(m, _)| m == n);
+    for name in code.names.iter().filter(|n| !actor(n)) {
+        out += &format!("F {name}\n");
+    }
+    for (class, constructor) in &code.classes {
+        out += &format!("C {class} {constructor}\n");
+    }
+    for (method, class) in &code.methods {
+        out += &format!("M {method} {class}\n");
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().write_all(out.as_bytes());
+}
+
+/// The code of the program at `path`, as it describes itself (run with
+/// [`ENV_DESCRIBE`]). Its names live as long as the process (a node learns a
+/// program once).
+pub(crate) fn code_of(path: &std::path::Path) -> Result<crate::node::NodeCode, Error> {
+    let bad = |why: String| Error::WorkerStartup(format!("worker program `{}`: {why}", path.display()));
+    let output = std::process::Command::new(path)
+        .env(ENV_DESCRIBE, "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| bad(format!("cannot run it: {e}")))?;
+    let text = String::from_utf8(output.stdout).map_err(|_| bad("its description is not text".into()))?;
+    let mut lines = text.lines();
+    let build_hash = lines
+        .next()
+        .and_then(|l| u64::from_str_radix(l, 16).ok())
+        .filter(|_| output.status.success())
+        .ok_or_else(|| bad("it does not describe itself: is it a shoal program (built with this shoal)?".into()))?;
+    let leak = |s: &str| -> &'static str { Box::leak(s.to_string().into_boxed_str()) };
+    let (mut names, mut methods, mut classes) = (Vec::new(), Vec::new(), Vec::new());
+    for line in lines {
+        let parts: Vec<&str> = line.split(' ').collect();
+        match parts.as_slice() {
+            ["F", name] => names.push(leak(name)),
+            ["C", class, constructor] => {
+                let constructor = leak(constructor);
+                names.push(constructor);
+                classes.push((leak(class), constructor));
+            }
+            ["M", method, class] => {
+                let method = leak(method);
+                names.push(method);
+                methods.push((method, leak(class)));
+            }
+            _ => return Err(bad(format!("unexpected line in its description: {line:?}"))),
+        }
+    }
+    Ok(crate::node::NodeCode { names, build_hash, methods, classes })
+}
+
 /// The `Hello` this process opens a connection to a node with: `token` is
 /// the secret a node gave the processes it started (0 for a driver).
 pub(crate) fn hello(token: u64) -> shoal_ipc::Hello {

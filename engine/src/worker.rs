@@ -43,6 +43,11 @@ use crate::task::Output;
 static WORKER_ENTRY: extern "C" fn() = worker_entry;
 
 extern "C" fn worker_entry() {
+    if std::env::var_os(registry::ENV_DESCRIBE).is_some() {
+        // A node asks what this program runs (`registry::code_of`).
+        registry::describe();
+        std::process::exit(0);
+    }
     let Some(socket) = std::env::var_os(ENV_SOCKET) else { return };
     let parent = std::env::var(ENV_PARENT).ok().and_then(|p| p.parse::<i32>().ok());
     let token = std::env::var(ENV_TOKEN).ok().and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
@@ -70,6 +75,28 @@ extern "C" fn worker_entry() {
         Err(_) => 3,
     };
     std::process::exit(code);
+}
+
+/// The `main` of a worker binary: a small program that links a crate of
+/// remote functions and actors (`use my_functions as _;`) so that a
+/// standalone node (`shoal start --worker-program`) runs them for the
+/// drivers built from the same code. A node starts it in worker mode, which
+/// begins before `main`; run by hand, it says what it is and exits with
+/// status 2.
+///
+/// ```no_run
+/// // src/bin/my-worker.rs
+/// fn main() {
+///     shoal::worker_main()
+/// }
+/// ```
+pub fn worker_main() -> ! {
+    eprintln!(
+        "{}: a shoal worker program: a node starts it (`shoal start --worker-program {}`); it does nothing run by hand",
+        std::env::args().next().unwrap_or_default(),
+        std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default()
+    );
+    std::process::exit(2)
 }
 
 fn die_with_parent(parent: Option<i32>) -> Result<(), Error> {

@@ -4,9 +4,11 @@
 //! (one call, then a dependent chain) and 20 tasks summing one shared 100 MB
 //! array, printing results and times. The binary also carries the built-in
 //! remote functions, so it is its own worker program. `shoal bench` runs the
-//! benchmark suite (see `bench.rs`).
+//! benchmark suite (see `bench.rs`). `shoal start` and `shoal stop` run a
+//! standalone node (see `node_cli.rs`).
 
 mod bench;
+mod node_cli;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -66,6 +68,42 @@ enum Command {
         /// Print the metric names and exit.
         #[arg(long)]
         list: bool,
+    },
+    /// Start a standalone node that drivers connect to (`Config::address`, or
+    /// `SHOAL_ADDRESS`). Prints `SHOAL_ADDRESS=<address>` last, so
+    /// `eval "$(shoal start …)"` sets it; the node outlives this command
+    /// unless `--block`.
+    Start {
+        /// The program its workers run: your binary, or a worker binary
+        /// calling `shoal::worker_main()`. Drivers must be built from the
+        /// same code.
+        #[arg(long)]
+        worker_program: Option<PathBuf>,
+        /// Worker processes (default: one per core).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Object store size in bytes (default: a quarter of memory, at most 4 GiB).
+        #[arg(long)]
+        store_bytes: Option<u64>,
+        /// Where full stores spill objects (default: the temp dir).
+        #[arg(long)]
+        spill_dir: Option<PathBuf>,
+        /// Where the node's socket directory goes (default: $XDG_RUNTIME_DIR, else the temp dir).
+        #[arg(long)]
+        socket_dir: Option<PathBuf>,
+        /// Run the node in this process, in the foreground, until SIGTERM or Ctrl-C.
+        #[arg(long)]
+        block: bool,
+    },
+    /// Stop a standalone node: its workers, store, socket and spill files go.
+    /// The node is `--address`, else `SHOAL_ADDRESS`, else the one this user runs.
+    Stop {
+        /// The node's socket, as `shoal start` printed it.
+        #[arg(long)]
+        address: Option<PathBuf>,
+        /// Where to look for nodes, as given to `shoal start --socket-dir`.
+        #[arg(long)]
+        socket_dir: Option<PathBuf>,
     },
     /// The echo side of the bench's socket ping-pong (internal).
     #[command(hide = true)]
@@ -154,6 +192,10 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench { filter, workers, large_mb, list: false } => bench::run(filter.as_deref(), workers, large_mb),
+        Command::Start { worker_program, workers, store_bytes, spill_dir, socket_dir, block } => {
+            node_cli::start(node_cli::StartArgs { workers, store_bytes, spill_dir, socket_dir, worker_program, block })
+        }
+        Command::Stop { address, socket_dir } => node_cli::stop(address, socket_dir),
         Command::BenchEcho { socket } => bench::echo(&socket),
         Command::BenchProbe { what, mb } => bench::probe_child(&what, mb),
     }

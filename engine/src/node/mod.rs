@@ -222,11 +222,7 @@ impl Node {
     /// every worker has completed its handshake.
     pub(crate) fn start(config: Config, code: NodeCode) -> Result<Arc<Node>> {
         let arena = Arc::new(Arena::create_unreserved(config.store_bytes)?);
-        let base = config
-            .socket_dir
-            .clone()
-            .or_else(|| std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).filter(|p| p.is_dir()))
-            .unwrap_or_else(std::env::temp_dir);
+        let base = config.socket_base();
         let startup = |e: std::io::Error| Error::WorkerStartup(format!("socket directory: {e}"));
         let socket_dir = make_private_dir(&base, "node").map_err(startup)?;
         let spill_base = config.spill_dir.clone().unwrap_or_else(std::env::temp_dir);
@@ -362,6 +358,10 @@ impl Node {
 
     pub(crate) fn worker_program(&self) -> &Path {
         self.config.worker_program.as_deref().unwrap_or(Path::new("/proc/self/exe"))
+    }
+
+    pub(crate) fn socket_dir(&self) -> &Path {
+        &self.socket_dir
     }
 
     pub(crate) fn socket_path(&self) -> &Path {

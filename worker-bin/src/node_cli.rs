@@ -1,0 +1,180 @@
+//! `shoal start` and `shoal stop`: a standalone node that drivers connect
+//! to, outliving the shell that started it.
+//!
+//! `start` without `--block` runs itself again with `--block`, in a process
+//! group of its own, its stderr appended to a log file; it relays the child's
+//! first lines (the address, or why not) and returns. The node's process
+//! blocks the termination signals before any thread exists and waits for
+//! one: `stop` sends SIGTERM and waits for the process to end, by which time
+//! the node has stopped its workers and removed its directories.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use nix::sys::signal::{SigSet, Signal};
+
+/// What `shoal start` takes.
+pub struct StartArgs {
+    pub workers: Option<usize>,
+    pub store_bytes: Option<u64>,
+    pub spill_dir: Option<PathBuf>,
+    pub socket_dir: Option<PathBuf>,
+    pub worker_program: Option<PathBuf>,
+    pub block: bool,
+}
+
+/// How long `stop` waits for the node's process to end.
+const STOP_PATIENCE: Duration = Duration::from_secs(30);
+
+fn base_config(socket_dir: Option<&Path>) -> shoal::Config {
+    match socket_dir {
+        Some(dir) => shoal::Config::default().socket_dir(dir),
+        None => shoal::Config::default(),
+    }
+}
+
+/// The node's address line, as `eval "$(shoal start)"` takes it.
+fn address_line(address: &Path) -> String {
+    format!("{}={}", shoal::ADDRESS_ENV, address.display())
+}
+
+pub fn start(args: StartArgs) -> anyhow::Result<()> {
+    let probe = base_config(args.socket_dir.as_deref());
+    if let Some((address, pid)) = shoal::standalone_nodes(&probe).into_iter().next() {
+        bail!("a shoal node is already running (pid {pid}) at {}; stop it first with `shoal stop`", address.display());
+    }
+    let Some(program) = args.worker_program.clone() else {
+        bail!(
+            "give the program the node's workers run: --worker-program PATH (your binary, or a worker binary \
+             calling shoal::worker_main(); drivers connecting must be built from the same code)"
+        );
+    };
+    let program = program.canonicalize().with_context(|| format!("worker program {}", program.display()))?;
+    if args.block {
+        return serve(args, program);
+    }
+    let mut child = Command::new(std::env::current_exe().context("this executable")?);
+    child.arg("start").arg("--block").arg("--worker-program").arg(&program);
+    if let Some(n) = args.workers {
+        child.arg("--workers").arg(n.to_string());
+    }
+    if let Some(b) = args.store_bytes {
+        child.arg("--store-bytes").arg(b.to_string());
+    }
+    if let Some(d) = &args.spill_dir {
+        child.arg("--spill-dir").arg(d);
+    }
+    if let Some(d) = &args.socket_dir {
+        child.arg("--socket-dir").arg(d);
+    }
+    let log = log_path(args.socket_dir.as_deref());
+    let log_file =
+        std::fs::OpenOptions::new().create(true).append(true).open(&log).with_context(|| log.display().to_string())?;
+    let mut child = child
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log_file)
+        .process_group(0)
+        .env_remove(shoal::ADDRESS_ENV)
+        .spawn()
+        .context("starting the node's process")?;
+    let stdout = child.stdout.take().expect("piped");
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if line.starts_with(&format!("{}=", shoal::ADDRESS_ENV)) {
+            // Its output ends here: it runs on alone.
+            return Ok(());
+        }
+    }
+    let status = child.wait()?;
+    bail!("the node did not start ({status}); its log: {}", log.display())
+}
+
+/// Where a detached node's stderr goes.
+fn log_path(socket_dir: Option<&Path>) -> PathBuf {
+    let base = socket_dir.map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir);
+    base.join(format!("shoal-node-{}.log", nix::unistd::geteuid().as_raw()))
+}
+
+/// Run the node in this process until SIGTERM, SIGINT or SIGHUP.
+fn serve(args: StartArgs, program: PathBuf) -> anyhow::Result<()> {
+    let signals: SigSet = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP].into_iter().collect();
+    // Before any thread exists, so every thread inherits the mask and the
+    // signals wait for `wait` below.
+    signals.thread_block().context("blocking the termination signals")?;
+    let mut config = base_config(args.socket_dir.as_deref()).worker_program(program);
+    if let Some(n) = args.workers {
+        config = config.workers(n);
+    }
+    if let Some(b) = args.store_bytes {
+        config = config.store_bytes(b);
+    }
+    if let Some(d) = args.spill_dir {
+        config = config.spill_dir(d);
+    }
+    let node = match shoal::serve(config) {
+        Ok(node) => node,
+        Err(e) => {
+            // The starting shell reads stdout.
+            println!("error: {e}");
+            return Err(e.into());
+        }
+    };
+    eprintln!("shoal node {} serving at {}", std::process::id(), node.socket_path().display());
+    println!("{}", address_line(node.socket_path()));
+    loop {
+        match signals.wait() {
+            Ok(Signal::SIGHUP) => continue, // the terminal went; the node stays
+            Ok(signal) => {
+                eprintln!("shoal node {}: {signal}, stopping", std::process::id());
+                break;
+            }
+            Err(e) => bail!("waiting for a signal: {e}"),
+        }
+    }
+    drop(node);
+    Ok(())
+}
+
+/// The node `stop` means: `address`, else `SHOAL_ADDRESS`, else the one
+/// standalone node this user runs.
+fn find_node(address: Option<PathBuf>, socket_dir: Option<&Path>) -> anyhow::Result<(PathBuf, u32)> {
+    let nodes = shoal::standalone_nodes(&base_config(socket_dir));
+    let wanted = address.or_else(|| std::env::var_os(shoal::ADDRESS_ENV).filter(|a| !a.is_empty()).map(PathBuf::from));
+    match wanted {
+        Some(address) => nodes
+            .into_iter()
+            .find(|(a, _)| *a == address)
+            .with_context(|| format!("no shoal node is running at {}", address.display())),
+        None => match nodes.as_slice() {
+            [] => bail!("no shoal node is running (start one with `shoal start`)"),
+            [one] => Ok(one.clone()),
+            many => bail!(
+                "{} shoal nodes are running; say which with --address or {}: {}",
+                many.len(),
+                shoal::ADDRESS_ENV,
+                many.iter().map(|(a, _)| a.display().to_string()).collect::<Vec<_>>().join(", ")
+            ),
+        },
+    }
+}
+
+pub fn stop(address: Option<PathBuf>, socket_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let (address, pid) = find_node(address, socket_dir.as_deref())?;
+    let target = nix::unistd::Pid::from_raw(pid as i32);
+    nix::sys::signal::kill(target, Signal::SIGTERM).with_context(|| format!("signalling the node (pid {pid})"))?;
+    let started = Instant::now();
+    while nix::sys::signal::kill(target, None).is_ok() {
+        if started.elapsed() > STOP_PATIENCE {
+            bail!("the node (pid {pid}) did not stop within {STOP_PATIENCE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!("stopped the shoal node at {} (pid {pid})", address.display());
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! `shoal start` and `shoal stop`, run as a user would: a standalone node
+//! that outlives the command that started it, refuses a second start,
+//! serves a driver connecting by the address it printed (this test, whose
+//! binary is the node's worker program), and goes away whole on `stop`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use ndarray::{Array1, Ix1};
+use shoal::{Config, Error, SharedArray};
+
+#[shoal::remote]
+fn triple(n: u64) -> u64 {
+    n * 3
+}
+
+#[shoal::remote]
+fn total(a: SharedArray<f64, Ix1>) -> f64 {
+    a.view().sum()
+}
+
+fn shoal_cli(args: &[&str], socket_dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(args)
+        .arg("--socket-dir")
+        .arg(socket_dir)
+        .env_remove(shoal::ADDRESS_ENV)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("run shoal")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn alive(pid: u32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
+}
+
+#[test]
+fn a_standalone_node_serves_drivers_until_stopped() -> anyhow::Result<()> {
+    let socket_dir = std::env::temp_dir().join(format!("shoal-cli-node-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&socket_dir);
+    std::fs::create_dir_all(&socket_dir)?;
+    let program = std::env::current_exe()?.display().to_string();
+    let start = ["start", "--worker-program", &program, "--workers", "2", "--store-bytes", "134217728"];
+
+    let started = shoal_cli(&start, &socket_dir);
+    let stdout = text(&started.stdout);
+    assert!(started.status.success(), "start failed: {stdout}{}", text(&started.stderr));
+    let last = stdout.lines().last().unwrap_or_default();
+    let address = PathBuf::from(last.strip_prefix("SHOAL_ADDRESS=").unwrap_or_else(|| panic!("last line {last:?}")));
+    assert!(address.exists(), "the node's socket {}", address.display());
+
+    // One node at a time.
+    let again = shoal_cli(&start, &socket_dir);
+    assert!(!again.status.success());
+    assert!(text(&again.stderr).contains("already running"), "{}", text(&again.stderr));
+
+    // A driver connects by that address: tasks, arrays read in place.
+    let node = shoal::init(Config::default().address(&address))?;
+    assert_eq!(shoal::get(&triple::remote(14))?, 42);
+    let a = shoal::put(Array1::from_elem(10_000, 2.0f64))?;
+    assert_eq!(shoal::get(&total::remote(&a))?, 20_000.0);
+    let workers = node.worker_pids();
+    assert_eq!(workers.len(), 2);
+    drop(a);
+
+    // Stop: the node, its workers and its directories go.
+    let stopped = shoal_cli(&["stop"], &socket_dir);
+    assert!(stopped.status.success(), "stop failed: {}", text(&stopped.stderr));
+    assert!(text(&stopped.stdout).contains("stopped the shoal node"), "{}", text(&stopped.stdout));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while workers.iter().any(|&w| alive(w)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(workers.iter().all(|&w| !alive(w)), "its workers are gone");
+    assert!(!address.parent().expect("a socket directory").exists(), "its socket directory is gone");
+    // The driver finds its node gone.
+    assert!(matches!(shoal::get(&triple::remote(1)), Err(Error::NodeStopped)));
+    drop(node);
+    // Nothing left to stop.
+    let none = shoal_cli(&["stop"], &socket_dir);
+    assert!(!none.status.success());
+    assert!(text(&none.stderr).contains("no shoal node is running"), "{}", text(&none.stderr));
+    let _ = std::fs::remove_dir_all(&socket_dir);
+    Ok(())
+}
+
+#[test]
+fn start_without_a_worker_program_says_what_it_needs() {
+    let dir = std::env::temp_dir().join(format!("shoal-cli-noprogram-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a socket dir");
+    let output = shoal_cli(&["start"], &dir);
+    assert!(!output.status.success());
+    assert!(text(&output.stderr).contains("--worker-program"), "{}", text(&output.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}
