@@ -84,11 +84,10 @@ extern "C" fn worker_entry() {
 /// begins before `main`; run by hand, it says what it is and exits with
 /// status 2.
 ///
+/// In `src/bin/my-worker.rs`, a `main` of one line:
+///
 /// ```no_run
-/// // src/bin/my-worker.rs
-/// fn main() {
-///     shoal::worker_main()
-/// }
+/// shoal::worker_main()
 /// ```
 pub fn worker_main() -> ! {
     eprintln!(
