@@ -24,6 +24,7 @@ pub struct Config {
     pub(crate) spill: bool,
     pub(crate) spill_dir: Option<PathBuf>,
     pub(crate) address: Option<PathBuf>,
+    pub(crate) log_to_driver: bool,
 }
 
 impl Default for Config {
@@ -43,6 +44,7 @@ impl Default for Config {
             spill: true,
             spill_dir: None,
             address: None,
+            log_to_driver: true,
         }
     }
 }
@@ -123,6 +125,15 @@ impl Config {
     /// ```
     pub fn address(mut self, address: impl Into<PathBuf>) -> Self {
         self.address = Some(address.into());
+        self
+    }
+
+    /// Whether worker processes' output reaches this process's stdout and
+    /// stderr (default `true`): each line prefixed with what printed it, as
+    /// Ray's `(fn pid=123)`. `false` drops it (a worker's last stderr lines
+    /// still go into `WorkerDied` errors).
+    pub fn log_to_driver(mut self, on: bool) -> Self {
+        self.log_to_driver = on;
         self
     }
 

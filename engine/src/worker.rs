@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::Client;
 use crate::error::{Error, panic_message};
-use crate::node::{ENV_PARENT, ENV_SOCKET, ENV_TOKEN};
+use crate::node::{ENV_PARENT, ENV_SOCKET, ENV_TOKEN, logs};
 use crate::object_ref::ArgReader;
 use crate::protocol::{Execute, Placed, STREAM_ENDED, ToNode};
 use crate::registry::{self, Invoke};
@@ -51,6 +51,7 @@ extern "C" fn worker_entry() {
     let Some(socket) = std::env::var_os(ENV_SOCKET) else { return };
     let parent = std::env::var(ENV_PARENT).ok().and_then(|p| p.parse::<i32>().ok());
     let token = std::env::var(ENV_TOKEN).ok().and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
+    let labels = std::env::var_os(logs::ENV_LABELS).is_some();
     // SAFETY: this runs from `.init_array` of a freshly exec'd process, before
     // `main` and before shoal starts any thread, so no other thread can be
     // reading the environment concurrently. Removing the variables keeps a
@@ -59,6 +60,7 @@ extern "C" fn worker_entry() {
         std::env::remove_var(ENV_SOCKET);
         std::env::remove_var(ENV_PARENT);
         std::env::remove_var(ENV_TOKEN);
+        std::env::remove_var(logs::ENV_LABELS);
     }
     // SAFETY: installing SIG_IGN runs no handler code; it only makes a write
     // to a closed pipe or socket return EPIPE instead of killing the process,
@@ -66,7 +68,7 @@ extern "C" fn worker_entry() {
     let _ =
         unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigIgn) };
     crate::stack_overflow::install();
-    let code = match catch_unwind(|| run(socket.into(), parent, token)) {
+    let code = match catch_unwind(|| run(socket.into(), parent, token, labels)) {
         Ok(Ok(())) => 0,
         Ok(Err(e)) => {
             eprintln!("shoal worker {}: {e}", std::process::id());
@@ -114,8 +116,9 @@ fn io_err(e: impl std::fmt::Display) -> Error {
     Error::WorkerStartup(e.to_string())
 }
 
-/// Connect, handshake, then serve tasks until the node says stop or goes away.
-fn run(socket: std::path::PathBuf, parent: Option<i32>, token: u64) -> Result<(), Error> {
+/// Connect, handshake, then serve tasks until the node says stop or goes
+/// away; `labels`: say what runs in the output (see `node/logs.rs`).
+fn run(socket: std::path::PathBuf, parent: Option<i32>, token: u64, labels: bool) -> Result<(), Error> {
     die_with_parent(parent)?;
     let stream = UnixStream::connect(&socket).map_err(io_err)?;
     let (client, _welcome) = Client::connect(stream, &registry::hello(token))?;
@@ -128,6 +131,8 @@ fn run(socket: std::path::PathBuf, parent: Option<i32>, token: u64) -> Result<()
         client: client.clone(),
         run_times: Mutex::new(HashMap::new()),
         actor: Mutex::new(None),
+        labels,
+        said: Mutex::new(None),
     });
     let nested = worker.clone();
     client.set_nested_runner(Box::new(move |execute| nested.run(execute)));
@@ -206,6 +211,10 @@ struct TaskRunner {
     /// In an actor's process: the actor, made by its constructor (taken
     /// out while a method runs).
     actor: Mutex<Option<Box<dyn Any + Send>>>,
+    /// Output is relayed to the driver: say what runs before it prints.
+    labels: bool,
+    /// What this process last said it runs.
+    said: Mutex<Option<&'static str>>,
 }
 
 impl TaskRunner {
@@ -295,6 +304,8 @@ impl TaskRunner {
             let _ = self.client.flush();
         }
         let task = execute.task;
+        let nested = execute.nested.is_some();
+        let outer = self.labels.then(|| self.say_running(&execute.function));
         self.client.begin_task(task);
         let started = Instant::now();
         let (function, outputs) = if self.client.is_cancelled(task) {
@@ -305,6 +316,8 @@ impl TaskRunner {
             self.run_task(execute)
         };
         let elapsed = started.elapsed();
+        // What the task printed without a newline goes out with it.
+        let _ = std::io::Write::flush(&mut std::io::stdout());
         if !self.client.is_cancelled(task) {
             // (A cancelled task stopped early, or never started.)
             self.run_times()
@@ -314,6 +327,43 @@ impl TaskRunner {
         }
         let elapsed_ns = elapsed.as_nanos().min(u64::MAX as u128) as u64;
         self.client.end_task(ToNode::TaskDone { task, outputs, elapsed_ns }, started + elapsed);
+        if let Some(Some(outer)) = outer.filter(|_| nested) {
+            // The task this one ran on top of prints on.
+            self.say(outer);
+        }
+    }
+
+    /// Before a task of `function` prints: say so in the output, unless it
+    /// is what runs already. Returns what ran before.
+    fn say_running(&self, function: &str) -> Option<&'static str> {
+        let name = match registry::lookup(function) {
+            Some(f) => match f.invoke {
+                Invoke::Constructor { class, .. }
+                | Invoke::Method { class, .. }
+                | Invoke::StreamMethod { class, .. } => class,
+                Invoke::Function(_) | Invoke::Stream(_) => f.name,
+            },
+            None => return *self.said(),
+        };
+        let before = *self.said();
+        if before != Some(name) {
+            self.say(name);
+        }
+        before
+    }
+
+    /// Say in the output that `name` runs now (see `node/logs.rs`).
+    fn say(&self, name: &'static str) {
+        use std::io::Write;
+        let short = name.rsplit("::").next().unwrap_or(name);
+        let mut out = std::io::stdout().lock();
+        let _ = write!(out, "{}{short}\n", logs::MARKER);
+        let _ = out.flush();
+        *self.said() = Some(name);
+    }
+
+    fn said(&self) -> std::sync::MutexGuard<'_, Option<&'static str>> {
+        self.said.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Run one task; returns its function's name and its outputs.

@@ -17,6 +17,7 @@ mod cancel;
 mod clients;
 mod conn;
 mod ids;
+pub(crate) mod logs;
 mod pool;
 mod room;
 mod spill;
@@ -324,6 +325,11 @@ impl Node {
             socket: node.socket_path.clone(),
             workers: node.config.workers,
             token: node.worker_token,
+            label: node.config.log_to_driver.then(|| {
+                let weak = Arc::downgrade(node);
+                Arc::new(move |pid| weak.upgrade().map_or_else(|| logs::prefix(None, pid), |n| n.label_of(pid)))
+                    as logs::Label
+            }),
         };
         let sup_node = node.clone();
         let supervisor = std::thread::Builder::new()
@@ -971,6 +977,17 @@ impl Node {
     /// End actor `id` now (`shoal::kill`).
     pub(crate) fn kill_actor(&self, id: u64) {
         self.change_and_dispatch(|state| state.kill_actor(id));
+    }
+
+    /// The prefix of worker `pid`'s output lines: what it runs now.
+    fn label_of(&self, pid: u32) -> String {
+        let state = self.lock();
+        let slot = state.workers.values().find(|w| w.conn.pid == pid);
+        let name = slot.and_then(|slot| match slot.actor {
+            Some(actor) => state.actors.actors.get(&actor).map(|a| a.class),
+            None => slot.in_flight.front().and_then(|t| state.tasks.get(t)).map(|t| t.function),
+        });
+        logs::prefix(name, pid)
     }
 
     /// What this node reports about itself.

@@ -13,17 +13,19 @@
 //!   logged reason; the node keeps serving everyone else.
 
 use std::collections::VecDeque;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, ChildStderr, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use super::logs::{self, Label, Sink};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use shoal_ipc::{FrameError, FrameReader, HandshakeReply, Hello, Welcome, encode_frame, handshake::HELLO_MAGIC};
@@ -68,6 +70,9 @@ pub(crate) struct SpawnPlan {
     pub socket: PathBuf,
     pub workers: usize,
     pub token: u64,
+    /// Prefixes a worker's lines on their way to the driver (`None`: not
+    /// relayed, `Config::log_to_driver(false)`).
+    pub label: Option<Label>,
 }
 
 /// How long a worker whose connection closed may take to exit before it is
@@ -145,23 +150,6 @@ impl StderrTail {
     }
 }
 
-/// Copy a worker's stderr to ours until it closes, keeping its tail.
-fn relay_stderr(mut pipe: ChildStderr, tail: Arc<StderrTail>) {
-    let mut buf = [0u8; 8192];
-    loop {
-        match pipe.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                let _ = std::io::stderr().write_all(&buf[..n]);
-                tail.push(&buf[..n]);
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => break,
-        }
-    }
-    tail.end();
-}
-
 /// Start a worker presenting `token`: the pool's, or an actor's.
 fn spawn_worker(plan: &SpawnPlan, token: u64) -> std::io::Result<WorkerProcess> {
     let mut cmd = Command::new(&plan.program);
@@ -170,17 +158,35 @@ fn spawn_worker(plan: &SpawnPlan, token: u64) -> std::io::Result<WorkerProcess> 
             cmd.arg0(exe);
         }
     }
+    let stdout = if plan.label.is_some() { Stdio::piped() } else { Stdio::null() };
+    if plan.label.is_some() {
+        cmd.env(logs::ENV_LABELS, "1");
+    }
     let mut child = cmd
         .env(ENV_SOCKET, &plan.socket)
         .env(ENV_PARENT, std::process::id().to_string())
         .env(ENV_TOKEN, token.to_string())
         .stdin(Stdio::null())
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()?;
+    let pid = child.id();
+    let said = logs::Said::default();
+    if let Some(pipe) = child.stdout.take() {
+        let (label, said) = (plan.label.clone(), said.clone());
+        // No relay: the pipe's end is dropped, so the worker's writes fail
+        // rather than block on a full pipe.
+        let _ = std::thread::Builder::new()
+            .name("shoal-stdout".into())
+            .spawn(move || logs::relay(pipe, pid, Sink::Stdout, label, said, |_| {}));
+    }
     let stderr = Arc::new(StderrTail::default());
     let relay = child.stderr.take().map(|pipe| {
-        let tail = stderr.clone();
-        std::thread::Builder::new().name("shoal-stderr".into()).spawn(move || relay_stderr(pipe, tail))
+        let (tail, label) = (stderr.clone(), plan.label.clone());
+        std::thread::Builder::new().name("shoal-stderr".into()).spawn(move || {
+            logs::relay(pipe, pid, Sink::Stderr, label, said, |chunk| tail.push(chunk));
+            tail.end();
+        })
     });
     if !matches!(relay, Some(Ok(_))) {
         // No relay: nothing will read the pipe, so a full pipe would block
