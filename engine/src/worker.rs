@@ -357,7 +357,7 @@ impl TaskRunner {
         use std::io::Write;
         let short = name.rsplit("::").next().unwrap_or(name);
         let mut out = std::io::stdout().lock();
-        let _ = write!(out, "{}{short}\n", logs::MARKER);
+        let _ = writeln!(out, "{}{short}", logs::MARKER);
         let _ = out.flush();
         *self.said() = Some(name);
     }
