@@ -263,6 +263,7 @@ fn connect(address: PathBuf) -> Result<Shoal> {
 ///     assert_eq!(shoal::get(&double::remote(21))?, 42);
 ///     Ok(())
 /// }
+/// # fn main() {}
 /// ```
 pub fn init_once(config: Config) -> Result<&'static Shoal> {
     static STARTING: Mutex<()> = Mutex::new(());

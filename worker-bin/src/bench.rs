@@ -258,6 +258,8 @@ struct Bench {
     workers: Option<usize>,
     /// Bytes of the large arrays.
     large: usize,
+    /// A standalone node to run on, as a connected driver (`--address`).
+    address: Option<PathBuf>,
     node: Option<shoal::Shoal>,
 }
 
@@ -266,6 +268,12 @@ impl Bench {
     /// `--workers`), a store with room for two large arrays, fully reserved
     /// before any figure is taken.
     fn node(&mut self) -> anyhow::Result<&shoal::Shoal> {
+        if let (None, Some(address)) = (&self.node, &self.address) {
+            // A running node, its store as it was started.
+            let node = shoal::init(shoal::Config::default().address(address)).context("connecting to the node")?;
+            eprintln!("  connected to {} ({} workers)", address.display(), node.live_workers());
+            self.node = Some(node);
+        }
         if self.node.is_none() {
             let store = 2 * self.large as u64 + (512 << 20);
             let mut config = shoal::Config::default().store_bytes(store);
@@ -291,12 +299,17 @@ impl Bench {
 }
 
 /// Run the groups with a metric containing `filter` (all with `None`).
-pub fn run(filter: Option<&str>, workers: Option<usize>, large_mb: usize) -> anyhow::Result<()> {
+pub fn run(
+    filter: Option<&str>,
+    workers: Option<usize>,
+    large_mb: usize,
+    address: Option<PathBuf>,
+) -> anyhow::Result<()> {
     ensure!(large_mb >= 8, "--large-mb must be at least 8");
     let chosen: Vec<&Group> =
         GROUPS.iter().filter(|g| filter.is_none_or(|f| g.metrics.iter().any(|m| m.contains(f)))).collect();
     ensure!(!chosen.is_empty(), "no metric matches {:?}; metrics: {:?}", filter, metric_names().collect::<Vec<_>>());
-    let mut bench = Bench { workers, large: large_mb * 1_000_000, node: None };
+    let mut bench = Bench { workers, large: large_mb * 1_000_000, address, node: None };
     let started = Instant::now();
     for (i, group) in chosen.iter().enumerate() {
         eprintln!(

@@ -68,6 +68,11 @@ enum Command {
         /// Print the metric names and exit.
         #[arg(long)]
         list: bool,
+        /// Run against the standalone node at this address, as a connected
+        /// driver (start it with `--worker-program` this binary). The store
+        /// metrics need a store of about twice `--large-mb`.
+        #[arg(long)]
+        address: Option<PathBuf>,
     },
     /// Start a standalone node that drivers connect to (`Config::address`, or
     /// `SHOAL_ADDRESS`). Prints `SHOAL_ADDRESS=<address>` last, so
@@ -191,7 +196,9 @@ fn main() -> anyhow::Result<()> {
             bench::metric_names().for_each(|m| println!("{m}"));
             Ok(())
         }
-        Command::Bench { filter, workers, large_mb, list: false } => bench::run(filter.as_deref(), workers, large_mb),
+        Command::Bench { filter, workers, large_mb, list: false, address } => {
+            bench::run(filter.as_deref(), workers, large_mb, address)
+        }
         Command::Start { worker_program, workers, store_bytes, spill_dir, socket_dir, block } => {
             node_cli::start(node_cli::StartArgs { workers, store_bytes, spill_dir, socket_dir, worker_program, block })
         }
