@@ -89,6 +89,9 @@ pub(crate) struct Client {
     shared: Mutex<Shared>,
     changed: Condvar,
     nested_runner: OnceLock<NestedRunner>,
+    /// A driver connected to a standalone node: its thread's submissions
+    /// and releases are batched as a task's are (see `write_or_batch`).
+    driver: bool,
 }
 
 /// Messages not yet written, in order.
@@ -190,6 +193,7 @@ impl Client {
             shared: Mutex::default(),
             changed: Condvar::new(),
             nested_runner: OnceLock::new(),
+            driver: hello.token == 0,
         };
         Ok((client, welcome))
     }
@@ -315,8 +319,9 @@ impl Client {
             RefOp::Release(_) if !out.stack.is_empty() => out.deferred.push(op),
             RefOp::Release(_) => {
                 out.encode(&ToNode::Refs(vec![op]));
-                // Idle: nothing else would carry it soon.
-                let _ = self.write_out(&mut out);
+                // Idle: nothing else would carry it soon, but a driver's
+                // next request (or its flusher).
+                self.write_or_batch(out);
                 return;
             }
         }
@@ -562,9 +567,11 @@ impl Client {
         self.write_or_batch(out);
     }
 
-    /// A submission was queued in `out`: write it, or batch it.
+    /// A submission was queued in `out`: write it, or batch it — from the
+    /// task thread while a task runs, and from a driver's own thread, whose
+    /// `get` right after a `remote` then costs one write for both.
     fn write_or_batch(&self, mut out: MutexGuard<'_, Out>) {
-        if out.stack.is_empty() || !self.on_task_thread() {
+        if (out.stack.is_empty() && !self.driver) || !self.on_task_thread() {
             let _ = self.write_out(&mut out);
             return;
         }

@@ -238,6 +238,7 @@ fn connect(address: PathBuf) -> Result<Shoal> {
         other => other,
     })?;
     let client = Arc::new(client);
+    client.start_flusher().map_err(|e| failed(format!("cannot start a thread: {e}")))?;
     if let Err(e) = Runtime::install(Runtime::Client(client.clone())) {
         client.disconnect();
         return Err(e);
