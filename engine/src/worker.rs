@@ -304,8 +304,6 @@ impl TaskRunner {
             let _ = self.client.flush();
         }
         let task = execute.task;
-        let nested = execute.nested.is_some();
-        let outer = self.labels.then(|| self.say_running(&execute.function));
         self.client.begin_task(task);
         let started = Instant::now();
         let (function, outputs) = if self.client.is_cancelled(task) {
@@ -327,29 +325,20 @@ impl TaskRunner {
         }
         let elapsed_ns = elapsed.as_nanos().min(u64::MAX as u128) as u64;
         self.client.end_task(ToNode::TaskDone { task, outputs, elapsed_ns }, started + elapsed);
-        if let Some(Some(outer)) = outer.filter(|_| nested) {
-            // The task this one ran on top of prints on.
-            self.say(outer);
-        }
     }
 
     /// Before a task of `function` prints: say so in the output, unless it
-    /// is what runs already. Returns what ran before.
-    fn say_running(&self, function: &str) -> Option<&'static str> {
-        let name = match registry::lookup(function) {
-            Some(f) => match f.invoke {
-                Invoke::Constructor { class, .. }
-                | Invoke::Method { class, .. }
-                | Invoke::StreamMethod { class, .. } => class,
-                Invoke::Function(_) | Invoke::Stream(_) => f.name,
-            },
-            None => return *self.said(),
+    /// is what runs already.
+    fn say_running(&self, function: &registry::RemoteFunction) {
+        let name = match function.invoke {
+            Invoke::Constructor { class, .. } | Invoke::Method { class, .. } | Invoke::StreamMethod { class, .. } => {
+                class
+            }
+            Invoke::Function(_) | Invoke::Stream(_) => function.name,
         };
-        let before = *self.said();
-        if before != Some(name) {
+        if *self.said() != Some(name) {
             self.say(name);
         }
-        before
     }
 
     /// Say in the output that `name` runs now (see `node/logs.rs`).
@@ -369,11 +358,16 @@ impl TaskRunner {
     /// Run one task; returns its function's name and its outputs.
     fn run_task(&self, execute: Execute) -> (String, Vec<Placed>) {
         let pid = std::process::id();
-        let Execute { task, function: name, args, backpressure, .. } = execute;
+        let Execute { task, function: name, args, backpressure, nested } = execute;
         let Some(function) = registry::lookup(&name) else {
             let program = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default();
             return (name.clone(), vec![Placed::Failed(Error::FunctionNotFound { function: name, program })]);
         };
+        // A task run on top of a blocked one prints under that one's name:
+        // switching names there and back would cost two writes a task.
+        if self.labels && nested.is_none() {
+            self.say_running(function);
+        }
         let result = {
             let mut args = ArgReader { runtime: &self.runtime, args: args.into_iter() };
             let mut items = Items { runner: self, task, next: 0, taken: 0, backpressure, failed: None };
