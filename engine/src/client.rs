@@ -398,7 +398,12 @@ impl Client {
     ) -> u64 {
         let id = self.new_id();
         let create = CreateActor { id, class: class.to_string(), options: options.clone(), args, failed };
-        self.queue_submission(&ToNode::CreateActor(create));
+        if self.driver {
+            // At once: a named actor outlives a driver that exits right away.
+            let _ = self.send(&[ToNode::CreateActor(create)]);
+        } else {
+            self.queue_submission(&ToNode::CreateActor(create));
+        }
         id
     }
 

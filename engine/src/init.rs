@@ -28,7 +28,9 @@ use crate::status::{ActorInfo, NodeReport, StoreStats};
 /// pending reports [`Error::NodeStopped`].
 ///
 /// Its methods report on the node; a connected driver asks the node, and
-/// gets empty figures if it cannot be reached.
+/// gets empty figures if it cannot be reached. A connected driver's
+/// [`SharedArray`](crate::SharedArray) views are valid while it is
+/// connected: drop them before the guard.
 #[must_use = "the node shuts down (or the connection closes) when this guard is dropped"]
 pub struct Shoal {
     node: NodeHandle,
@@ -220,7 +222,7 @@ pub fn standalone_nodes(config: &Config) -> Vec<(PathBuf, u32)> {
         .flatten()
         .filter_map(|entry| {
             let pid: u32 = std::fs::read_to_string(entry.path().join(STANDALONE)).ok()?.trim().parse().ok()?;
-            let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok();
+            let alive = process_alive(pid);
             let socket = entry.path().join("node.sock");
             (alive && socket.exists()).then_some((socket, pid))
         })
@@ -229,14 +231,29 @@ pub fn standalone_nodes(config: &Config) -> Vec<(PathBuf, u32)> {
     nodes
 }
 
+/// Whether process `pid` runs (exists and is no zombie).
+pub fn process_alive(pid: u32) -> bool {
+    if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_err() {
+        return false;
+    }
+    // `pid (comm) S …`: the state follows the last parenthesis.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')').is_none_or(|(_, rest)| !rest.trim_start().starts_with('Z'))
+}
+
 /// Connect to the standalone node at `address`, as a driver.
 fn connect(address: PathBuf) -> Result<Shoal> {
     let failed = |reason: String| Error::Connect { address: address.display().to_string(), reason };
     let stream = UnixStream::connect(&address).map_err(|e| failed(e.to_string()))?;
+    // A node that accepts but never answers is an error, not a hang (the
+    // timeout is the socket's: cleared through this clone afterwards).
+    let timeout = stream.try_clone().map_err(|e| failed(e.to_string()))?;
+    let _ = timeout.set_read_timeout(Some(std::time::Duration::from_secs(10)));
     let (client, _welcome) = Client::connect(stream, &registry::hello(0)).map_err(|e| match e {
         Error::WorkerStartup(reason) => failed(reason),
         other => other,
     })?;
+    let _ = timeout.set_read_timeout(None);
     let client = Arc::new(client);
     client.start_flusher().map_err(|e| failed(format!("cannot start a thread: {e}")))?;
     if let Err(e) = Runtime::install(Runtime::Client(client.clone())) {
@@ -286,8 +303,11 @@ static ONCE: OnceLock<(Config, Shoal)> = OnceLock::new();
 pub(crate) fn current_or_start() -> Result<Runtime> {
     match Runtime::current() {
         Err(Error::NotInitialized) if !STOPPED.load(std::sync::atomic::Ordering::Acquire) => {
-            init_once(Config::default())?;
-            Runtime::current()
+            match init_once(Config::default()) {
+                // Another thread's `init` or `init_once` got there first.
+                Ok(_) | Err(Error::AlreadyInitialized) => Runtime::current(),
+                Err(e) => Err(e),
+            }
         }
         other => other,
     }

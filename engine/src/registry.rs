@@ -130,23 +130,52 @@ pub(crate) fn describe() {
     let _ = std::io::stdout().write_all(out.as_bytes());
 }
 
+/// How long a program may take to describe itself, and how much it may say.
+const DESCRIBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const DESCRIBE_MAX_BYTES: u64 = 16 << 20;
+
 /// The code of the program at `path`, as it describes itself (run with
 /// [`ENV_DESCRIBE`]). Its names live as long as the process (a node learns a
 /// program once).
 pub(crate) fn code_of(path: &std::path::Path) -> Result<crate::node::NodeCode, Error> {
     let bad = |why: String| Error::WorkerStartup(format!("worker program `{}`: {why}", path.display()));
-    let output = std::process::Command::new(path)
+    let not_shoal = || bad("it does not describe itself: is it a shoal program (built with this shoal)?".into());
+    let mut child = std::process::Command::new(path)
         .env(ENV_DESCRIBE, "1")
         .stdin(std::process::Stdio::null())
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
         .map_err(|e| bad(format!("cannot run it: {e}")))?;
-    let text = String::from_utf8(output.stdout).map_err(|_| bad("its description is not text".into()))?;
+    // A program that is no shoal program runs its own `main`: it gets a
+    // few seconds and a few megabytes to say nothing useful.
+    let stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut std::io::Read::take(stdout, DESCRIBE_MAX_BYTES), &mut text);
+        text
+    });
+    let deadline = std::time::Instant::now() + DESCRIBE_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(5)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let text = reader.join().unwrap_or_default();
+    let Some(status) = status.filter(|s| s.success()) else { return Err(not_shoal()) };
+    let text = String::from_utf8(text).map_err(|_| bad("its description is not text".into()))?;
     let mut lines = text.lines();
     let build_hash = lines
         .next()
+        .filter(|_| status.success())
         .and_then(|l| u64::from_str_radix(l, 16).ok())
-        .filter(|_| output.status.success())
-        .ok_or_else(|| bad("it does not describe itself: is it a shoal program (built with this shoal)?".into()))?;
+        .ok_or_else(not_shoal)?;
     let leak = |s: &str| -> &'static str { Box::leak(s.to_string().into_boxed_str()) };
     let (mut names, mut methods, mut classes) = (Vec::new(), Vec::new(), Vec::new());
     for line in lines {

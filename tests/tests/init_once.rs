@@ -1,5 +1,5 @@
-//! Starting as easily as Ray: the first `remote`, `put` or `get_actor` in a
-//! process without a node starts one from `Config::default()`, and
+//! Starting as easily as Ray: the first `remote` (of a function or an
+//! actor) or `put` in a process without a node starts one from `Config::default()`, and
 //! `init_once` gives every caller of a process (every `#[test]` of a binary,
 //! run in parallel threads) that same node. This binary never calls `init`
 //! before its first use of the API.

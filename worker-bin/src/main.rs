@@ -99,6 +99,9 @@ enum Command {
         /// Run the node in this process, in the foreground, until SIGTERM or Ctrl-C.
         #[arg(long)]
         block: bool,
+        /// Set by `start` for the node it detaches (internal).
+        #[arg(long, hide = true)]
+        detached: bool,
     },
     /// Stop a standalone node: its workers, store, socket and spill files go.
     /// The node is `--address`, else `SHOAL_ADDRESS`, else the one this user runs.
@@ -199,8 +202,16 @@ fn main() -> anyhow::Result<()> {
         Command::Bench { filter, workers, large_mb, list: false, address } => {
             bench::run(filter.as_deref(), workers, large_mb, address)
         }
-        Command::Start { worker_program, workers, store_bytes, spill_dir, socket_dir, block } => {
-            node_cli::start(node_cli::StartArgs { workers, store_bytes, spill_dir, socket_dir, worker_program, block })
+        Command::Start { worker_program, workers, store_bytes, spill_dir, socket_dir, block, detached } => {
+            node_cli::start(node_cli::StartArgs {
+                workers,
+                store_bytes,
+                spill_dir,
+                socket_dir,
+                worker_program,
+                block,
+                attached: !detached,
+            })
         }
         Command::Stop { address, socket_dir } => node_cli::stop(address, socket_dir),
         Command::BenchEcho { socket } => bench::echo(&socket),

@@ -25,6 +25,8 @@ pub struct StartArgs {
     pub socket_dir: Option<PathBuf>,
     pub worker_program: Option<PathBuf>,
     pub block: bool,
+    /// Run by a user in a terminal (`--block` by hand), not detached by `start`.
+    pub attached: bool,
 }
 
 /// How long `stop` waits for the node's process to end.
@@ -58,7 +60,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         return serve(args, program);
     }
     let mut child = Command::new(std::env::current_exe().context("this executable")?);
-    child.arg("start").arg("--block").arg("--worker-program").arg(&program);
+    child.arg("start").arg("--block").arg("--detached").arg("--worker-program").arg(&program);
     if let Some(n) = args.workers {
         child.arg("--workers").arg(n.to_string());
     }
@@ -127,6 +129,13 @@ fn serve(args: StartArgs, program: PathBuf) -> anyhow::Result<()> {
     };
     eprintln!("shoal node {} serving at {}", std::process::id(), node.socket_path().display());
     println!("{}", address_line(node.socket_path()));
+    if !args.attached {
+        // The starting command has read its line and gone: what the node
+        // writes to stdout (its workers' lines) goes to its log from now on.
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let _ = nix::unistd::dup2(2, 1);
+    }
     loop {
         match signals.wait() {
             Ok(Signal::SIGHUP) => continue, // the terminal went; the node stays
@@ -169,7 +178,7 @@ pub fn stop(address: Option<PathBuf>, socket_dir: Option<PathBuf>) -> anyhow::Re
     let target = nix::unistd::Pid::from_raw(pid as i32);
     nix::sys::signal::kill(target, Signal::SIGTERM).with_context(|| format!("signalling the node (pid {pid})"))?;
     let started = Instant::now();
-    while nix::sys::signal::kill(target, None).is_ok() {
+    while shoal::process_alive(pid) {
         if started.elapsed() > STOP_PATIENCE {
             bail!("the node (pid {pid}) did not stop within {STOP_PATIENCE:?}");
         }

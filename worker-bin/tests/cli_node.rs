@@ -98,3 +98,14 @@ fn start_without_a_worker_program_says_what_it_needs() {
     assert!(text(&output.stderr).contains("--worker-program"), "{}", text(&output.stderr));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn start_with_a_program_that_is_no_shoal_program_says_so() {
+    let dir = std::env::temp_dir().join(format!("shoal-cli-notshoal-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a socket dir");
+    let output = shoal_cli(&["start", "--worker-program", "/bin/true"], &dir);
+    assert!(!output.status.success());
+    let said = format!("{}{}", text(&output.stdout), text(&output.stderr));
+    assert!(said.contains("does not describe itself"), "{said}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -74,7 +74,7 @@ impl NodeState {
     }
 
     /// Cancel task `task_id` (see the module notes).
-    fn cancel_task(&mut self, task_id: u64, force: bool) {
+    pub(super) fn cancel_task(&mut self, task_id: u64, force: bool) {
         let Some(task) = self.tasks.get_mut(&task_id) else { return };
         let error = task.cancelled_error();
         let Some(worker) = task.worker else {

@@ -24,6 +24,9 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 /// How long a line without its newline waits for the rest.
 pub(super) const PARTIAL_AFTER: Duration = Duration::from_millis(20);
 
+/// The longest line kept whole; a longer one goes out in pieces this long.
+const MAX_LINE: usize = 64 << 10;
+
 /// What a worker process runs now, for its lines' prefix.
 pub(super) type Label = Arc<dyn Fn(u32) -> String + Send + Sync>;
 
@@ -110,6 +113,10 @@ pub(super) fn relay(
             rest = &rest[at + 1..];
         }
         partial.extend_from_slice(rest);
+        if partial.len() > MAX_LINE {
+            // Output that never ends a line goes out in pieces.
+            emit(&std::mem::take(&mut partial));
+        }
     }
     if !partial.is_empty() {
         emit(&partial);

@@ -611,7 +611,8 @@ impl Node {
         // stopping meanwhile drops the question.
         let death = asked.then(|| answer.recv_timeout(Duration::from_secs(5)).ok()).flatten();
         // Unreaped, the process may still write into its allocations: they
-        // are leaked rather than handed to someone else.
+        // are leaked rather than handed to someone else. (A driver, no child
+        // of ours, counts as gone with its connection: see "Known limits".)
         let reaped = death.is_some();
         let death = death.unwrap_or_else(|| Death { cause: "it was not reaped in time".into(), stderr: String::new() });
         self.change_and_dispatch(|state| state.worker_lost(conn.id, conn.pid, &death, reaped));

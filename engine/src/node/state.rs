@@ -1120,7 +1120,8 @@ impl NodeState {
             let Some(task) = self.tasks.get(&task_id) else { continue };
             let unwanted = task.outputs.iter().all(|o| self.objects.get(o).is_none_or(|e| e.refs == 0));
             if unwanted && !task.cancelled {
-                let _ = self.cancel_object(task.outputs[0], false);
+                // Not its descendants: someone else may hold what they make.
+                self.cancel_task(task_id, false);
             }
         }
     }
