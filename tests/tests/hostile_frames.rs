@@ -710,10 +710,15 @@ impl Gate {
     /// Start the task; returns its ref and the stream that opens it.
     fn start(&self) -> (ObjectRef<u64>, UnixStream) {
         let r = gate::remote(self.path.display().to_string());
+        (r, self.accept())
+    }
+
+    /// The stream of the task that connected to the gate.
+    fn accept(&self) -> UnixStream {
         let deadline = Instant::now() + PATIENCE;
         loop {
             match self.listener.accept() {
-                Ok((stream, _)) => return (r, stream),
+                Ok((stream, _)) => return stream,
                 Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => std::thread::yield_now(),
                 Err(e) => panic!("the gate task did not start: {e}"),
             }
@@ -948,23 +953,14 @@ fn stream_messages_are_served_checked_and_cleaned_up() {
     let dir = std::env::temp_dir().join(format!("shoal-hostile-stream-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("gate.sock");
-    let listener = UnixListener::bind(&path).unwrap();
+    let gate = Gate::new(&dir, "gate.sock");
     let base = Baseline::take();
 
     // A driver's stream, its first item taken, its task held at the gate.
-    let mut stream = gated_stream::remote(path.display().to_string());
+    let mut stream = gated_stream::remote(gate.path.display().to_string());
     let first = stream.next().expect("an item").unwrap();
     assert_eq!(shoal::get(&first).unwrap(), 1);
-    listener.set_nonblocking(true).unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    let mut gate_stream = loop {
-        match listener.accept() {
-            Ok((stream, _)) => break stream,
-            Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => std::thread::yield_now(),
-            Err(e) => panic!("the gate did not open its socket: {e}"),
-        }
-    };
+    let mut gate_stream = gate.accept();
     let end = stream.completed().id();
 
     let mut c = Hostile::connect();
