@@ -26,7 +26,8 @@ use shoal_ipc::{FrameReader, HandshakeReply, Hello, PROTOCOL_VERSION, encode_fra
 
 use wire::{CreateActor, ObjectData, Placed, RefOp, Submit, ToClient, ToNode};
 
-/// Mirrors of `engine/src/protocol.rs`, field for field, variant for variant.
+/// Mirrors of `engine/src/protocol.rs` (and `status.rs`'s `NodeReport`),
+/// field for field, variant for variant.
 mod wire {
     use serde::{Deserialize, Serialize};
 
@@ -90,6 +91,16 @@ mod wire {
         StreamNext { request: u64, stream: u64, index: u64, task: Option<u64> },
         StreamClose(u64),
         Backpressure { request: u64, task: u64, consumed: u64 },
+        Status { request: u64 },
+    }
+
+    #[derive(Debug, Serialize, Deserialize)]
+    pub struct NodeReport {
+        pub socket: std::path::PathBuf,
+        pub workers: Vec<u32>,
+        pub actors: Vec<shoal::ActorInfo>,
+        pub store: shoal::StoreStats,
+        pub reserved_bytes: u64,
     }
 
     #[derive(Debug, Serialize, Deserialize)]
@@ -126,6 +137,7 @@ mod wire {
         Cancel { task: u64 },
         StreamItem { request: u64, item: Result<Option<u64>, shoal::Error> },
         Resume { request: u64, consumed: u64 },
+        Status { request: u64, report: NodeReport },
     }
 }
 
@@ -984,6 +996,17 @@ fn stream_messages_are_served_checked_and_cleaned_up() {
         Some(ToClient::StreamItem { request: r, item: Ok(Some(item)) }) if r == request => item,
         other => panic!("StreamNext of the next item: {other:?}"),
     };
+    // What the node reports, to any client.
+    let request = c.request();
+    c.send(&[ToNode::Status { request }]);
+    match c.reply() {
+        Some(ToClient::Status { request: r, report }) if r == request => {
+            assert_eq!(report.workers.len(), WORKERS);
+            assert_eq!(report.socket, node().socket_path());
+            assert!(report.store.capacity >= 64 << 20);
+        }
+        other => panic!("Status: {other:?}"),
+    }
     // Closing no stream is no violation; the client's ref to the item ends with it.
     c.send(&[ToNode::StreamClose(1 << 62)]);
     c.sync();
