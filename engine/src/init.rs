@@ -61,10 +61,7 @@ impl Shoal {
     /// Number of the pool's worker processes connected right now (actors'
     /// processes are listed by [`actors`](Self::actors)).
     pub fn live_workers(&self) -> usize {
-        match &self.node {
-            NodeHandle::Embedded(node) => node.lock().pool_size(),
-            NodeHandle::Connected { .. } => self.report().workers.len(),
-        }
+        self.report().workers.len()
     }
 
     /// Process ids of the pool's connected workers.
@@ -100,13 +97,7 @@ impl Shoal {
 
     /// Bytes of the object store in use.
     pub fn store_used_bytes(&self) -> u64 {
-        match &self.node {
-            NodeHandle::Embedded(node) => {
-                let state = node.lock();
-                state.allocator.capacity() - state.allocator.free_bytes()
-            }
-            NodeHandle::Connected { .. } => self.report().store.used_bytes,
-        }
+        self.report().store.used_bytes
     }
 
     /// Bytes of the object store's memory reserved so far (allocated and
@@ -119,10 +110,7 @@ impl Shoal {
 
     /// Number of objects the node tracks (pending ones included).
     pub fn object_count(&self) -> usize {
-        match &self.node {
-            NodeHandle::Embedded(node) => node.lock().objects.len(),
-            NodeHandle::Connected { .. } => self.report().store.objects,
-        }
+        self.report().store.objects
     }
 
     /// The object store's figures now: use, spill files, and what was
@@ -232,7 +220,7 @@ pub fn standalone_nodes(config: &Config) -> Vec<(PathBuf, u32)> {
 }
 
 /// Whether process `pid` runs (exists and is no zombie).
-pub fn process_alive(pid: u32) -> bool {
+fn process_alive(pid: u32) -> bool {
     if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_err() {
         return false;
     }

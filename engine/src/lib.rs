@@ -251,7 +251,7 @@ pub use actor::{Actor, ActorHandle, get_actor, kill};
 pub use config::{ADDRESS_ENV, Config};
 use error::panic_message;
 pub use error::{Error, Result};
-pub use init::{Shoal, init, init_once, process_alive, serve, standalone_nodes};
+pub use init::{Shoal, init, init_once, serve, standalone_nodes};
 pub use ndarray;
 pub use object_ref::{Arg, IntoArg, ObjectRef, Value};
 pub use options::{ActorOptions, TaskOptions};

@@ -344,9 +344,8 @@ impl TaskRunner {
     /// Say in the output that `name` runs now (see `node/logs.rs`).
     fn say(&self, name: &'static str) {
         use std::io::Write;
-        let short = name.rsplit("::").next().unwrap_or(name);
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{}{short}", logs::MARKER);
+        let _ = writeln!(out, "{}{name}", logs::MARKER);
         let _ = out.flush();
         *self.said() = Some(name);
     }

@@ -5,8 +5,8 @@
 //! group of its own, its stderr appended to a log file; it relays the child's
 //! first lines (the address, or why not) and returns. The node's process
 //! blocks the termination signals before any thread exists and waits for
-//! one: `stop` sends SIGTERM and waits for the process to end, by which time
-//! the node has stopped its workers and removed its directories.
+//! one: `stop` sends SIGTERM and waits until the node is no standalone node
+//! any more (its workers stopped, its socket directory removed).
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
@@ -177,8 +177,11 @@ pub fn stop(address: Option<PathBuf>, socket_dir: Option<PathBuf>) -> anyhow::Re
     let (address, pid) = find_node(address, socket_dir.as_deref())?;
     let target = nix::unistd::Pid::from_raw(pid as i32);
     nix::sys::signal::kill(target, Signal::SIGTERM).with_context(|| format!("signalling the node (pid {pid})"))?;
+    // Stopped once it is no standalone node any more: its workers gone and
+    // its socket directory removed (or its process gone).
+    let config = base_config(socket_dir.as_deref());
     let started = Instant::now();
-    while shoal::process_alive(pid) {
+    while shoal::standalone_nodes(&config).iter().any(|(a, _)| *a == address) {
         if started.elapsed() > STOP_PATIENCE {
             bail!("the node (pid {pid}) did not stop within {STOP_PATIENCE:?}");
         }

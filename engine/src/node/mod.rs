@@ -1113,33 +1113,23 @@ impl Node {
     pub(crate) fn stream_next(&self, end: u64, index: u64, deadline: Option<Instant>) -> Result<Option<u64>> {
         // Taking the items before `index` releases them, and taking item
         // `index` may resume a paused producer: what that leaves to do is
-        // sent at once, whether the item is there or not.
-        let first = {
-            let mut state = self.lock();
+        // sent at once, whether the item is there or not (the first look,
+        // before any sleep, is the only one that releases).
+        let take = |state: &mut NodeState, ready: &mut Vec<Arc<WorkerConn>>| {
             let found = state.stream_next(end, index);
             if let Some(Ok(Some(id))) = found {
                 state.add_ref(id);
             }
-            let ready = state.needs_dispatch().then(|| self.dispatch_locked(&mut state));
-            drop(state);
-            conn::push(ready.unwrap_or_default());
+            if state.needs_dispatch() {
+                ready.extend(self.dispatch_locked(state));
+            }
             found
         };
-        let found = first.or_else(|| {
-            let mut resumed = Vec::new();
-            let found = self.wait_for(deadline, |state| {
-                let found = state.stream_next(end, index)?;
-                if let Ok(Some(id)) = found {
-                    state.add_ref(id);
-                }
-                if state.needs_dispatch() {
-                    resumed.extend(self.dispatch_locked(state));
-                }
-                Some(found)
-            });
-            conn::push(resumed);
-            found
-        });
+        let mut ready = Vec::new();
+        let first = take(&mut self.lock(), &mut ready);
+        conn::push(std::mem::take(&mut ready));
+        let found = first.or_else(|| self.wait_for(deadline, |state| take(state, &mut ready)));
+        conn::push(ready);
         match found {
             Some(found) => found,
             None if self.is_stopped() => Err(Error::NodeStopped),

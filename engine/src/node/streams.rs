@@ -28,7 +28,17 @@
 use crate::error::Error;
 use crate::protocol::{Placed, STREAM_ENDED, ToClient};
 
-use super::state::{NodeState, ObjectState, ParkedKind};
+use super::state::{NodeState, ObjectState, ParkedKind, Stream};
+
+impl Stream {
+    /// Drop the requests (worker, request) that `gone` says are over.
+    fn forget(&mut self, gone: impl Fn(usize, u64) -> bool) {
+        self.waiters.retain(|&(w, r, _)| !gone(w, r));
+        if self.paused.is_some_and(|(w, r, _)| gone(w, r)) {
+            self.paused = None;
+        }
+    }
+}
 
 /// An answer to the consumer: an item's id, the end, or the error.
 pub(crate) type StreamAnswer = Result<Option<u64>, Error>;
@@ -172,20 +182,14 @@ impl NodeState {
     /// Client `worker` is gone: its requests on streams are forgotten.
     pub(super) fn forget_stream_requests(&mut self, worker: usize) {
         for stream in self.streams.values_mut() {
-            stream.waiters.retain(|&(w, _, _)| w != worker);
-            if stream.paused.is_some_and(|(w, _, _)| w == worker) {
-                stream.paused = None;
-            }
+            stream.forget(|w, _| w == worker);
         }
     }
 
     /// A client stopped waiting in `request` on `end`'s stream.
     pub(super) fn forget_stream_waiter(&mut self, worker: usize, request: u64, end: u64) {
         if let Some(stream) = self.streams.get_mut(&end) {
-            stream.waiters.retain(|&(w, r, _)| (w, r) != (worker, request));
-            if stream.paused.is_some_and(|(w, r, _)| (w, r) == (worker, request)) {
-                stream.paused = None;
-            }
+            stream.forget(|w, r| (w, r) == (worker, request));
         }
     }
 
