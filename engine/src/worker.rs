@@ -344,9 +344,11 @@ impl TaskRunner {
     /// Say in the output that `name` runs now (see `node/logs.rs`).
     fn say(&self, name: &'static str) {
         use std::io::Write;
+        // On both pipes: each relay reads its note in order with its lines.
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{}{name}", logs::MARKER);
         let _ = out.flush();
+        let _ = writeln!(std::io::stderr().lock(), "{}{name}", logs::MARKER);
         *self.said() = Some(name);
     }
 

@@ -5,8 +5,9 @@
 //! - One relay thread per pipe reads it and writes whole lines only, each in
 //!   one `write`, so lines of different workers never interleave mid-line.
 //! - The label is what the worker says it runs: before a task of another
-//!   function than the last, it writes [`MARKER`] and the name to its stdout,
-//!   in order with the task's own output, and the relays take it out. Until
+//!   function than the last, it writes [`MARKER`] and the name to its stdout
+//!   and its stderr, in order with the task's own output on each, and each
+//!   relay takes its note out. Until
 //!   a worker has said, the node's view stands in (`Node::label_of`).
 //! - A line without its newline goes out once the pipe has been quiet for
 //!   [`PARTIAL_AFTER`]: the worker flushes its stdout when a task ends, so
@@ -36,7 +37,7 @@ pub(crate) const MARKER: &str = "\u{1e}shoal-runs ";
 /// Set for a worker whose output is relayed: it writes [`MARKER`] lines.
 pub(crate) const ENV_LABELS: &str = "SHOAL_LOG_LABELS";
 
-/// What a worker said it runs, shared by the relays of its two pipes.
+/// What a worker said it runs, as one of its pipes has read so far.
 pub(super) type Said = Arc<std::sync::Mutex<Option<String>>>;
 
 /// Which of this process's streams a worker's pipe goes to.

@@ -115,10 +115,18 @@ impl StderrTail {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         for (i, piece) in chunk.split(|&b| b == b'\n').enumerate() {
             if i > 0 {
-                let line = std::mem::take(&mut state.partial);
-                state.lines.push_back(line);
-                if state.lines.len() > TAIL_LINES {
-                    state.lines.pop_front();
+                let mut line = std::mem::take(&mut state.partial);
+                // A worker's note of what it runs is no line of its own.
+                let marker = logs::MARKER.as_bytes();
+                let noted = line.windows(marker.len()).position(|w| w == marker);
+                if let Some(at) = noted {
+                    line.truncate(at);
+                }
+                if !(noted.is_some() && line.is_empty()) {
+                    state.lines.push_back(line);
+                    if state.lines.len() > TAIL_LINES {
+                        state.lines.pop_front();
+                    }
                 }
             }
             let room = TAIL_LINE_BYTES.saturating_sub(state.partial.len());
@@ -171,9 +179,8 @@ fn spawn_worker(plan: &SpawnPlan, token: u64) -> std::io::Result<WorkerProcess> 
         .stderr(Stdio::piped())
         .spawn()?;
     let pid = child.id();
-    let said = logs::Said::default();
     if let Some(pipe) = child.stdout.take() {
-        let (label, said) = (plan.label.clone(), said.clone());
+        let (label, said) = (plan.label.clone(), logs::Said::default());
         // No relay: the pipe's end is dropped, so the worker's writes fail
         // rather than block on a full pipe.
         let _ = std::thread::Builder::new()
@@ -182,7 +189,7 @@ fn spawn_worker(plan: &SpawnPlan, token: u64) -> std::io::Result<WorkerProcess> 
     }
     let stderr = Arc::new(StderrTail::default());
     let relay = child.stderr.take().map(|pipe| {
-        let (tail, label) = (stderr.clone(), plan.label.clone());
+        let (tail, label, said) = (stderr.clone(), plan.label.clone(), logs::Said::default());
         std::thread::Builder::new().name("shoal-stderr".into()).spawn(move || {
             logs::relay(pipe, pid, Sink::Stderr, label, said, |chunk| tail.push(chunk));
             tail.end();
