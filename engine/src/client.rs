@@ -42,7 +42,7 @@ use crate::options::{ActorOptions, TaskOptions};
 use crate::protocol::{
     CreateActor, Execute, ObjectData, Placed, RefOp, Submit, SubmitArg, ToClient, ToNode, client_id_base,
 };
-use crate::status::NodeReport;
+use crate::status::{MemoryReport, NodeStatus, TaskEvent};
 
 /// How long a reader watches the socket before it sleeps in `poll`: a reply
 /// a few microseconds away then costs no wake-up.
@@ -443,9 +443,26 @@ impl Client {
     }
 
     /// What the node reports about itself.
-    pub(crate) fn report(&self) -> Result<NodeReport> {
+    pub(crate) fn report(&self) -> Result<NodeStatus> {
         match self.request(|request| ToNode::Status { request }, None, Waiting::Reply)? {
             ToClient::Status { report, .. } => Ok(report),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The node's `limit` largest objects, with totals.
+    pub(crate) fn memory(&self, limit: usize) -> Result<MemoryReport> {
+        let limit = limit as u64;
+        match self.request(|request| ToNode::Memory { request, limit }, None, Waiting::Reply)? {
+            ToClient::Memory { report, .. } => Ok(report),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The tasks the node finished lately.
+    pub(crate) fn timeline(&self) -> Result<Vec<TaskEvent>> {
+        match self.request(|request| ToNode::Timeline { request }, None, Waiting::Reply)? {
+            ToClient::Timeline { events, .. } => Ok(events),
             other => Err(unexpected(&other)),
         }
     }
@@ -1077,7 +1094,9 @@ fn reply_request(reply: &ToClient) -> u64 {
         | ToClient::Cancelled { request, .. }
         | ToClient::StreamItem { request, .. }
         | ToClient::Resume { request, .. }
-        | ToClient::Status { request, .. } => *request,
+        | ToClient::Status { request, .. }
+        | ToClient::Memory { request, .. }
+        | ToClient::Timeline { request, .. } => *request,
         ToClient::Execute(_) | ToClient::Shutdown | ToClient::Cancel { .. } => u64::MAX,
     }
 }

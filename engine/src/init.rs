@@ -14,10 +14,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use crate::client::Client;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::node::Node;
+use crate::node::{Node, STANDALONE};
 use crate::registry;
 use crate::runtime::Runtime;
-use crate::status::{ActorInfo, NodeReport, StoreStats};
+use crate::status::{ActorInfo, MemoryReport, NodeStatus, StoreStats, TaskEvent};
 
 /// This process's node: an embedded one, or a connection to a standalone
 /// node ([`Config::address`]). Dropping an embedded node stops every worker;
@@ -43,7 +43,7 @@ enum NodeHandle {
 }
 
 impl Shoal {
-    fn report(&self) -> NodeReport {
+    fn report(&self) -> NodeStatus {
         match &self.node {
             NodeHandle::Embedded(node) => node.report(),
             NodeHandle::Connected { client, .. } => client.report().unwrap_or_default(),
@@ -58,15 +58,69 @@ impl Shoal {
         }
     }
 
+    /// What `shoal status` prints: the node's process, CPUs and resources
+    /// in use, workers (what each runs, for which driver), tasks by state,
+    /// store, connected drivers and actors.
+    ///
+    /// ```no_run
+    /// #[shoal::remote]
+    /// fn square(x: u64) -> u64 { x * x }
+    ///
+    /// # fn main() -> shoal::Result<()> {
+    /// let node = shoal::init(shoal::Config::default().workers(2))?;
+    /// let squares: Vec<u64> = shoal::get_all(&(0..10).map(square::remote).collect::<Vec<_>>())?;
+    /// let status = node.status()?;
+    /// assert_eq!(status.cpus, 2);
+    /// assert!(status.tasks.finished >= 10);
+    /// assert_eq!(status.workers.len(), 2);
+    /// # drop(squares); Ok(()) }
+    /// ```
+    pub fn status(&self) -> Result<NodeStatus> {
+        match &self.node {
+            NodeHandle::Embedded(node) => Ok(node.report()),
+            NodeHandle::Connected { client, .. } => client.report(),
+        }
+    }
+
+    /// What `shoal memory` prints: the `limit` largest objects (size,
+    /// place, references, what made it, pinned or not) and totals over all.
+    ///
+    /// ```no_run
+    /// # fn main() -> shoal::Result<()> {
+    /// let node = shoal::init(shoal::Config::default())?;
+    /// let big = shoal::put(ndarray::Array1::<f32>::zeros(1 << 20))?;
+    /// let memory = node.memory(10)?;
+    /// assert_eq!(memory.objects[0].place, shoal::ObjectPlace::Arena);
+    /// assert_eq!(memory.objects[0].created_by, "put");
+    /// # drop(big); Ok(()) }
+    /// ```
+    pub fn memory(&self, limit: usize) -> Result<MemoryReport> {
+        match &self.node {
+            NodeHandle::Embedded(node) => Ok(node.memory(limit)),
+            NodeHandle::Connected { client, .. } => client.memory(limit),
+        }
+    }
+
+    /// What `shoal timeline` draws: the tasks the node finished lately
+    /// (the last [`TIMELINE_LEN`](crate::TIMELINE_LEN)), oldest first, each
+    /// with its worker, start and run time.
+    pub fn timeline(&self) -> Result<Vec<TaskEvent>> {
+        match &self.node {
+            NodeHandle::Embedded(node) => Ok(node.timeline()),
+            NodeHandle::Connected { client, .. } => client.timeline(),
+        }
+    }
+
     /// Number of the pool's worker processes connected right now (actors'
     /// processes are listed by [`actors`](Self::actors)).
     pub fn live_workers(&self) -> usize {
-        self.report().workers.len()
+        self.worker_pids().len()
     }
 
     /// Process ids of the pool's connected workers.
     pub fn worker_pids(&self) -> Vec<u32> {
-        self.report().workers
+        let workers = self.report().workers.into_iter();
+        workers.filter(|w| !matches!(w.state, crate::status::WorkerState::Actor)).map(|w| w.pid).collect()
     }
 
     /// The actors that live (starting, alive or restarting), by id: type,
@@ -196,9 +250,6 @@ pub fn serve(config: Config) -> Result<Shoal> {
     }
     Ok(Shoal { node: NodeHandle::Embedded(node) })
 }
-
-/// The file that marks a standalone node's socket directory.
-const STANDALONE: &str = "standalone";
 
 /// The sockets of the standalone nodes ([`serve`]) this user runs, where
 /// nodes of `config` keep their sockets ([`Config::socket_dir`]), with their

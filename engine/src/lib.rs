@@ -231,6 +231,7 @@ mod config;
 mod deferred_drop;
 mod error;
 mod init;
+mod monitor;
 mod node;
 mod object_ref;
 mod options;
@@ -252,12 +253,16 @@ pub use config::{ADDRESS_ENV, Config};
 use error::panic_message;
 pub use error::{Error, Result};
 pub use init::{Shoal, init, init_once, serve, standalone_nodes};
+pub use monitor::Monitor;
 pub use ndarray;
 pub use object_ref::{Arg, IntoArg, ObjectRef, Value};
 pub use options::{ActorOptions, TaskOptions};
 pub use shoal_macros::{actor, method, remote};
 pub use shoal_store::{Element, SharedArray};
-pub use status::{ActorInfo, ActorState, StoreStats};
+pub use status::{
+    ActorInfo, ActorState, DriverInfo, MemoryReport, NodeStatus, ObjectInfo, ObjectPlace, ResourceUse, StoreStats,
+    TIMELINE_LEN, TaskCounts, TaskEvent, WorkerInfo, WorkerState,
+};
 pub use stream::ObjectRefStream;
 pub use view::ViewOf;
 pub use worker::worker_main;

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::options::{ActorOptions, TaskOptions};
-use crate::status::NodeReport;
+use crate::status::{MemoryReport, NodeStatus, TaskEvent};
 
 /// Ids the node makes itself have this bit clear; a client's have it set,
 /// then the client's number, then its own sequence ([`client_id_base`]).
@@ -268,7 +268,24 @@ pub(crate) enum ToNode {
         /// Echoed in the reply.
         request: u64,
     },
+    /// Answer with [`ToClient::Memory`]: the node's objects.
+    Memory {
+        /// Echoed in the reply.
+        request: u64,
+        /// The most objects to list (totals cover them all).
+        limit: u64,
+    },
+    /// Answer with [`ToClient::Timeline`]: the tasks the node finished lately.
+    Timeline {
+        /// Echoed in the reply.
+        request: u64,
+    },
 }
+
+/// The `Hello::token` of a monitor (`shoal::Monitor`, the `shoal status`
+/// family): a client that may only ask what the node reports, so it needs
+/// neither the node's build nor its arena.
+pub(crate) const MONITOR_TOKEN: u64 = u64::MAX;
 
 /// One argument of a task, as the worker receives it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -403,7 +420,21 @@ pub(crate) enum ToClient {
         /// The request answered.
         request: u64,
         /// The node's report.
-        report: NodeReport,
+        report: NodeStatus,
+    },
+    /// Answer to [`ToNode::Memory`].
+    Memory {
+        /// The request answered.
+        request: u64,
+        /// The objects, largest first, and totals.
+        report: MemoryReport,
+    },
+    /// Answer to [`ToNode::Timeline`].
+    Timeline {
+        /// The request answered.
+        request: u64,
+        /// Finished tasks, oldest first.
+        events: Vec<TaskEvent>,
     },
 }
 
@@ -414,7 +445,9 @@ mod tests {
     //! round-trip.
 
     use super::*;
+    use crate::status::{WorkerInfo, WorkerState};
     use proptest::prelude::*;
+    use std::time::Duration;
 
     /// Cases per fuzz property: short by default (`cargo test` runs them in
     /// CI), `PROPTEST_CASES` for a longer run (see ARCHITECTURE.md).
@@ -536,6 +569,8 @@ mod tests {
                 consumed
             }),
             any::<u64>().prop_map(|request| ToNode::Status { request }),
+            (any::<u64>(), any::<u64>()).prop_map(|(request, limit)| ToNode::Memory { request, limit }),
+            any::<u64>().prop_map(|request| ToNode::Timeline { request }),
         ]
     }
 
@@ -576,10 +611,35 @@ mod tests {
             (any::<u64>(), prop::collection::vec(any::<u32>(), 0..4), any::<u64>()).prop_map(
                 |(request, workers, reserved_bytes)| ToClient::Status {
                     request,
-                    report: NodeReport { workers, reserved_bytes, ..NodeReport::default() }
+                    report: NodeStatus {
+                        workers: workers.into_iter().map(worker_info).collect(),
+                        reserved_bytes,
+                        ..NodeStatus::default()
+                    }
+                }
+            ),
+            (any::<u64>(), any::<usize>(), any::<u64>()).prop_map(|(request, total_objects, total_bytes)| {
+                ToClient::Memory {
+                    request,
+                    report: MemoryReport { total_objects, total_bytes, ..MemoryReport::default() },
+                }
+            }),
+            (any::<u64>(), prop::collection::vec((any::<u64>(), any::<u32>(), any::<bool>()), 0..4)).prop_map(
+                |(request, events)| ToClient::Timeline {
+                    request,
+                    events: events.into_iter().map(|(task, worker, failed)| task_event(task, worker, failed)).collect()
                 }
             ),
         ]
+    }
+
+    fn worker_info(pid: u32) -> WorkerInfo {
+        WorkerInfo { pid, state: WorkerState::Running, function: Some("f".into()), driver: Some(pid), queued: 1 }
+    }
+
+    fn task_event(task: u64, worker: u32, failed: bool) -> TaskEvent {
+        let (start, duration) = (Duration::from_nanos(task), Duration::from_micros(u64::from(worker)));
+        TaskEvent { task, function: "f".into(), worker, start, duration, failed }
     }
 
     /// Decode `bytes` as a `T`; if it decodes, its encoding decodes again to

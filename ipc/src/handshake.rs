@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped whenever any message of the handshake or of the engine's protocol
 /// changes shape.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Eight bytes that open every `Hello`, so a stray client is told apart from a
 /// shoal peer of another version.

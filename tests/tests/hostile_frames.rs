@@ -92,15 +92,8 @@ mod wire {
         StreamClose(u64),
         Backpressure { request: u64, task: u64, consumed: u64 },
         Status { request: u64 },
-    }
-
-    #[derive(Debug, Serialize, Deserialize)]
-    pub struct NodeReport {
-        pub socket: std::path::PathBuf,
-        pub workers: Vec<u32>,
-        pub actors: Vec<shoal::ActorInfo>,
-        pub store: shoal::StoreStats,
-        pub reserved_bytes: u64,
+        Memory { request: u64, limit: u64 },
+        Timeline { request: u64 },
     }
 
     #[derive(Debug, Serialize, Deserialize)]
@@ -137,7 +130,9 @@ mod wire {
         Cancel { task: u64 },
         StreamItem { request: u64, item: Result<Option<u64>, shoal::Error> },
         Resume { request: u64, consumed: u64 },
-        Status { request: u64, report: NodeReport },
+        Status { request: u64, report: shoal::NodeStatus },
+        Memory { request: u64, report: shoal::MemoryReport },
+        Timeline { request: u64, events: Vec<shoal::TaskEvent> },
     }
 }
 
@@ -253,7 +248,7 @@ struct Hostile {
 
 impl Hostile {
     fn connect() -> Hostile {
-        assert_eq!(PROTOCOL_VERSION, 5, "the protocol changed: bring `wire` in step with engine/src/protocol.rs");
+        assert_eq!(PROTOCOL_VERSION, 6, "the protocol changed: bring `wire` in step with engine/src/protocol.rs");
         let stream = UnixStream::connect(node().socket_path()).expect("connect to the node socket");
         stream.set_read_timeout(Some(PATIENCE)).expect("read timeout");
         stream.set_write_timeout(Some(PATIENCE)).expect("write timeout");
@@ -1001,7 +996,7 @@ fn stream_messages_are_served_checked_and_cleaned_up() {
     c.send(&[ToNode::Status { request }]);
     match c.reply() {
         Some(ToClient::Status { request: r, report }) if r == request => {
-            assert_eq!(report.workers.len(), WORKERS);
+            assert_eq!(report.workers.iter().filter(|w| w.state != shoal::WorkerState::Actor).count(), WORKERS);
             assert_eq!(report.socket, node().socket_path());
             assert!(report.store.capacity >= 64 << 20);
         }
@@ -1051,4 +1046,65 @@ fn fingerprint_of_u64() -> u64 {
     let mut h = std::hash::DefaultHasher::new();
     std::any::TypeId::of::<u64>().hash(&mut h);
     h.finish()
+}
+
+/// A monitor's handshake: `build` need not match; no arena is passed.
+fn monitor_hello(protocol: u32) -> UnixStream {
+    let stream = UnixStream::connect(node().socket_path()).expect("connect to the node socket");
+    stream.set_read_timeout(Some(PATIENCE)).expect("read timeout");
+    let hello =
+        Hello { magic: HELLO_MAGIC, protocol, pid: std::process::id(), build: 7, token: u64::MAX, table: vec![] };
+    let mut bytes = Vec::new();
+    encode_frame(&hello, &mut bytes).expect("encode Hello");
+    (&stream).write_all(&bytes).expect("write Hello");
+    stream
+}
+
+#[test]
+fn a_monitor_may_only_ask_what_the_node_reports() {
+    let _serial = serial();
+    let before = node().worker_pids();
+    // Another build is welcome to look, and gets answers in order.
+    let stream = monitor_hello(PROTOCOL_VERSION);
+    let mut reader = FrameReader::with_cap(&stream, 64 << 20);
+    assert!(matches!(reader.read::<HandshakeReply>(), Ok(HandshakeReply::Welcome(_))));
+    shoal::get(&forty_two::remote()).unwrap();
+    let ask = |msg: ToNode| {
+        let mut bytes = Vec::new();
+        encode_frame(&msg, &mut bytes).unwrap();
+        (&stream).write_all(&bytes).unwrap();
+    };
+    ask(ToNode::Status { request: 1 });
+    ask(ToNode::Memory { request: 2, limit: 3 });
+    ask(ToNode::Timeline { request: 3 });
+    match reader.read::<ToClient>() {
+        Ok(ToClient::Status { request: 1, report }) => assert_eq!(report.pid, std::process::id()),
+        other => panic!("Status: {other:?}"),
+    }
+    match reader.read::<ToClient>() {
+        Ok(ToClient::Memory { request: 2, report }) => assert!(report.objects.len() <= 3),
+        other => panic!("Memory: {other:?}"),
+    }
+    match reader.read::<ToClient>() {
+        Ok(ToClient::Timeline { request: 3, events }) => {
+            assert!(events.iter().any(|e| e.function.ends_with("::forty_two")), "{events:?}")
+        }
+        other => panic!("Timeline: {other:?}"),
+    }
+    // Anything else, even a well-formed request, ends the monitor alone.
+    ask(ToNode::Get { request: 4, id: 1, task: None });
+    assert!(reader.read::<ToClient>().is_err(), "the node closed the monitor");
+    // Garbage too.
+    let stream = monitor_hello(PROTOCOL_VERSION);
+    let mut reader = FrameReader::with_cap(&stream, 64 << 20);
+    assert!(matches!(reader.read::<HandshakeReply>(), Ok(HandshakeReply::Welcome(_))));
+    (&stream).write_all(&frame(3, &[0xff, 0xff, 0xff])).unwrap();
+    assert!(reader.read::<ToClient>().is_err(), "the node closed the monitor");
+    // Another protocol is refused at the handshake.
+    let stream = monitor_hello(PROTOCOL_VERSION + 1);
+    let reply = FrameReader::with_cap(&stream, 1 << 20).read::<HandshakeReply>();
+    assert!(matches!(reply, Ok(HandshakeReply::Refused(ref why)) if why.contains("protocol")), "{reply:?}");
+    // Nothing else noticed.
+    assert_eq!(shoal::get(&plus_one::remote(1)).unwrap(), 2);
+    assert_eq!(node().worker_pids(), before);
 }

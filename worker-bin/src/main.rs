@@ -5,10 +5,14 @@
 //! array, printing results and times. The binary also carries the built-in
 //! remote functions, so it is its own worker program. `shoal bench` runs the
 //! benchmark suite (see `bench.rs`). `shoal start` and `shoal stop` run a
-//! standalone node (see `node_cli.rs`).
+//! standalone node (see `node_cli.rs`); `shoal status`, `memory`, `timeline`
+//! and `metrics` show what a node does (see `inspect_cli.rs`).
 
 mod bench;
+mod inspect_cli;
+mod metrics;
 mod node_cli;
+mod timeline;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -96,6 +100,10 @@ enum Command {
         /// Where the node's socket directory goes (default: $XDG_RUNTIME_DIR, else the temp dir).
         #[arg(long)]
         socket_dir: Option<PathBuf>,
+        /// Serve the node's metrics (Prometheus text) over HTTP at this
+        /// address, `127.0.0.1:9464` say, at `/metrics`.
+        #[arg(long)]
+        metrics_addr: Option<std::net::SocketAddr>,
         /// Run the node in this process, in the foreground, until SIGTERM or Ctrl-C.
         #[arg(long)]
         block: bool,
@@ -113,12 +121,63 @@ enum Command {
         #[arg(long)]
         socket_dir: Option<PathBuf>,
     },
+    /// What a node does: its process, CPUs and resources in use, workers,
+    /// tasks by state, store, drivers and actors.
+    Status {
+        #[command(flatten)]
+        node: NodeArg,
+        /// Print it as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A node's objects, largest first (size, place, references, what made
+    /// it, pinned), with totals.
+    Memory {
+        #[command(flatten)]
+        node: NodeArg,
+        /// The most objects to list.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print it as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The tasks a node finished lately, one lane per worker: a Chrome trace
+    /// (Perfetto, chrome://tracing) and/or an SVG picture.
+    Timeline {
+        #[command(flatten)]
+        node: NodeArg,
+        /// Write the Chrome trace (JSON) here.
+        #[arg(short = 'o', long = "output")]
+        output: Option<PathBuf>,
+        /// Draw the picture (SVG) here.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+    },
+    /// A node's counters in the Prometheus text format.
+    Metrics {
+        #[command(flatten)]
+        node: NodeArg,
+    },
     /// The echo side of the bench's socket ping-pong (internal).
     #[command(hide = true)]
     BenchEcho { socket: PathBuf },
     /// A fresh process the bench measures: `idle` or `cold-put MB` (internal).
     #[command(hide = true)]
     BenchProbe { what: String, mb: Option<usize> },
+}
+
+/// Which node a command looks at.
+#[derive(clap::Args)]
+struct NodeArg {
+    /// The node's socket (a standalone node's, as `shoal start` printed it,
+    /// or an embedded one's, `Shoal::socket_path`); else `SHOAL_ADDRESS`,
+    /// else the one standalone node this user runs.
+    #[arg(long)]
+    address: Option<PathBuf>,
+    /// Where to look for standalone nodes, as given to `shoal start --socket-dir`.
+    #[arg(long)]
+    socket_dir: Option<PathBuf>,
 }
 
 fn ms(since: Instant) -> f64 {
@@ -202,17 +261,29 @@ fn main() -> anyhow::Result<()> {
         Command::Bench { filter, workers, large_mb, list: false, address } => {
             bench::run(filter.as_deref(), workers, large_mb, address)
         }
-        Command::Start { worker_program, workers, store_bytes, spill_dir, socket_dir, block, detached } => {
-            node_cli::start(node_cli::StartArgs {
-                workers,
-                store_bytes,
-                spill_dir,
-                socket_dir,
-                worker_program,
-                block,
-                attached: !detached,
-            })
-        }
+        Command::Start {
+            worker_program,
+            workers,
+            store_bytes,
+            spill_dir,
+            socket_dir,
+            metrics_addr,
+            block,
+            detached,
+        } => node_cli::start(node_cli::StartArgs {
+            workers,
+            store_bytes,
+            spill_dir,
+            socket_dir,
+            worker_program,
+            metrics_addr,
+            block,
+            attached: !detached,
+        }),
+        Command::Status { node, json } => inspect_cli::status(node.address, node.socket_dir, json),
+        Command::Memory { node, limit, json } => inspect_cli::memory(node.address, node.socket_dir, limit, json),
+        Command::Timeline { node, output, svg } => inspect_cli::timeline(node.address, node.socket_dir, output, svg),
+        Command::Metrics { node } => inspect_cli::print_metrics(node.address, node.socket_dir),
         Command::Stop { address, socket_dir } => node_cli::stop(address, socket_dir),
         Command::BenchEcho { socket } => bench::echo(&socket),
         Command::BenchProbe { what, mb } => bench::probe_child(&what, mb),

@@ -24,6 +24,8 @@ pub struct StartArgs {
     pub spill_dir: Option<PathBuf>,
     pub socket_dir: Option<PathBuf>,
     pub worker_program: Option<PathBuf>,
+    /// Serve the node's metrics over HTTP here.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     pub block: bool,
     /// Run by a user in a terminal (`--block` by hand), not detached by `start`.
     pub attached: bool,
@@ -73,6 +75,9 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
     if let Some(d) = &args.socket_dir {
         child.arg("--socket-dir").arg(d);
     }
+    if let Some(a) = &args.metrics_addr {
+        child.arg("--metrics-addr").arg(a.to_string());
+    }
     let log = log_path(args.socket_dir.as_deref());
     let log_file =
         std::fs::OpenOptions::new().create(true).append(true).open(&log).with_context(|| log.display().to_string())?;
@@ -109,6 +114,13 @@ fn serve(args: StartArgs, program: PathBuf) -> anyhow::Result<()> {
     // Before any thread exists, so every thread inherits the mask and the
     // signals wait for `wait` below.
     signals.thread_block().context("blocking the termination signals")?;
+    let metrics = match args.metrics_addr.map(crate::metrics::bind).transpose() {
+        Ok(listener) => listener,
+        Err(e) => {
+            println!("error: {e:#}");
+            return Err(e);
+        }
+    };
     let mut config = base_config(args.socket_dir.as_deref()).worker_program(program);
     if let Some(n) = args.workers {
         config = config.workers(n);
@@ -128,6 +140,11 @@ fn serve(args: StartArgs, program: PathBuf) -> anyhow::Result<()> {
         }
     };
     eprintln!("shoal node {} serving at {}", std::process::id(), node.socket_path().display());
+    if let Some(listener) = metrics {
+        let at = listener.local_addr()?;
+        crate::metrics::serve(listener, node.socket_path().to_path_buf())?;
+        eprintln!("shoal node {}: metrics at http://{at}/metrics", std::process::id());
+    }
     println!("{}", address_line(node.socket_path()));
     if !args.attached {
         // The starting command has read its line and gone: what the node
@@ -150,11 +167,24 @@ fn serve(args: StartArgs, program: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The node `stop` means: `address`, else `SHOAL_ADDRESS`, else the one
-/// standalone node this user runs.
+/// The node a command means: `address`, else `SHOAL_ADDRESS`, else the one
+/// standalone node this user runs. (An embedded node is named by address.)
+pub fn node_address(address: Option<PathBuf>, socket_dir: Option<&Path>) -> anyhow::Result<PathBuf> {
+    match address.or_else(address_from_env) {
+        Some(address) => Ok(address),
+        None => Ok(find_node(None, socket_dir)?.0),
+    }
+}
+
+fn address_from_env() -> Option<PathBuf> {
+    std::env::var_os(shoal::ADDRESS_ENV).filter(|a| !a.is_empty()).map(PathBuf::from)
+}
+
+/// The standalone node `stop` means: `address`, else `SHOAL_ADDRESS`, else
+/// the one this user runs.
 fn find_node(address: Option<PathBuf>, socket_dir: Option<&Path>) -> anyhow::Result<(PathBuf, u32)> {
     let nodes = shoal::standalone_nodes(&base_config(socket_dir));
-    let wanted = address.or_else(|| std::env::var_os(shoal::ADDRESS_ENV).filter(|a| !a.is_empty()).map(PathBuf::from));
+    let wanted = address.or_else(address_from_env);
     match wanted {
         Some(address) => nodes
             .into_iter()

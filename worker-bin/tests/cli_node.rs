@@ -45,7 +45,20 @@ fn a_standalone_node_serves_drivers_until_stopped() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&socket_dir);
     std::fs::create_dir_all(&socket_dir)?;
     let program = std::env::current_exe()?.display().to_string();
-    let start = ["start", "--worker-program", &program, "--workers", "2", "--store-bytes", "134217728"];
+    // A free port for the metrics (bound and let go: a race only with
+    // another program taking it meanwhile).
+    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string();
+    let start = [
+        "start",
+        "--worker-program",
+        &program,
+        "--workers",
+        "2",
+        "--store-bytes",
+        "134217728",
+        "--metrics-addr",
+        &metrics_addr,
+    ];
 
     let started = shoal_cli(&start, &socket_dir);
     let stdout = text(&started.stdout);
@@ -66,6 +79,24 @@ fn a_standalone_node_serves_drivers_until_stopped() -> anyhow::Result<()> {
     assert_eq!(shoal::get(&total::remote(&a))?, 20_000.0);
     let workers = node.worker_pids();
     assert_eq!(workers.len(), 2);
+
+    // What it does, asked without an address (the one node this user runs).
+    let status = shoal_cli(&["status", "--json"], &socket_dir);
+    assert!(status.status.success(), "status failed: {}", text(&status.stderr));
+    let status: shoal::NodeStatus = serde_json::from_slice(&status.stdout)?;
+    assert!(status.standalone && status.socket == address, "{status:?}");
+    assert_eq!(status.drivers.len(), 1, "this test is its driver: {status:?}");
+    assert_eq!(status.drivers[0].pid, std::process::id());
+    assert!(status.drivers[0].references >= 1, "it holds `a`: {status:?}");
+    assert_eq!(status.tasks.finished, 2);
+    let listed = shoal_cli(&["status"], &socket_dir);
+    let listed = text(&listed.stdout);
+    assert!(listed.contains("(standalone)") && listed.contains(&format!("pid {}", std::process::id())), "{listed}");
+    // Its metrics, scraped over HTTP as Prometheus would.
+    let scraped = http_get(&metrics_addr, "/metrics")?;
+    assert!(scraped.starts_with("HTTP/1.1 200 OK"), "{scraped}");
+    assert!(scraped.contains("shoal_drivers 1") && scraped.contains("shoal_tasks_finished_total 2"), "{scraped}");
+    assert!(http_get(&metrics_addr, "/elsewhere")?.starts_with("HTTP/1.1 404"));
     drop(a);
 
     // Stop: the node, its workers and its directories go.
@@ -87,6 +118,17 @@ fn a_standalone_node_serves_drivers_until_stopped() -> anyhow::Result<()> {
     assert!(text(&none.stderr).contains("no shoal node is running"), "{}", text(&none.stderr));
     let _ = std::fs::remove_dir_all(&socket_dir);
     Ok(())
+}
+
+/// One HTTP/1.1 `GET`, its whole answer.
+fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n")?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
 }
 
 #[test]

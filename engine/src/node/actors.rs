@@ -56,6 +56,8 @@ impl NodeState {
         args: Vec<SubmitArg>,
         failed: Option<Error>,
     ) {
+        // Its handle object is listed as made by its class.
+        self.set_creator(id, class);
         for arg in &args {
             // Kept for restarts. (An id that does not exist counts nothing;
             // the constructor fails with `ObjectNotFound`.)

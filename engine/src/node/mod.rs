@@ -17,6 +17,7 @@ mod cancel;
 mod clients;
 mod conn;
 mod ids;
+mod inspect;
 pub(crate) mod logs;
 mod pool;
 mod room;
@@ -43,7 +44,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::options::{ActorOptions, TaskOptions};
 use crate::protocol::SubmitArg;
-use crate::status::{NodeReport, StoreStats};
+use crate::status::{MemoryReport, NodeStatus, StoreStats, TaskEvent};
 
 /// The code a node runs: the registered function names of this binary and
 /// the hash a worker's build must match (see `registry`).
@@ -56,6 +57,9 @@ pub(crate) struct NodeCode {
     /// Actor types: (class, constructor).
     pub classes: Vec<(&'static str, &'static str)>,
 }
+
+/// The file that marks a standalone node's socket directory (`shoal::serve`).
+pub(crate) const STANDALONE: &str = "standalone";
 
 /// How long a waiter spins for a result before it sleeps.
 const SPIN: Duration = Duration::from_micros(50);
@@ -992,7 +996,7 @@ impl Node {
     }
 
     /// What this node reports about itself.
-    pub(crate) fn report(&self) -> NodeReport {
+    pub(crate) fn report(&self) -> NodeStatus {
         let state = self.lock();
         let totals = state.spill.totals;
         let store = StoreStats {
@@ -1008,13 +1012,25 @@ impl Node {
             total_restored_objects: totals.restored_objects,
             total_restored_bytes: totals.restored_bytes,
         };
-        NodeReport {
+        NodeStatus {
+            pid: std::process::id(),
             socket: self.socket_path.clone(),
-            workers: state.workers.values().filter(|w| w.in_pool()).map(|w| w.conn.pid).collect(),
-            actors: state.actor_infos(),
+            uptime: state.born.elapsed(),
+            standalone: self.socket_dir().join(STANDALONE).exists(),
             store,
             reserved_bytes: self.arena.reserved(),
+            ..state.status()
         }
+    }
+
+    /// The `limit` largest objects, with totals.
+    pub(crate) fn memory(&self, limit: usize) -> MemoryReport {
+        self.lock().memory(limit)
+    }
+
+    /// The tasks this node finished lately, oldest first.
+    pub(crate) fn timeline(&self) -> Vec<TaskEvent> {
+        self.lock().timeline()
     }
 
     /// Wait until object `id` is sealed or failed (read back if it was

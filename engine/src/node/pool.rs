@@ -34,7 +34,7 @@ use crate::error::Error;
 use crate::node::Node;
 use crate::node::conn::{Incoming, WorkerConn};
 use crate::node::state::{Death, WorkerSlot};
-use crate::protocol::{RefOp, ToClient, ToNode};
+use crate::protocol::{MONITOR_TOKEN, RefOp, ToClient, ToNode};
 
 /// Environment variable that puts a process into worker mode: the node's
 /// socket path.
@@ -372,7 +372,7 @@ fn check_hello(node: &Node, hello: &Hello, peer_pid: i32) -> Result<(), Error> {
     if hello.pid as i32 != peer_pid {
         return Err(Error::WorkerStartup(format!("hello claims pid {} but the peer is {peer_pid}", hello.pid)));
     }
-    if hello.build != node.build_hash {
+    if hello.build != node.build_hash && hello.token != MONITOR_TOKEN {
         let program = node.worker_program().display().to_string();
         if let Some(missing) = node.table.iter().find(|f| !hello.table.contains(f)) {
             return Err(Error::FunctionNotFound { function: missing.clone(), program });
@@ -415,6 +415,11 @@ fn serve_connection(node: Arc<Node>, stream: UnixStream) {
             // An actor's process, perhaps: its calls report why.
             node.change_and_dispatch(|state| state.actor_start_failed(hello.token, &error));
         }
+        return;
+    }
+    if hello.token == MONITOR_TOKEN {
+        let _ = stream.set_read_timeout(None);
+        serve_monitor(&node, &stream, peer_pid);
         return;
     }
     let id = node.next_worker.fetch_add(1, Ordering::Relaxed);
@@ -461,6 +466,58 @@ fn serve_connection(node: Arc<Node>, stream: UnixStream) {
     };
     conn.close();
     node.worker_lost(&conn, dropped);
+}
+
+/// The answer to a request for what the node reports, the only requests a
+/// monitor may make; `None` for any other message.
+fn inspection(node: &Node, msg: &ToNode) -> Option<ToClient> {
+    Some(match *msg {
+        ToNode::Status { request } => ToClient::Status { request, report: node.report() },
+        ToNode::Memory { request, limit } => {
+            ToClient::Memory { request, report: node.memory(usize::try_from(limit).unwrap_or(usize::MAX)) }
+        }
+        ToNode::Timeline { request } => ToClient::Timeline { request, events: node.timeline() },
+        _ => return None,
+    })
+}
+
+/// Serve a monitor (`shoal status` and the like, [`MONITOR_TOKEN`]): it
+/// holds nothing and is no worker; each request is answered on this thread
+/// until it closes. Anything but an inspection ends the connection.
+fn serve_monitor(node: &Node, stream: &UnixStream, peer_pid: i32) {
+    let welcome = HandshakeReply::Welcome(Welcome {
+        protocol: shoal_ipc::PROTOCOL_VERSION,
+        client_id: 0,
+        arena_len: node.arena().len(),
+        inline_max: node.config.inline_max as u64,
+    });
+    let mut buf = Vec::new();
+    if encode_frame(&welcome, &mut buf).is_err() || (&*stream).write_all(&buf).is_err() {
+        return;
+    }
+    let mut frames = FrameReader::with_cap(stream, 1 << 20);
+    loop {
+        let msg = match frames.read::<ToNode>() {
+            Ok(msg) => msg,
+            Err(FrameError::Closed) => return,
+            Err(e) => {
+                tracing::warn!("dropping monitor {peer_pid}: {e}");
+                return;
+            }
+        };
+        let Some(reply) = inspection(node, &msg) else {
+            tracing::warn!("dropping monitor {peer_pid}: a monitor may only ask what the node reports");
+            return;
+        };
+        buf.clear();
+        if let Err(e) = encode_frame(&reply, &mut buf) {
+            tracing::warn!("cannot answer monitor {peer_pid}: {e}");
+            return;
+        }
+        if (&*stream).write_all(&buf).is_err() {
+            return;
+        }
+    }
 }
 
 /// Serve one worker's messages until its connection ends; returns why it
@@ -668,9 +725,9 @@ fn handle(node: &Node, conn: &WorkerConn, msg: ToNode, dirty: &mut bool) -> Resu
             node.lock().stream_close(end);
             *dirty = true;
         }
-        ToNode::Status { request } => {
-            let report = node.report();
-            node.lock().replies.push((conn.id, ToClient::Status { request, report }));
+        ToNode::Status { .. } | ToNode::Memory { .. } | ToNode::Timeline { .. } => {
+            let reply = inspection(node, &msg).expect("an inspection");
+            node.lock().replies.push((conn.id, reply));
             *dirty = true;
         }
         ToNode::Backpressure { request, task, consumed } => {

@@ -101,6 +101,31 @@ pub(crate) struct ObjectEntry {
     /// it (a driver `get`, a view), and dispatched tasks taking it as an
     /// argument. A pinned object is never spilled.
     pub pins: u32,
+    /// What made it ([`NodeState::creator_name`]): 0 for a `put`, else
+    /// 1 + an index into `NodeState::creators`. (A `u32` fits the entry's
+    /// padding: the entry does not grow.)
+    pub creator: u32,
+}
+
+/// A finished task, as the timeline keeps it (`Copy`: recording one
+/// allocates nothing on the task path).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TimelineEntry {
+    pub task: u64,
+    pub function: &'static str,
+    pub worker: u32,
+    /// When its report arrived, from the node's start.
+    pub end_ns: u64,
+    /// Its run time, as its worker measured it.
+    pub run_ns: u64,
+    pub failed: bool,
+}
+
+/// Tasks finished and failed since the node started.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct TaskTotals {
+    pub finished: u64,
+    pub failed: u64,
 }
 
 #[derive(Debug)]
@@ -364,6 +389,15 @@ pub(crate) struct NodeState {
     /// Pids of processes to kill, for the supervisor: a killed actor's, the
     /// worker of a task cancelled by force.
     pub kill: Vec<u32>,
+    /// When the node started: the timeline's zero.
+    pub born: std::time::Instant,
+    /// The last `TIMELINE_LEN` finished tasks, oldest first.
+    pub timeline: VecDeque<TimelineEntry>,
+    pub task_totals: TaskTotals,
+    /// Names that made objects (`ObjectEntry::creator`), and their codes
+    /// by the name's address (names are the registry's `&'static str`s).
+    pub creators: Vec<&'static str>,
+    pub creator_codes: IdMap<u32>,
 }
 
 impl NodeState {
@@ -404,6 +438,11 @@ impl NodeState {
             streams: IdMap::default(),
             unwanted_streams: Vec::new(),
             kill: Vec::new(),
+            born: std::time::Instant::now(),
+            timeline: VecDeque::new(),
+            task_totals: TaskTotals::default(),
+            creators: Vec::new(),
+            creator_codes: IdMap::default(),
         }
     }
 
@@ -445,6 +484,7 @@ impl NodeState {
             watchers: Vec::new(),
             producer: None,
             pins: 0,
+            creator: 0,
         };
         self.objects.insert(id, entry);
     }
@@ -553,9 +593,11 @@ impl NodeState {
     ) -> u64 {
         let task_id = self.next_task;
         self.next_task += 1;
+        let creator = self.creator_code(function);
         for out in &outputs {
             if let Some(entry) = self.objects.get_mut(out) {
                 entry.producer = std::num::NonZeroU64::new(task_id);
+                entry.creator = creator;
             }
         }
         let mut waiting_on = 0;
@@ -698,6 +740,7 @@ impl NodeState {
         self.seal_one(id, state, contained, &mut failures);
         while let Some((task_id, error)) = failures.pop() {
             let Some(task) = self.tasks.remove(&task_id) else { continue };
+            self.task_totals.failed += 1;
             self.unqueue(task_id, &task, &error);
             for out in self.release_task(task) {
                 self.seal_one(out, ObjectState::Failed(Box::new(error.clone())), Vec::new(), &mut failures);
@@ -756,6 +799,7 @@ impl NodeState {
     /// Fail a task: every output becomes `error`, which flows to dependents.
     pub fn fail_task(&mut self, task_id: u64, error: Error) {
         let Some(task) = self.tasks.remove(&task_id) else { return };
+        self.task_totals.failed += 1;
         self.unqueue(task_id, &task, &error);
         for out in self.release_task(task) {
             self.seal(out, ObjectState::Failed(Box::new(error.clone())), Vec::new());
@@ -782,6 +826,7 @@ impl NodeState {
 
     /// Unpin a task's arguments and free its workers; returns its outputs.
     fn release_task(&mut self, task: Task) -> Vec<u64> {
+        self.task_totals.finished += 1;
         if let Some(w) = task.worker {
             self.unreserve(w);
         }
@@ -953,6 +998,8 @@ impl NodeState {
             })
             .collect();
         let task = self.tasks.remove(&task_id).expect("checked above");
+        let failed = task.cancelled || checked.iter().any(|(state, _)| matches!(state, ObjectState::Failed(_)));
+        self.record_run(task_id, task.function, worker, elapsed_ns, failed);
         if !task.cancelled {
             // (A cancelled task stopped early, or never started.)
             let average = self.run_times.entry(task.function).or_insert(elapsed_ns);
@@ -987,6 +1034,9 @@ impl NodeState {
             self.tasks.insert(task_id, task);
             self.fail_task(task_id, error);
             return Ok(());
+        }
+        if failed {
+            self.task_totals.failed += 1;
         }
         let constructor = task.actor.filter(|c| c.constructor);
         let outputs = self.release_task(task);

@@ -146,6 +146,9 @@ impl NodeState {
             return Ok(());
         }
         let id = self.new_object(state, refs);
+        if let Some(function) = self.tasks.get(&task).map(|t| t.function) {
+            self.set_creator(id, function);
+        }
         let stream = self.streams.entry(end).or_default();
         stream.items.push_back(id);
         stream.produced += 1;
