@@ -215,3 +215,48 @@ fn object_size(state: &ObjectState) -> u64 {
         ObjectState::Pending | ObjectState::Failed(_) => 0,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::state::ObjectEntry;
+
+    #[test]
+    fn names_sharing_an_address_keep_their_own_codes() {
+        let mut state = NodeState::new(1 << 20, 1, 1);
+        let long: &'static str = "my_crate::f2";
+        let short: &'static str = &long[..11]; // "my_crate::f", at the same address
+        let (a, b) = (state.creator_code(long), state.creator_code(short));
+        assert_ne!(a, b);
+        assert_eq!((state.creator_name(a), state.creator_name(b)), (long, short));
+        assert_eq!((state.creator_code(long), state.creator_code(short)), (a, b));
+        assert_eq!(state.creator_name(0), "put");
+    }
+
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn an_object_entry_keeps_its_size() {
+        // The maker's code lives in padding: the entry, on the path of
+        // every object, does not grow.
+        assert_eq!(std::mem::size_of::<ObjectEntry>(), 120);
+    }
+
+    #[test]
+    fn memory_lists_the_largest_first_with_totals_over_all() {
+        let mut state = NodeState::new(1 << 20, 1, 1);
+        let ids: Vec<u64> = [5usize, 50, 20, 50]
+            .iter()
+            .map(|&n| state.new_object(ObjectState::Inline(vec![0; n].into()), vec![]))
+            .collect();
+        state.new_object(ObjectState::Pending, vec![]);
+        let report = state.memory(3);
+        let listed: Vec<(u64, u64)> = report.objects.iter().map(|o| (o.size, o.id)).collect();
+        assert_eq!(listed, vec![(50, ids[1]), (50, ids[3]), (20, ids[2])], "largest first, ties by id");
+        assert_eq!((report.total_objects, report.total_bytes), (5, 125));
+        assert_eq!((report.inline_objects, report.inline_bytes), (4, 125));
+        assert!(report.objects.iter().all(|o| o.created_by == "put" && o.place == ObjectPlace::Inline));
+        let none = state.memory(0);
+        assert!(none.objects.is_empty() && none.total_objects == 5);
+        assert_eq!(state.memory(100).objects.len(), 5);
+    }
+}
