@@ -92,6 +92,8 @@ pub(crate) struct Client {
     /// A driver connected to a standalone node: its thread's submissions
     /// and releases are batched as a task's are (see `write_or_batch`).
     driver: bool,
+    /// Write the worker output the node sends (`Config::log_to_driver`).
+    show_output: AtomicBool,
 }
 
 /// Messages not yet written, in order.
@@ -194,8 +196,14 @@ impl Client {
             changed: Condvar::new(),
             nested_runner: OnceLock::new(),
             driver: hello.token == 0,
+            show_output: AtomicBool::new(true),
         };
         Ok((client, welcome))
+    }
+
+    /// Whether a driver writes the worker output the node sends it.
+    pub(crate) fn show_output(&self, show: bool) {
+        self.show_output.store(show, Ordering::Relaxed);
     }
 
     pub(crate) fn arena(&self) -> &Arc<Arena> {
@@ -1020,6 +1028,7 @@ impl Client {
         let mut cancel_running = Vec::new();
         let mut handed_back = Vec::new();
         let mut orphans = Vec::new();
+        let mut output: Vec<(bool, Vec<u8>)> = Vec::new();
         let mut stop = false;
         {
             let mut shared = self.shared();
@@ -1040,6 +1049,7 @@ impl Client {
                         None => shared.executes.push_back(execute),
                     },
                     ToClient::Shutdown => stop = true,
+                    ToClient::Output { stderr, bytes } => output.push((stderr, bytes)),
                     ToClient::Cancel { task } => {
                         let queued = |e: &Execute| e.task == task;
                         if shared.executes.iter().any(queued) || shared.nested.iter().any(queued) {
@@ -1062,6 +1072,17 @@ impl Client {
                 }
             }
             self.changed.notify_all();
+        }
+        if self.show_output.load(Ordering::Relaxed) {
+            // Outside the lock: a slow terminal holds up no waiter.
+            use std::io::Write;
+            for (stderr, bytes) in output {
+                let _ = if stderr {
+                    std::io::stderr().lock().write_all(&bytes)
+                } else {
+                    std::io::stdout().lock().write_all(&bytes)
+                };
+            }
         }
         if !cancel_running.is_empty() {
             // A running task is on the task thread's stack: kept until it
@@ -1097,7 +1118,7 @@ fn reply_request(reply: &ToClient) -> u64 {
         | ToClient::Status { request, .. }
         | ToClient::Memory { request, .. }
         | ToClient::Timeline { request, .. } => *request,
-        ToClient::Execute(_) | ToClient::Shutdown | ToClient::Cancel { .. } => u64::MAX,
+        ToClient::Execute(_) | ToClient::Shutdown | ToClient::Cancel { .. } | ToClient::Output { .. } => u64::MAX,
     }
 }
 

@@ -214,7 +214,7 @@ pub fn init(config: Config) -> Result<Shoal> {
         return Err(Error::AlreadyInitialized);
     }
     if let Some(address) = config.node_address() {
-        return connect(address);
+        return connect(address, config.log_to_driver);
     }
     let node = Node::start(config, registry::code())?;
     if let Err(e) = Runtime::install(Runtime::Local(node.clone())) {
@@ -281,7 +281,7 @@ fn process_alive(pid: u32) -> bool {
 }
 
 /// Connect to the standalone node at `address`, as a driver.
-fn connect(address: PathBuf) -> Result<Shoal> {
+fn connect(address: PathBuf, show_output: bool) -> Result<Shoal> {
     let failed = |reason: String| Error::Connect { address: address.display().to_string(), reason };
     let stream = UnixStream::connect(&address).map_err(|e| failed(e.to_string()))?;
     // A node that accepts but never answers is an error, not a hang (the
@@ -293,6 +293,7 @@ fn connect(address: PathBuf) -> Result<Shoal> {
         other => other,
     })?;
     let _ = timeout.set_read_timeout(None);
+    client.show_output(show_output);
     let client = Arc::new(client);
     client.start_flusher().map_err(|e| failed(format!("cannot start a thread: {e}")))?;
     if let Err(e) = Runtime::install(Runtime::Client(client.clone())) {

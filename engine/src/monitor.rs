@@ -27,14 +27,15 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// // Any process of this user may look, by the node's address.
 /// let monitor = shoal::Monitor::connect(node.socket_path())?;
 /// let status = monitor.status()?;
-/// assert_eq!(status.workers.len(), node.live_workers());
+/// assert_eq!(status.pid, std::process::id()); // an embedded node
 /// println!("{} of {} CPUs in use", status.cpus_in_use, status.cpus);
 /// # Ok(()) }
 /// ```
 pub struct Monitor {
     address: PathBuf,
-    /// The socket and the next request's number.
-    conn: Mutex<(UnixStream, u64)>,
+    /// The socket and the next request's number; `None` once an exchange
+    /// failed (a late answer would be taken for the next one's).
+    conn: Mutex<Option<(UnixStream, u64)>>,
 }
 
 impl Monitor {
@@ -52,7 +53,7 @@ impl Monitor {
             Ok(HandshakeReply::Refused(reason)) => return Err(failed(format!("refused by the node: {reason}"))),
             Err(e) => return Err(failed(format!("no handshake: {e}"))),
         }
-        Ok(Monitor { address, conn: Mutex::new((stream, 1)) })
+        Ok(Monitor { address, conn: Mutex::new(Some((stream, 1))) })
     }
 
     /// The node's address.
@@ -88,21 +89,41 @@ impl Monitor {
     }
 
     /// Send one request and read its answer (a monitor has one at a time).
+    /// After a failed exchange the monitor is closed: connect again.
     fn ask(&self, make: impl FnOnce(u64) -> ToNode) -> Result<ToClient> {
         let lost = |reason: String| Error::Connect { address: self.address.display().to_string(), reason };
-        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        let request = conn.1;
-        conn.1 += 1;
+        let mut guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let (stream, next) = guard.as_mut().ok_or_else(|| lost("an earlier request failed; connect again".into()))?;
+        let request = *next;
+        *next += 1;
         let mut buf = Vec::new();
-        encode_frame(&make(request), &mut buf).map_err(|e| lost(e.to_string()))?;
-        std::io::Write::write_all(&mut &conn.0, &buf).map_err(|e| lost(e.to_string()))?;
-        // Answers are as large as the node's listing: no cap beyond the frame's.
-        let reply: ToClient = FrameReader::new(&conn.0).read().map_err(|e| lost(format!("no answer: {e}")))?;
-        Ok(reply)
+        let exchange = encode_frame(&make(request), &mut buf)
+            .map_err(|e| e.to_string())
+            .and_then(|()| std::io::Write::write_all(&mut &*stream, &buf).map_err(|e| e.to_string()))
+            // Answers are as large as the node's listing: no cap beyond the frame's.
+            .and_then(|()| FrameReader::new(&*stream).read::<ToClient>().map_err(|e| format!("no answer: {e}")))
+            .and_then(|reply| match reply_request(&reply) {
+                Some(r) if r == request => Ok(reply),
+                _ => Err(format!("an answer to another request: {reply:?}")),
+            });
+        exchange.map_err(|reason| {
+            *guard = None;
+            lost(reason)
+        })
     }
 
     fn unexpected(&self, reply: &ToClient) -> Error {
         Error::Connect { address: self.address.display().to_string(), reason: format!("unexpected answer {reply:?}") }
+    }
+}
+
+/// The request an inspection answers.
+fn reply_request(reply: &ToClient) -> Option<u64> {
+    match *reply {
+        ToClient::Status { request, .. } | ToClient::Memory { request, .. } | ToClient::Timeline { request, .. } => {
+            Some(request)
+        }
+        _ => None,
     }
 }
 

@@ -328,6 +328,10 @@ pub(crate) struct Execute {
     /// A streaming task pauses while this many of its items are not taken
     /// ([`ToNode::Backpressure`]).
     pub backpressure: Option<u32>,
+    /// Whom its output is for: the client id of the connected driver whose
+    /// task (or whose task's descendant) it is, or [`u64::MAX`] for the
+    /// node's own process. The worker names it in its note of what runs.
+    pub owner: u64,
 }
 
 /// A sealed object, as a reply carries it.
@@ -428,6 +432,15 @@ pub(crate) enum ToClient {
         request: u64,
         /// The objects, largest first, and totals.
         report: MemoryReport,
+    },
+    /// Lines a worker wrote while running a task of this driver, prefixed
+    /// (`(fn pid=N) …`): for its own stdout or stderr.
+    Output {
+        /// For stderr, else stdout.
+        stderr: bool,
+        /// Whole lines.
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
     },
     /// Answer to [`ToNode::Timeline`].
     Timeline {
@@ -588,8 +601,9 @@ mod tests {
         prop_oneof![
             (any::<u64>(), ".{0,20}", prop::collection::vec(arg, 0..4), any::<Option<u64>>(), any::<Option<u32>>())
                 .prop_map(|(task, function, args, nested, backpressure)| {
-                    ToClient::Execute(Execute { task, function, args, nested, backpressure })
+                    ToClient::Execute(Execute { task, function, args, nested, backpressure, owner: task / 2 })
                 }),
+            (any::<bool>(), bytes()).prop_map(|(stderr, bytes)| ToClient::Output { stderr, bytes }),
             (any::<u64>(), prop_oneof![any::<u64>().prop_map(Ok), error().prop_map(Err)])
                 .prop_map(|(request, result)| ToClient::Allocated { request, result }),
             (any::<u64>(), data, ids()).prop_map(|(request, data, contained)| ToClient::Object {

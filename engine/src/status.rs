@@ -160,7 +160,9 @@ pub struct TaskCounts {
     pub running: usize,
     /// Finished since the node started, failures included.
     pub finished: u64,
-    /// Of those, failed (a panic, a death past retries, a cancel).
+    /// Of those, failed: a panic, a death past retries, a cancel, a failed
+    /// argument, or a submission the node refused (unknown function, too
+    /// many CPUs).
     pub failed: u64,
 }
 
@@ -189,7 +191,8 @@ pub struct ObjectInfo {
     /// References counted for it: handles in processes, tasks that take it,
     /// objects that contain it.
     pub references: usize,
-    /// The function whose task made it, or `put`.
+    /// The function whose task made it, `put`, or for an actor's handle
+    /// the actor's type.
     pub created_by: String,
     /// Read in place now (a view, a running task's argument): never spilled.
     pub pinned: bool,
@@ -229,7 +232,8 @@ impl ObjectPlace {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct MemoryReport {
-    /// The largest objects, at most the limit asked for.
+    /// The largest objects, at most the limit asked for (and at most
+    /// 100 000, so the answer fits in one message).
     pub objects: Vec<ObjectInfo>,
     /// Every object the node tracks.
     pub total_objects: usize,

@@ -213,8 +213,8 @@ struct TaskRunner {
     actor: Mutex<Option<Box<dyn Any + Send>>>,
     /// Output is relayed to the driver: say what runs before it prints.
     labels: bool,
-    /// What this process last said it runs.
-    said: Mutex<Option<&'static str>>,
+    /// What this process last said it runs, and for whom.
+    said: Mutex<Option<(&'static str, u64)>>,
 }
 
 impl TaskRunner {
@@ -327,39 +327,39 @@ impl TaskRunner {
         self.client.end_task(ToNode::TaskDone { task, outputs, elapsed_ns }, started + elapsed);
     }
 
-    /// Before a task of `function` prints: say so in the output, unless it
-    /// is what runs already.
-    fn say_running(&self, function: &registry::RemoteFunction) {
+    /// Before a task of `function` for `owner` prints: say so in the
+    /// output, unless it is what runs already.
+    fn say_running(&self, function: &registry::RemoteFunction, owner: u64) {
         let name = match function.invoke {
             Invoke::Constructor { class, .. } | Invoke::Method { class, .. } | Invoke::StreamMethod { class, .. } => {
                 class
             }
             Invoke::Function(_) | Invoke::Stream(_) => function.name,
         };
-        if *self.said() != Some(name) {
-            self.say(name);
+        if *self.said() != Some((name, owner)) {
+            self.say(name, owner);
         }
     }
 
-    /// Say in the output that `name` runs now (see `node/logs.rs`).
-    fn say(&self, name: &'static str) {
+    /// Say in the output that `name` runs now, for `owner` (see `node/logs.rs`).
+    fn say(&self, name: &'static str, owner: u64) {
         use std::io::Write;
         // On both pipes: each relay reads its note in order with its lines.
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{}{name}", logs::MARKER);
+        let _ = writeln!(out, "{}{owner} {name}", logs::MARKER);
         let _ = out.flush();
-        let _ = writeln!(std::io::stderr().lock(), "{}{name}", logs::MARKER);
-        *self.said() = Some(name);
+        let _ = writeln!(std::io::stderr().lock(), "{}{owner} {name}", logs::MARKER);
+        *self.said() = Some((name, owner));
     }
 
-    fn said(&self) -> std::sync::MutexGuard<'_, Option<&'static str>> {
+    fn said(&self) -> std::sync::MutexGuard<'_, Option<(&'static str, u64)>> {
         self.said.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Run one task; returns its function's name and its outputs.
     fn run_task(&self, execute: Execute) -> (String, Vec<Placed>) {
         let pid = std::process::id();
-        let Execute { task, function: name, args, backpressure, nested } = execute;
+        let Execute { task, function: name, args, backpressure, nested, owner } = execute;
         let Some(function) = registry::lookup(&name) else {
             let program = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default();
             return (name.clone(), vec![Placed::Failed(Error::FunctionNotFound { function: name, program })]);
@@ -367,7 +367,7 @@ impl TaskRunner {
         // A task run on top of a blocked one prints under that one's name:
         // switching names there and back would cost two writes a task.
         if self.labels && nested.is_none() {
-            self.say_running(function);
+            self.say_running(function, owner);
         }
         let result = {
             let mut args = ArgReader { runtime: &self.runtime, args: args.into_iter() };

@@ -109,6 +109,7 @@ mod wire {
         pub args: Vec<ArgData>,
         pub nested: Option<u64>,
         pub backpressure: Option<u32>,
+        pub owner: u64,
     }
 
     #[derive(Debug, Serialize, Deserialize)]
@@ -132,6 +133,7 @@ mod wire {
         Resume { request: u64, consumed: u64 },
         Status { request: u64, report: shoal::NodeStatus },
         Memory { request: u64, report: shoal::MemoryReport },
+        Output { stderr: bool, bytes: Vec<u8> },
         Timeline { request: u64, events: Vec<shoal::TaskEvent> },
     }
 }
@@ -299,7 +301,7 @@ impl Hostile {
     fn reply(&mut self) -> Option<ToClient> {
         loop {
             match self.reader.read::<ToClient>() {
-                Ok(ToClient::Execute(_) | ToClient::Shutdown) => continue,
+                Ok(ToClient::Execute(_) | ToClient::Shutdown | ToClient::Output { .. }) => continue,
                 Ok(reply) => return Some(reply),
                 Err(shoal_ipc::FrameError::Io(e))
                     if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>

@@ -126,12 +126,21 @@ pub fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).with_context(|| format!("cannot serve metrics at {addr}"))
 }
 
+/// The longest a scraper may take to send its request.
+const REQUEST_PATIENCE: Duration = Duration::from_secs(5);
+
 /// Answer one HTTP request.
 fn answer(mut stream: TcpStream, node: &PathBuf, monitor: &mut Option<shoal::Monitor>) -> anyhow::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    // One deadline for the whole request: a client trickling bytes holds
+    // the one metrics thread no longer than this.
+    let deadline = std::time::Instant::now() + REQUEST_PATIENCE;
+    stream.set_write_timeout(Some(REQUEST_PATIENCE))?;
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        anyhow::ensure!(!left.is_zero(), "a request slower than {REQUEST_PATIENCE:?}");
+        stream.set_read_timeout(Some(left))?;
         let n = stream.read(&mut buf)?;
         anyhow::ensure!(n > 0 && head.len() < 16 << 10, "a request without its end");
         head.extend_from_slice(&buf[..n]);

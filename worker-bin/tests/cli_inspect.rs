@@ -28,6 +28,12 @@ fn hold(gate: String) -> u32 {
     std::process::id()
 }
 
+/// Waits for `hold(gate)`, run as its child.
+#[shoal::remote]
+fn outer(gate: String) -> u32 {
+    shoal::get(&hold::remote(gate)).expect("the held child")
+}
+
 fn shoal_cli(args: &[&str], address: &Path) -> Output {
     let output = Command::new(env!("CARGO_BIN_EXE_shoal"))
         .args(args)
@@ -145,6 +151,28 @@ fn an_embedded_node_answers_status_memory_timeline_and_metrics() -> anyhow::Resu
     assert_eq!(timeline.len(), 22);
     let last = timeline.last().expect("the held task");
     assert!(last.function.ends_with("::hold") && last.duration >= Duration::from_millis(1), "{last:?}");
+
+    // A task blocked on its child is shown blocked, and the child running
+    // (on another worker, or on top of the blocked one).
+    let second_gate = dir.join("second gate");
+    let waiting = outer::remote(second_gate.display().to_string());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let status = node.status()?;
+        let runs = |w: &&shoal::WorkerInfo, f: &str| w.function.as_deref().is_some_and(|n| n.ends_with(f));
+        if status.workers.iter().any(|w| runs(&w, "::hold")) || Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let shown = |f: &str| -> Vec<WorkerState> {
+        let named = status.workers.iter().filter(|w| w.function.as_deref().is_some_and(|n| n.ends_with(f)));
+        named.map(|w| w.state).collect()
+    };
+    assert_eq!(shown("::hold"), vec![WorkerState::Running], "{status:?}");
+    assert!(matches!(shown("::outer").as_slice(), [] | [WorkerState::Blocked]), "{status:?}");
+    std::fs::write(&second_gate, b"")?;
+    shoal::get(&waiting)?;
     drop(view);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

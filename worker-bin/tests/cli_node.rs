@@ -20,6 +20,34 @@ fn total(a: SharedArray<f64, Ix1>) -> f64 {
     a.view().sum()
 }
 
+/// Prints for its driver, and has a child print too.
+#[shoal::remote]
+fn shout(tag: String, i: u32) -> u32 {
+    println!("shout {tag} {i}");
+    eprintln!("warn {tag} {i}");
+    shoal::get(&whisper::remote(tag, i)).expect("the whisper")
+}
+
+#[shoal::remote]
+fn whisper(tag: String, i: u32) -> u32 {
+    println!("whisper {tag} {i}");
+    i
+}
+
+const DRIVER_ENV: &str = "SHOAL_TEST_DRIVER_TAG";
+
+#[test]
+#[ignore = "a driver whose output a test reads, run by it as a child process"]
+fn driver() -> anyhow::Result<()> {
+    let Ok(tag) = std::env::var(DRIVER_ENV) else { return Ok(()) };
+    let _node = shoal::init(Config::default())?;
+    let done: Vec<u32> = shoal::get_all(&(0..20).map(|i| shout::remote(tag.clone(), i)).collect::<Vec<_>>())?;
+    assert_eq!(done.iter().sum::<u32>(), 190);
+    // The relay is asynchronous: wait for the last lines before going.
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(())
+}
+
 fn shoal_cli(args: &[&str], socket_dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_shoal"))
         .args(args)
@@ -97,6 +125,39 @@ fn a_standalone_node_serves_drivers_until_stopped() -> anyhow::Result<()> {
     assert!(scraped.starts_with("HTTP/1.1 200 OK"), "{scraped}");
     assert!(scraped.contains("shoal_drivers 1") && scraped.contains("shoal_tasks_finished_total 2"), "{scraped}");
     assert!(http_get(&metrics_addr, "/elsewhere")?.starts_with("HTTP/1.1 404"));
+
+    // Two more drivers at once: each reads its own tasks' lines (its
+    // tasks' children's too), and only those.
+    let drivers: Vec<_> = ["alpha", "beta"]
+        .iter()
+        .map(|tag| {
+            Command::new(std::env::current_exe().expect("this test binary"))
+                .args(["--exact", "driver", "--ignored", "--nocapture", "--test-threads", "1"])
+                .env(DRIVER_ENV, tag)
+                .env(shoal::ADDRESS_ENV, &address)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("start a driver")
+        })
+        .collect();
+    for (tag, child) in ["alpha", "beta"].into_iter().zip(drivers) {
+        let output = child.wait_with_output()?;
+        let (out, err) = (text(&output.stdout), text(&output.stderr));
+        assert!(output.status.success(), "driver {tag}: {out}{err}");
+        let other = if tag == "alpha" { "beta" } else { "alpha" };
+        for i in 0..20 {
+            assert!(
+                out.lines().any(|l| l.contains("(shout pid=") && l.ends_with(&format!("shout {tag} {i}"))),
+                "{out}"
+            );
+            assert!(out.lines().any(|l| l.contains("pid=") && l.ends_with(&format!("whisper {tag} {i}"))), "{out}");
+            assert!(err.lines().any(|l| l.contains("(shout pid=") && l.ends_with(&format!("warn {tag} {i}"))), "{err}");
+        }
+        assert!(!out.contains(other) && !err.contains(other), "driver {tag} got {other}'s lines:\n{out}{err}");
+    }
+    let log = std::fs::read_to_string(socket_dir.join(format!("shoal-node-{}.log", nix::unistd::geteuid())))?;
+    assert!(!log.contains("shout alpha") && !log.contains("warn beta"), "the node kept a driver's lines:\n{log}");
     drop(a);
 
     // Stop: the node, its workers and its directories go.

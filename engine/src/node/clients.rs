@@ -12,6 +12,7 @@
 use crate::error::Error;
 use crate::protocol::{ObjectData, Placed, Submit, ToClient, is_client_id};
 
+use super::actor_book::LOCAL;
 use super::state::{ArgSpec, Level, MAX_ANCESTRY, NodeState, ObjectState, ParkedKind, ParkedRequest};
 
 impl NodeState {
@@ -70,6 +71,11 @@ impl NodeState {
                 ("<unknown function>", Some(error))
             }
         };
+        // Its output is for the driver it works for.
+        let owner = match self.workers.get(&worker) {
+            Some(slot) if slot.driver => worker as u64,
+            _ => parent.and_then(|p| self.tasks.get(&p)).map_or(LOCAL, |t| t.owner),
+        };
         let first_task = self.next_task;
         match call {
             None => {
@@ -82,6 +88,11 @@ impl NodeState {
                 // caller's blocked task (see `may_run_on`).
                 let caller = (worker as u64, parent.unwrap_or(0));
                 self.add_call(actor, caller, function, class, specs, outputs, failed, Vec::new());
+            }
+        }
+        for task in first_task..self.next_task {
+            if let Some(task) = self.tasks.get_mut(&task) {
+                task.owner = owner;
             }
         }
         self.note_driver_task(worker, first_task);

@@ -48,29 +48,14 @@ impl NodeState {
         }
     }
 
-    /// Remember that `task` ran `run_ns` on `worker` and reported now.
-    pub fn record_run(&mut self, task: u64, function: &'static str, worker: usize, run_ns: u64, failed: bool) {
+    /// Remember that `task` ran `run_ns` on worker process `pid` and
+    /// reported now.
+    pub fn record_run(&mut self, task: u64, function: &'static str, pid: u32, run_ns: u64, failed: bool) {
         let end_ns = u64::try_from(self.born.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let worker = self.workers.get(&worker).map_or(0, |w| w.conn.pid);
         if self.timeline.len() >= TIMELINE_LEN {
             self.timeline.pop_front();
         }
-        self.timeline.push_back(TimelineEntry { task, function, worker, end_ns, run_ns, failed });
-    }
-
-    /// The node's finished tasks, oldest first.
-    pub fn timeline(&self) -> Vec<TaskEvent> {
-        self.timeline
-            .iter()
-            .map(|e| TaskEvent {
-                task: e.task,
-                function: e.function.to_string(),
-                worker: e.worker,
-                start: Duration::from_nanos(e.end_ns.saturating_sub(e.run_ns)),
-                duration: Duration::from_nanos(e.run_ns),
-                failed: e.failed,
-            })
-            .collect()
+        self.timeline.push_back(TimelineEntry { task, function, worker: pid, end_ns, run_ns, failed });
     }
 
     /// The node's status, but for what only `Node` knows (its process,
@@ -124,30 +109,37 @@ impl NodeState {
     }
 
     fn worker_info(&self, slot: &super::state::WorkerSlot) -> WorkerInfo {
-        // The task its thread runs now: the newest nested one, else its first.
-        let nested = slot.levels.iter().rev().find_map(|l| l.offered.front().copied());
-        let running = nested.or_else(|| slot.in_flight.front().copied()).and_then(|t| Some((t, self.tasks.get(&t)?)));
+        // The task its thread runs now: on its top level, the first task
+        // offered on top, else the level's own task (blocked while parked);
+        // with no levels, its first task.
+        let (current, blocked) = match slot.levels.last() {
+            Some(level) => match level.offered.front() {
+                Some(&on_top) => (Some(on_top), false),
+                None => (Some(level.task), level.parked.is_some()),
+            },
+            None => (slot.in_flight.front().copied(), false),
+        };
+        let running = current.and_then(|t| self.tasks.get(&t));
         let state = if slot.actor.is_some() {
             WorkerState::Actor
         } else if slot.retiring {
             WorkerState::Retiring
-        } else if slot.blocked_in().is_some() && nested.is_none() {
+        } else if blocked {
             WorkerState::Blocked
         } else if running.is_some() {
             WorkerState::Running
         } else {
             WorkerState::Idle
         };
-        let driver = running.map(|(id, task)| {
-            let root = task.ancestors.first().copied().unwrap_or(id);
-            let submitter = self.workers.values().find(|s| s.driver && s.submitted.contains(&root));
-            // Not a connected driver's: the embedded node's own driver's.
-            submitter.map_or(std::process::id(), |s| s.conn.pid)
+        // Its driver: a connected one's pid, else this process's.
+        let driver = running.map(|task| {
+            let connected = usize::try_from(task.owner).ok().and_then(|id| self.workers.get(&id)).filter(|s| s.driver);
+            connected.map_or(std::process::id(), |s| s.conn.pid)
         });
         WorkerInfo {
             pid: slot.conn.pid,
             state,
-            function: running.map(|(_, task)| task.function.to_string()),
+            function: running.map(|task| task.function.to_string()),
             driver,
             queued: slot.in_flight.len(),
         }
@@ -205,6 +197,30 @@ impl NodeState {
             .collect();
         report
     }
+}
+
+/// The timeline's entries as events, oldest first. A worker reports tasks
+/// in batches, so a report's arrival is no task's end: a bar starts no
+/// earlier than the previous bar of its worker ended, so bars of one lane
+/// do not overlap.
+pub(super) fn timeline_events(entries: &[TimelineEntry]) -> Vec<TaskEvent> {
+    let mut last_end: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
+    entries
+        .iter()
+        .map(|e| {
+            let end = last_end.entry(e.worker).or_default();
+            let start = e.end_ns.saturating_sub(e.run_ns).max(*end);
+            *end = start.saturating_add(e.run_ns);
+            TaskEvent {
+                task: e.task,
+                function: e.function.to_string(),
+                worker: e.worker,
+                start: Duration::from_nanos(start),
+                duration: Duration::from_nanos(e.run_ns),
+                failed: e.failed,
+            }
+        })
+        .collect()
 }
 
 /// An object's encoded bytes.

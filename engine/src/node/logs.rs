@@ -1,14 +1,17 @@
 //! Worker output to the driver: each line a worker process writes to its
-//! stdout or stderr is copied to the node's own (the embedded driver's
-//! terminal), prefixed with what the worker runs, as Ray's `(fn pid=123)`.
+//! stdout or stderr goes to the driver its task works for, prefixed with
+//! what the worker runs, as Ray's `(fn pid=123)`: to the node's own
+//! stdout or stderr (the embedded driver's terminal, a standalone node's
+//! log), or to a connected driver as `ToClient::Output` ([`Routes`]).
 //!
 //! - One relay thread per pipe reads it and writes whole lines only, each in
 //!   one `write`, so lines of different workers never interleave mid-line.
 //! - The label is what the worker says it runs: before a task of another
-//!   function than the last, it writes [`MARKER`] and the name to its stdout
-//!   and its stderr, in order with the task's own output on each, and each
-//!   relay takes its note out. Until
-//!   a worker has said, the node's view stands in (`Node::label_of`).
+//!   function (or for another driver) than the last, it writes [`MARKER`],
+//!   the task's owner (`Execute::owner`) and the name to its stdout and its
+//!   stderr, in order with the task's own output on each, and each relay
+//!   takes its note out. Until a worker has said, the node's view stands in
+//!   ([`Routes::label`]).
 //! - A line without its newline goes out once the pipe has been quiet for
 //!   [`PARTIAL_AFTER`]: the worker flushes its stdout when a task ends, so
 //!   what a task printed last appears then, not when the worker exits.
@@ -28,8 +31,16 @@ pub(super) const PARTIAL_AFTER: Duration = Duration::from_millis(20);
 /// The longest line kept whole; a longer one goes out in pieces this long.
 const MAX_LINE: usize = 64 << 10;
 
-/// What a worker process runs now, for its lines' prefix.
-pub(super) type Label = Arc<dyn Fn(u32) -> String + Send + Sync>;
+/// What the node tells a worker's relays.
+pub(super) trait Routes: Send + Sync {
+    /// The prefix of worker `pid`'s lines, before it said what it runs.
+    fn label(&self, pid: u32) -> String;
+    /// Hand a prefixed line of a task for `owner` to whom it is for.
+    fn deliver(&self, owner: u64, sink: Sink, line: &[u8]);
+}
+
+/// The relays' view of the node.
+pub(super) type Label = Arc<dyn Routes>;
 
 /// Opens a worker's note of what it runs now (the rest of the line).
 pub(crate) const MARKER: &str = "\u{1e}shoal-runs ";
@@ -37,8 +48,8 @@ pub(crate) const MARKER: &str = "\u{1e}shoal-runs ";
 /// Set for a worker whose output is relayed: it writes [`MARKER`] lines.
 pub(crate) const ENV_LABELS: &str = "SHOAL_LOG_LABELS";
 
-/// What a worker said it runs, as one of its pipes has read so far.
-pub(super) type Said = Arc<std::sync::Mutex<Option<String>>>;
+/// What a worker said it runs, and for whom, as one of its pipes has read so far.
+pub(super) type Said = Arc<std::sync::Mutex<Option<(String, u64)>>>;
 
 /// Which of this process's streams a worker's pipe goes to.
 #[derive(Clone, Copy)]
@@ -48,7 +59,8 @@ pub(super) enum Sink {
 }
 
 impl Sink {
-    fn write(self, bytes: &[u8]) {
+    /// Write `bytes` to this process's stream.
+    pub(super) fn write(self, bytes: &[u8]) {
         // One locked write per line: whole lines, never interleaved.
         let _ = match self {
             Sink::Stdout => std::io::stdout().lock().write_all(bytes),
@@ -76,18 +88,23 @@ pub(super) fn relay(
             Some(at) => (&line[..at], Some(&line[at + marker.len()..])),
             None => (line, None),
         };
-        if let Some(label) = &label.as_ref().filter(|_| !line.is_empty()) {
+        if let Some(routes) = &label.as_ref().filter(|_| !line.is_empty()) {
             let said = said.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            let mut out = said.map_or_else(|| label(pid), |name| prefix(Some(&name), pid)).into_bytes();
+            let (mut out, owner) = match said {
+                Some((name, owner)) => (prefix(Some(&name), pid).into_bytes(), owner),
+                None => (routes.label(pid).into_bytes(), u64::MAX),
+            };
             out.extend_from_slice(line);
             if out.last() != Some(&b'\n') {
                 out.push(b'\n');
             }
-            sink.write(&out);
+            routes.deliver(owner, sink, &out);
         }
         if let Some(note) = note {
-            let name = String::from_utf8_lossy(note).trim_end().to_string();
-            *said.lock().unwrap_or_else(|e| e.into_inner()) = Some(name);
+            let note = String::from_utf8_lossy(note);
+            let (owner, name) = note.trim_end().split_once(' ').unwrap_or(("", note.trim_end()));
+            let owner = owner.parse().unwrap_or(u64::MAX);
+            *said.lock().unwrap_or_else(|e| e.into_inner()) = Some((name.to_string(), owner));
         }
     };
     loop {

@@ -58,6 +58,26 @@ pub(crate) struct NodeCode {
     pub classes: Vec<(&'static str, &'static str)>,
 }
 
+/// Where worker output goes (`logs::Routes`): the node's own streams, or
+/// the connected driver a task works for. Weak: the relays may outlive the node.
+struct NodeRoutes(std::sync::Weak<Node>);
+
+impl logs::Routes for NodeRoutes {
+    fn label(&self, pid: u32) -> String {
+        self.0.upgrade().map_or_else(|| logs::prefix(None, pid), |n| n.label_of(pid))
+    }
+
+    fn deliver(&self, owner: u64, sink: logs::Sink, line: &[u8]) {
+        let sent = owner != actor_book::LOCAL && self.0.upgrade().is_some_and(|n| n.output_to(owner, sink, line));
+        if !sent {
+            sink.write(line);
+        }
+    }
+}
+
+/// The most objects a memory listing holds (about 10 MB encoded).
+pub(crate) const MAX_LISTED: usize = 100_000;
+
 /// The file that marks a standalone node's socket directory (`shoal::serve`).
 pub(crate) const STANDALONE: &str = "standalone";
 
@@ -329,11 +349,7 @@ impl Node {
             socket: node.socket_path.clone(),
             workers: node.config.workers,
             token: node.worker_token,
-            label: node.config.log_to_driver.then(|| {
-                let weak = Arc::downgrade(node);
-                Arc::new(move |pid| weak.upgrade().map_or_else(|| logs::prefix(None, pid), |n| n.label_of(pid)))
-                    as logs::Label
-            }),
+            label: node.config.log_to_driver.then(|| Arc::new(NodeRoutes(Arc::downgrade(node))) as logs::Label),
         };
         let sup_node = node.clone();
         let supervisor = std::thread::Builder::new()
@@ -984,6 +1000,18 @@ impl Node {
         self.change_and_dispatch(|state| state.kill_actor(id));
     }
 
+    /// Send a worker's `line` to connected driver `owner` (a client id);
+    /// false if no such driver is connected.
+    fn output_to(&self, owner: u64, sink: logs::Sink, line: &[u8]) -> bool {
+        let state = self.lock();
+        let Some(slot) = usize::try_from(owner).ok().and_then(|id| state.workers.get(&id)).filter(|s| s.driver) else {
+            return false;
+        };
+        let stderr = matches!(sink, logs::Sink::Stderr);
+        slot.conn.send(&crate::protocol::ToClient::Output { stderr, bytes: line.to_vec() });
+        true
+    }
+
     /// The prefix of worker `pid`'s output lines: what it runs now.
     fn label_of(&self, pid: u32) -> String {
         let state = self.lock();
@@ -997,6 +1025,7 @@ impl Node {
 
     /// What this node reports about itself.
     pub(crate) fn report(&self) -> NodeStatus {
+        let standalone = self.socket_dir().join(STANDALONE).exists();
         let state = self.lock();
         let totals = state.spill.totals;
         let store = StoreStats {
@@ -1016,7 +1045,7 @@ impl Node {
             pid: std::process::id(),
             socket: self.socket_path.clone(),
             uptime: state.born.elapsed(),
-            standalone: self.socket_dir().join(STANDALONE).exists(),
+            standalone,
             store,
             reserved_bytes: self.arena.reserved(),
             ..state.status()
@@ -1024,13 +1053,16 @@ impl Node {
     }
 
     /// The `limit` largest objects, with totals.
+    /// At most [`MAX_LISTED`] objects: an answer fits in one frame.
     pub(crate) fn memory(&self, limit: usize) -> MemoryReport {
-        self.lock().memory(limit)
+        self.lock().memory(limit.min(MAX_LISTED))
     }
 
-    /// The tasks this node finished lately, oldest first.
+    /// The tasks this node finished lately, oldest first (copied out
+    /// under the lock, made into events after).
     pub(crate) fn timeline(&self) -> Vec<TaskEvent> {
-        self.lock().timeline()
+        let entries: Vec<state::TimelineEntry> = self.lock().timeline.iter().copied().collect();
+        inspect::timeline_events(&entries)
     }
 
     /// Wait until object `id` is sealed or failed (read back if it was

@@ -498,6 +498,8 @@ fn serve_monitor(node: &Node, stream: &UnixStream, peer_pid: i32) {
     let mut frames = FrameReader::with_cap(stream, 1 << 20);
     loop {
         let msg = match frames.read::<ToNode>() {
+            // A stopped node answers no more (its figures would be stale).
+            Ok(_) if node.is_stopped() => return,
             Ok(msg) => msg,
             Err(FrameError::Closed) => return,
             Err(e) => {

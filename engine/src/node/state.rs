@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use shoal_store::Allocator;
 
 use crate::error::Error;
-use crate::node::actor_book::{ActorBook, ActorCall};
+use crate::node::actor_book::{ActorBook, ActorCall, LOCAL};
 use crate::node::conn::{Outbox, WorkerConn};
 use crate::node::spill::SpillBook;
 use crate::options::TaskOptions;
@@ -156,6 +156,9 @@ pub(crate) struct Task {
     pub cancelled: bool,
     /// It submitted tasks (a cancel looks for its descendants only then).
     pub submitted: bool,
+    /// Whom its output is for (`Execute::owner`): the connected driver it
+    /// works for, or `LOCAL`.
+    pub owner: u64,
 }
 
 impl Task {
@@ -662,6 +665,7 @@ impl NodeState {
             actor: call,
             cancelled: false,
             submitted: false,
+            owner: LOCAL,
         };
         // The task that submitted it: its parent, or for an actor's call the
         // calling task (a call's ancestry stops at the actor).
@@ -997,9 +1001,12 @@ impl NodeState {
                 Placed::Failed(e) => (ObjectState::Failed(Box::new(e)), Vec::new()),
             })
             .collect();
+        let pid = slot.conn.pid;
         let task = self.tasks.remove(&task_id).expect("checked above");
-        let failed = task.cancelled || checked.iter().any(|(state, _)| matches!(state, ObjectState::Failed(_)));
-        self.record_run(task_id, task.function, worker, elapsed_ns, failed);
+        let failed = task.cancelled
+            || checked.len() != task.outputs.len()
+            || checked.iter().any(|(state, _)| matches!(state, ObjectState::Failed(_)));
+        self.record_run(task_id, task.function, pid, elapsed_ns, failed);
         if !task.cancelled {
             // (A cancelled task stopped early, or never started.)
             let average = self.run_times.entry(task.function).or_insert(elapsed_ns);
@@ -1347,7 +1354,8 @@ impl NodeState {
         task.expected_ns = expected_ns;
         task.nested = nested.is_some();
         let backpressure = task.options.backpressure;
-        let execute = Execute { task: task_id, function: task.function.to_string(), args, nested, backpressure };
+        let owner = task.owner;
+        let execute = Execute { task: task_id, function: task.function.to_string(), args, nested, backpressure, owner };
         let options = (!task.options.resources.is_empty()).then(|| task.options.clone());
         task.holds_resources = options.is_some();
         if let Some(options) = options {
