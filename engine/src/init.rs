@@ -227,7 +227,9 @@ pub fn init(config: Config) -> Result<Shoal> {
 /// Start a standalone node in this process: what `shoal start` runs. As
 /// [`init`], but the node's code is `config`'s worker program's (read from
 /// it), not this process's: its workers run that program, and the drivers
-/// that connect ([`Config::address`]) must be built from the same code. The
+/// that connect ([`Config::address`]) call the functions and actors they
+/// build from the same source as it; any other is
+/// [`Error::FunctionNotFound`]. The
 /// node marks itself in its socket directory, where [`standalone_nodes`]
 /// finds it. This process stays the node's host: dropping the guard stops it.
 pub fn serve(config: Config) -> Result<Shoal> {

@@ -79,9 +79,9 @@ pub(crate) fn lookup(name: &str) -> Option<&'static RemoteFunction> {
     INDEX.get_or_init(|| REMOTE_FUNCTIONS.iter().map(|f| (f.name, f)).collect()).get(name).copied()
 }
 
-/// Sorted names of the registered functions.
-pub(crate) fn table() -> Vec<String> {
-    let mut names: Vec<String> = REMOTE_FUNCTIONS.iter().map(|f| f.name.to_string()).collect();
+/// The registered functions' names and source hashes, sorted.
+pub(crate) fn table() -> Vec<(String, u64)> {
+    let mut names: Vec<(String, u64)> = REMOTE_FUNCTIONS.iter().map(|f| (f.name.to_string(), f.source_hash)).collect();
     names.sort();
     names.dedup();
     names
@@ -100,6 +100,7 @@ pub(crate) fn code() -> crate::node::NodeCode {
     }
     crate::node::NodeCode {
         names: REMOTE_FUNCTIONS.iter().map(|f| f.name).collect(),
+        sources: REMOTE_FUNCTIONS.iter().map(|f| f.source_hash).collect(),
         build_hash: build_hash(),
         methods,
         classes,
@@ -111,20 +112,22 @@ pub(crate) fn code() -> crate::node::NodeCode {
 pub(crate) const ENV_DESCRIBE: &str = "SHOAL_DESCRIBE";
 
 /// Print this binary's code on stdout, one entry a line: its build hash,
-/// then `F name` for each function, `C class constructor` for each actor
-/// type and `M method class` for each method (names hold no whitespace).
+/// then `F name source` for each function, `C class constructor source`
+/// for each actor type and `M method class source` for each method (names
+/// hold no whitespace; `source` is the hex hash of the function's source).
 pub(crate) fn describe() {
     let code = code();
     let mut out = format!("{:016x}\n", code.build_hash);
+    let source = |n: &str| code.names.iter().position(|&m| m == n).map_or(0, |i| code.sources[i]);
     let actor = |n: &&str| code.classes.iter().any(|(_, c)| c == n) || code.methods.iter().any(|(m, _)| m == n);
     for name in code.names.iter().filter(|n| !actor(n)) {
-        out += &format!("F {name}\n");
+        out += &format!("F {name} {:x}\n", source(name));
     }
     for (class, constructor) in &code.classes {
-        out += &format!("C {class} {constructor}\n");
+        out += &format!("C {class} {constructor} {:x}\n", source(constructor));
     }
     for (method, class) in &code.methods {
-        out += &format!("M {method} {class}\n");
+        out += &format!("M {method} {class} {:x}\n", source(method));
     }
     use std::io::Write;
     let _ = std::io::stdout().write_all(out.as_bytes());
@@ -177,25 +180,28 @@ pub(crate) fn code_of(path: &std::path::Path) -> Result<crate::node::NodeCode, E
         .and_then(|l| u64::from_str_radix(l, 16).ok())
         .ok_or_else(not_shoal)?;
     let leak = |s: &str| -> &'static str { Box::leak(s.to_string().into_boxed_str()) };
-    let (mut names, mut methods, mut classes) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut names, mut sources, mut methods, mut classes) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for line in lines {
         let parts: Vec<&str> = line.split(' ').collect();
+        let unexpected = || bad(format!("unexpected line in its description: {line:?}"));
+        let source = parts.last().and_then(|h| u64::from_str_radix(h, 16).ok()).ok_or_else(unexpected)?;
         match parts.as_slice() {
-            ["F", name] => names.push(leak(name)),
-            ["C", class, constructor] => {
+            ["F", name, _] => names.push(leak(name)),
+            ["C", class, constructor, _] => {
                 let constructor = leak(constructor);
                 names.push(constructor);
                 classes.push((leak(class), constructor));
             }
-            ["M", method, class] => {
+            ["M", method, class, _] => {
                 let method = leak(method);
                 names.push(method);
                 methods.push((method, leak(class)));
             }
-            _ => return Err(bad(format!("unexpected line in its description: {line:?}"))),
+            _ => return Err(unexpected()),
         }
+        sources.push(source);
     }
-    Ok(crate::node::NodeCode { names, build_hash, methods, classes })
+    Ok(crate::node::NodeCode { names, sources, build_hash, methods, classes })
 }
 
 /// The `Hello` this process opens a connection to a node with: `token` is

@@ -81,8 +81,9 @@ extern "C" fn worker_entry() {
 
 /// The `main` of a worker binary: a small program that links a crate of
 /// remote functions and actors (`use my_functions as _;`) so that a
-/// standalone node (`shoal start --worker-program`) runs them for the
-/// drivers built from the same code. A node starts it in worker mode, which
+/// standalone node (`shoal start --worker-program`) runs them for every
+/// driver that calls them (built from the same source: the drivers link
+/// the same crate). A node starts it in worker mode, which
 /// begins before `main`; run by hand, it says what it is and exits with
 /// status 2.
 ///

@@ -29,9 +29,10 @@ pub struct Hello {
     /// The secret the node passed to the processes it started (0 for any
     /// other client), so the node can tell its own workers from strangers.
     pub token: u64,
-    /// The names the sender's binary registered (sorted), so that a mismatch
-    /// can be reported by name.
-    pub table: Vec<String>,
+    /// The names the sender's binary registered, each with the hash of its
+    /// source (sorted by name): a mismatch is reported by name, and a driver
+    /// of other code may still call what both build from the same source.
+    pub table: Vec<(String, u64)>,
 }
 
 /// The node's answer to [`Hello`].

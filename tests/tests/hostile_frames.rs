@@ -254,7 +254,8 @@ impl Hostile {
         let stream = UnixStream::connect(node().socket_path()).expect("connect to the node socket");
         stream.set_read_timeout(Some(PATIENCE)).expect("read timeout");
         stream.set_write_timeout(Some(PATIENCE)).expect("write timeout");
-        let mut table: Vec<String> = shoal::__private::REMOTE_FUNCTIONS.iter().map(|f| f.name.to_string()).collect();
+        let mut table: Vec<(String, u64)> =
+            shoal::__private::REMOTE_FUNCTIONS.iter().map(|f| (f.name.to_string(), f.source_hash)).collect();
         table.sort();
         table.dedup();
         let hello = Hello {

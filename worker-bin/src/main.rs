@@ -84,8 +84,9 @@ enum Command {
     /// unless `--block`.
     Start {
         /// The program its workers run: your binary, or a worker binary
-        /// calling `shoal::worker_main()`. Drivers must be built from the
-        /// same code.
+        /// calling `shoal::worker_main()`. Drivers call the functions they
+        /// share with it (built from the same source); others are
+        /// `FunctionNotFound`.
         #[arg(long)]
         worker_program: Option<PathBuf>,
         /// Worker processes (default: one per core).

@@ -54,7 +54,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
     let Some(program) = args.worker_program.clone() else {
         bail!(
             "give the program the node's workers run: --worker-program PATH (your binary, or a worker binary \
-             calling shoal::worker_main(); drivers connecting must be built from the same code)"
+             calling shoal::worker_main(), linking the crate of remote functions your drivers call)"
         );
     };
     let program = program.canonicalize().with_context(|| format!("worker program {}", program.display()))?;

@@ -42,6 +42,10 @@ pub(crate) struct WorkerConn {
     /// Set once the worker makes nested calls (submits, gets, waits): only
     /// then may its reader watch the socket between messages.
     pub(crate) nests: AtomicBool,
+    /// For a driver built from other code than the node's: the functions
+    /// it registers that the node lacks or builds from other source, which
+    /// it may not call (set at the handshake).
+    pub(crate) foreign: std::sync::OnceLock<std::collections::HashSet<String>>,
 }
 
 /// Bytes from the worker not yet handled, and what reading them left to do.
@@ -75,10 +79,16 @@ impl WorkerConn {
             incoming: Mutex::default(),
             helped: AtomicBool::new(false),
             nests: AtomicBool::new(false),
+            foreign: std::sync::OnceLock::new(),
         });
         let draining = conn.clone();
         std::thread::Builder::new().name("shoal-send".into()).spawn(move || draining.drain())?;
         Ok(conn)
+    }
+
+    /// Whether this client may not call `name` (see `foreign`).
+    pub(crate) fn foreign(&self, name: &str) -> bool {
+        self.foreign.get().is_some_and(|f| f.contains(name))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Outgoing> {

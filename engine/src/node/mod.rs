@@ -51,6 +51,8 @@ use crate::status::{MemoryReport, NodeStatus, StoreStats, TaskEvent};
 pub(crate) struct NodeCode {
     /// Every registered name (functions, constructors, methods).
     pub names: Vec<&'static str>,
+    /// Each name's source hash, in the same order.
+    pub sources: Vec<u64>,
     pub build_hash: u64,
     /// Actor methods: (name, class).
     pub methods: Vec<(&'static str, &'static str)>,
@@ -130,7 +132,7 @@ pub(crate) struct Node {
     changed: Condvar,
     arena: Arc<Arena>,
     pub(crate) config: Config,
-    pub(crate) table: Vec<String>,
+    pub(crate) table: Vec<(String, u64)>,
     /// Remote functions (not actor constructors or methods).
     functions: std::collections::HashSet<&'static str>,
     /// Actor methods, with their class.
@@ -255,7 +257,8 @@ impl Node {
             .map_err(|e| Error::WorkerStartup(format!("spill directory under {}: {e}", spill_base.display())))?;
         let socket_path = socket_dir.join("node.sock");
         let listener = std::os::unix::net::UnixListener::bind(&socket_path).map_err(startup)?;
-        let mut table: Vec<String> = code.names.iter().map(|n| n.to_string()).collect();
+        let mut table: Vec<(String, u64)> =
+            code.names.iter().zip(&code.sources).map(|(n, &h)| (n.to_string(), h)).collect();
         table.sort();
         table.dedup();
         let mut state = NodeState::with_limits(

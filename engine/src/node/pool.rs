@@ -372,9 +372,11 @@ fn check_hello(node: &Node, hello: &Hello, peer_pid: i32) -> Result<(), Error> {
     if hello.pid as i32 != peer_pid {
         return Err(Error::WorkerStartup(format!("hello claims pid {} but the peer is {peer_pid}", hello.pid)));
     }
-    if hello.build != node.build_hash && hello.token != MONITOR_TOKEN {
+    // A monitor looks, and a driver of other code calls only what it
+    // shares with the node (`foreign_functions`); workers must match.
+    if hello.build != node.build_hash && hello.token != MONITOR_TOKEN && hello.token != 0 {
         let program = node.worker_program().display().to_string();
-        if let Some(missing) = node.table.iter().find(|f| !hello.table.contains(f)) {
+        if let Some((missing, _)) = node.table.iter().find(|f| !hello.table.iter().any(|h| h.0 == f.0)) {
             return Err(Error::FunctionNotFound { function: missing.clone(), program });
         }
         return Err(Error::WorkerStartup(format!(
@@ -449,6 +451,9 @@ fn serve_connection(node: Arc<Node>, stream: UnixStream) {
             return;
         }
     };
+    if hello.token == 0 && hello.build != node.build_hash {
+        let _ = conn.foreign.set(foreign_functions(&node.table, &hello.table));
+    }
     node.register_worker(WorkerSlot::new(conn.clone()), hello.token);
     drop(stream); // `conn` holds the same socket
     let reason = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_worker(&node, &conn)))
@@ -466,6 +471,13 @@ fn serve_connection(node: Arc<Node>, stream: UnixStream) {
     };
     conn.close();
     node.worker_lost(&conn, dropped);
+}
+
+/// The functions of a client's `table` that the node's `table` (both sorted
+/// `(name, source hash)`) lacks or builds from other source: a driver built
+/// from other code may call the rest, which run the node's code unchanged.
+fn foreign_functions(node: &[(String, u64)], client: &[(String, u64)]) -> std::collections::HashSet<String> {
+    client.iter().filter(|f| node.binary_search(f).is_err()).map(|(name, _)| name.clone()).collect()
 }
 
 /// The answer to a request for what the node reports, the only requests a
@@ -665,19 +677,19 @@ fn handle(node: &Node, conn: &WorkerConn, msg: ToNode, dirty: &mut bool) -> Resu
         }
         ToNode::Submit(submit) => {
             conn.nests.store(true, Ordering::Relaxed);
-            let function = node.function(&submit.function);
+            let function = node.function(&submit.function).filter(|_| !conn.foreign(&submit.function));
             node.lock().client_submit(conn.id, submit, function, None).map_err(violation)?;
             *dirty = true;
         }
         ToNode::Call { actor, submit } => {
             conn.nests.store(true, Ordering::Relaxed);
-            let method = node.method(&submit.function);
+            let method = node.method(&submit.function).filter(|_| !conn.foreign(&submit.function));
             let call = Some((actor, method.map(|(_, class)| class)));
             node.lock().client_submit(conn.id, submit, method.map(|(name, _)| name), call).map_err(violation)?;
             *dirty = true;
         }
         ToNode::CreateActor(create) => {
-            let known = node.actor_class(&create.class);
+            let known = node.actor_class(&create.class).filter(|(_, constructor)| !conn.foreign(constructor));
             node.lock().client_create_actor(conn.id, create.id, known, create).map_err(violation)?;
             *dirty = true;
         }
@@ -738,4 +750,21 @@ fn handle(node: &Node, conn: &WorkerConn, msg: ToNode, dirty: &mut bool) -> Resu
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::foreign_functions;
+
+    #[test]
+    fn a_driver_may_call_only_what_the_node_builds_from_the_same_source() {
+        let entry = |name: &str, source: u64| (name.to_string(), source);
+        let node = vec![entry("a::f", 1), entry("a::g", 2), entry("a::h", 3)];
+        let driver = vec![entry("a::f", 1), entry("a::g", 9), entry("b::own", 4)];
+        let foreign = foreign_functions(&node, &driver);
+        let mut foreign: Vec<&str> = foreign.iter().map(String::as_str).collect();
+        foreign.sort_unstable();
+        assert_eq!(foreign, ["a::g", "b::own"], "other source, and missing; `a::f` is shared");
+        assert!(foreign_functions(&node, &node).is_empty());
+    }
 }
