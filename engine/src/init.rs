@@ -225,21 +225,25 @@ pub fn init(config: Config) -> Result<Shoal> {
 }
 
 /// Start a standalone node in this process: what `shoal start` runs. As
-/// [`init`], but the node's code is `config`'s worker program's (read from
-/// it), not this process's: its workers run that program, and the drivers
-/// that connect ([`Config::address`]) call the functions and actors they
-/// build from the same source as it; any other is
-/// [`Error::FunctionNotFound`]. The
-/// node marks itself in its socket directory, where [`standalone_nodes`]
-/// finds it. This process stays the node's host: dropping the guard stops it.
+/// [`init`], but for drivers in other processes ([`Config::address`]).
+/// With a worker program (`config`'s [`Config::worker_program`]), the
+/// node's code is that program's (read from it) and its workers run it for
+/// every driver, which calls the functions and actors it builds from the
+/// same source as that program (any other is
+/// [`Error::FunctionNotFound`]). Without one, each driver's tasks run on
+/// workers started from that driver's own executable, shared by the
+/// drivers of the same build (the node's own pool runs this binary, for
+/// drivers built from it). The node marks itself in its socket directory,
+/// where [`standalone_nodes`] finds it. This process stays the node's
+/// host: dropping the guard stops it.
 pub fn serve(config: Config) -> Result<Shoal> {
     if Runtime::current().is_ok() {
         return Err(Error::AlreadyInitialized);
     }
-    let program = config.worker_program.clone().ok_or_else(|| {
-        Error::InvalidArgument("a standalone node needs the program its workers run (Config::worker_program)".into())
-    })?;
-    let code = registry::code_of(&program)?;
+    let code = match &config.worker_program {
+        Some(program) => crate::node::code_of(program)?,
+        None => registry::code(),
+    };
     let node = Node::start(config, code)?;
     let marked = std::fs::write(node.socket_dir().join(STANDALONE), std::process::id().to_string());
     if let Err(e) = marked.map_err(|e| Error::WorkerStartup(format!("marking the socket directory: {e}"))) {

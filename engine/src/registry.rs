@@ -10,6 +10,9 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+
+pub(crate) use crate::node::code::ENV_DESCRIBE;
+use crate::node::code::NodeCode;
 use std::sync::OnceLock;
 
 use linkme::distributed_slice;
@@ -88,7 +91,7 @@ pub(crate) fn table() -> Vec<(String, u64)> {
 }
 
 /// What a node of this binary runs.
-pub(crate) fn code() -> crate::node::NodeCode {
+pub(crate) fn code() -> NodeCode {
     let mut methods = Vec::new();
     let mut classes = Vec::new();
     for f in REMOTE_FUNCTIONS.iter() {
@@ -98,7 +101,7 @@ pub(crate) fn code() -> crate::node::NodeCode {
             Invoke::Method { class, .. } | Invoke::StreamMethod { class, .. } => methods.push((f.name, class)),
         }
     }
-    crate::node::NodeCode {
+    NodeCode {
         names: REMOTE_FUNCTIONS.iter().map(|f| f.name).collect(),
         sources: REMOTE_FUNCTIONS.iter().map(|f| f.source_hash).collect(),
         build_hash: build_hash(),
@@ -106,10 +109,6 @@ pub(crate) fn code() -> crate::node::NodeCode {
         classes,
     }
 }
-
-/// Set in a program's environment to make it print its [`code`] (see
-/// [`describe`]) and exit, before `main`.
-pub(crate) const ENV_DESCRIBE: &str = "SHOAL_DESCRIBE";
 
 /// Print this binary's code on stdout, one entry a line: its build hash,
 /// then `F name source` for each function, `C class constructor source`
@@ -131,77 +130,6 @@ pub(crate) fn describe() {
     }
     use std::io::Write;
     let _ = std::io::stdout().write_all(out.as_bytes());
-}
-
-/// How long a program may take to describe itself, and how much it may say.
-const DESCRIBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-const DESCRIBE_MAX_BYTES: u64 = 16 << 20;
-
-/// The code of the program at `path`, as it describes itself (run with
-/// [`ENV_DESCRIBE`]). Its names live as long as the process (a node learns a
-/// program once).
-pub(crate) fn code_of(path: &std::path::Path) -> Result<crate::node::NodeCode, Error> {
-    let bad = |why: String| Error::WorkerStartup(format!("worker program `{}`: {why}", path.display()));
-    let not_shoal = || bad("it does not describe itself: is it a shoal program (built with this shoal)?".into());
-    let mut child = std::process::Command::new(path)
-        .env(ENV_DESCRIBE, "1")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .map_err(|e| bad(format!("cannot run it: {e}")))?;
-    // A program that is no shoal program runs its own `main`: it gets a
-    // few seconds and a few megabytes to say nothing useful.
-    let stdout = child.stdout.take().expect("piped");
-    let reader = std::thread::spawn(move || {
-        let mut text = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut std::io::Read::take(stdout, DESCRIBE_MAX_BYTES), &mut text);
-        text
-    });
-    let deadline = std::time::Instant::now() + DESCRIBE_TIMEOUT;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(5)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-        }
-    };
-    let text = reader.join().unwrap_or_default();
-    let Some(status) = status.filter(|s| s.success()) else { return Err(not_shoal()) };
-    let text = String::from_utf8(text).map_err(|_| bad("its description is not text".into()))?;
-    let mut lines = text.lines();
-    let build_hash = lines
-        .next()
-        .filter(|_| status.success())
-        .and_then(|l| u64::from_str_radix(l, 16).ok())
-        .ok_or_else(not_shoal)?;
-    let leak = |s: &str| -> &'static str { Box::leak(s.to_string().into_boxed_str()) };
-    let (mut names, mut sources, mut methods, mut classes) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for line in lines {
-        let parts: Vec<&str> = line.split(' ').collect();
-        let unexpected = || bad(format!("unexpected line in its description: {line:?}"));
-        let source = parts.last().and_then(|h| u64::from_str_radix(h, 16).ok()).ok_or_else(unexpected)?;
-        match parts.as_slice() {
-            ["F", name, _] => names.push(leak(name)),
-            ["C", class, constructor, _] => {
-                let constructor = leak(constructor);
-                names.push(constructor);
-                classes.push((leak(class), constructor));
-            }
-            ["M", method, class, _] => {
-                let method = leak(method);
-                names.push(method);
-                methods.push((method, leak(class)));
-            }
-            _ => return Err(unexpected()),
-        }
-        sources.push(source);
-    }
-    Ok(crate::node::NodeCode { names, sources, build_hash, methods, classes })
 }
 
 /// The `Hello` this process opens a connection to a node with: `token` is

@@ -181,9 +181,10 @@ fn wrong_handshakes_are_refused_and_the_node_keeps_serving() {
     let reason = expect_refused(node, &hello(PROTOCOL_VERSION, me.wrapping_add(1)), "a Hello lying about its pid");
     assert!(reason.contains("pid"), "the refusal names the pid: {reason}");
 
-    // The right protocol from a binary without this test's functions.
-    let reason = expect_refused(node, &hello(PROTOCOL_VERSION, me), "a binary with other functions");
-    assert!(reason.contains("increment"), "the refusal names a missing function: {reason}");
+    // The right protocol from a driver claiming other code than its
+    // executable has: its tasks would run on that executable's workers.
+    let reason = expect_refused(node, &hello(PROTOCOL_VERSION, me), "a driver lying about its build");
+    assert!(reason.contains("other code than the driver runs"), "the refusal says why: {reason}");
 
     // Each refusal above was recorded by the node; a running node must not
     // care: it still runs tasks and keeps its workers.

@@ -83,10 +83,11 @@ enum Command {
     /// `eval "$(shoal start …)"` sets it; the node outlives this command
     /// unless `--block`.
     Start {
-        /// The program its workers run: your binary, or a worker binary
-        /// calling `shoal::worker_main()`. Drivers call the functions they
-        /// share with it (built from the same source); others are
-        /// `FunctionNotFound`.
+        /// The program its workers run for every driver: your binary, or a
+        /// worker binary calling `shoal::worker_main()`. Drivers call the
+        /// functions they share with it (built from the same source);
+        /// others are `FunctionNotFound`. Without it, each driver's tasks
+        /// run on workers started from that driver's own executable.
         #[arg(long)]
         worker_program: Option<PathBuf>,
         /// Worker processes (default: one per core).

@@ -51,18 +51,18 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
     if let Some((address, pid)) = shoal::standalone_nodes(&probe).into_iter().next() {
         bail!("a shoal node is already running (pid {pid}) at {}; stop it first with `shoal stop`", address.display());
     }
-    let Some(program) = args.worker_program.clone() else {
-        bail!(
-            "give the program the node's workers run: --worker-program PATH (your binary, or a worker binary \
-             calling shoal::worker_main(), linking the crate of remote functions your drivers call)"
-        );
+    let program = match &args.worker_program {
+        Some(p) => Some(p.canonicalize().with_context(|| format!("worker program {}", p.display()))?),
+        None => None,
     };
-    let program = program.canonicalize().with_context(|| format!("worker program {}", program.display()))?;
     if args.block {
         return serve(args, program);
     }
     let mut child = Command::new(std::env::current_exe().context("this executable")?);
-    child.arg("start").arg("--block").arg("--detached").arg("--worker-program").arg(&program);
+    child.arg("start").arg("--block").arg("--detached");
+    if let Some(p) = &program {
+        child.arg("--worker-program").arg(p);
+    }
     if let Some(n) = args.workers {
         child.arg("--workers").arg(n.to_string());
     }
@@ -109,7 +109,7 @@ fn log_path(socket_dir: Option<&Path>) -> PathBuf {
 }
 
 /// Run the node in this process until SIGTERM, SIGINT or SIGHUP.
-fn serve(args: StartArgs, program: PathBuf) -> anyhow::Result<()> {
+fn serve(args: StartArgs, program: Option<PathBuf>) -> anyhow::Result<()> {
     let signals: SigSet = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP].into_iter().collect();
     // Before any thread exists, so every thread inherits the mask and the
     // signals wait for `wait` below.
@@ -121,7 +121,10 @@ fn serve(args: StartArgs, program: PathBuf) -> anyhow::Result<()> {
             return Err(e);
         }
     };
-    let mut config = base_config(args.socket_dir.as_deref()).worker_program(program);
+    let mut config = base_config(args.socket_dir.as_deref());
+    if let Some(program) = program {
+        config = config.worker_program(program);
+    }
     if let Some(n) = args.workers {
         config = config.workers(n);
     }

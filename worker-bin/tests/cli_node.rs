@@ -36,13 +36,60 @@ fn whisper(tag: String, i: u32) -> u32 {
 
 const DRIVER_ENV: &str = "SHOAL_TEST_DRIVER_TAG";
 
+/// Recursion through nested tasks, `n` deep.
+#[shoal::remote]
+fn countdown(n: u32) -> u32 {
+    if n == 0 { 0 } else { 1 + shoal::get(&countdown::remote(n - 1)).expect("the child") }
+}
+
+/// A running sum, in an actor.
+pub struct Tally(u64);
+
+#[shoal::actor]
+impl Tally {
+    /// Starts at `start`.
+    pub fn new(start: u64) -> Self {
+        Tally(start)
+    }
+
+    /// Adds `n`; the sum so far.
+    pub fn add(&mut self, n: u64) -> u64 {
+        self.0 += n;
+        self.0
+    }
+}
+
+#[shoal::remote]
+fn worker_pid() -> u32 {
+    std::thread::sleep(Duration::from_millis(5));
+    std::process::id()
+}
+
 #[test]
 #[ignore = "a driver whose output a test reads, run by it as a child process"]
 fn driver() -> anyhow::Result<()> {
     let Ok(tag) = std::env::var(DRIVER_ENV) else { return Ok(()) };
-    let _node = shoal::init(Config::default())?;
+    let node = shoal::init(Config::default())?;
     let done: Vec<u32> = shoal::get_all(&(0..20).map(|i| shout::remote(tag.clone(), i)).collect::<Vec<_>>())?;
     assert_eq!(done.iter().sum::<u32>(), 190);
+    // The rest of the API: nested recursion deeper than the workers, an actor.
+    assert_eq!(shoal::get(&countdown::remote(12))?, 12);
+    let tally = Tally::remote(10);
+    tally.add(5);
+    assert_eq!(shoal::get(&tally.add(1))?, 16);
+    // The workers running this binary's image, and those that ran its tasks.
+    let me = std::fs::read_link("/proc/self/exe")?;
+    let mine: Vec<String> = node
+        .status()?
+        .workers
+        .iter()
+        .filter(|w| std::fs::read_link(format!("/proc/{}/exe", w.pid)).is_ok_and(|exe| exe == me))
+        .map(|w| w.pid.to_string())
+        .collect();
+    let ran: std::collections::BTreeSet<u32> =
+        shoal::get_all(&(0..4).map(|_| worker_pid::remote()).collect::<Vec<_>>())?.into_iter().collect();
+    println!("MINE {}", mine.join(" "));
+    println!("RAN {}", ran.iter().map(u32::to_string).collect::<Vec<_>>().join(" "));
     // The relay is asynchronous: wait for the last lines before going.
     std::thread::sleep(Duration::from_millis(300));
     Ok(())
@@ -192,14 +239,68 @@ fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
     Ok(answer)
 }
 
+/// Run the `driver` test as a driver of the node at `address`.
+fn run_driver(tag: &str, address: &Path) -> Output {
+    Command::new(std::env::current_exe().expect("this test binary"))
+        .args(["--exact", "driver", "--ignored", "--nocapture", "--test-threads", "1"])
+        .env(DRIVER_ENV, tag)
+        .env(shoal::ADDRESS_ENV, address)
+        .output()
+        .expect("run a driver")
+}
+
 #[test]
-fn start_without_a_worker_program_says_what_it_needs() {
-    let dir = std::env::temp_dir().join(format!("shoal-cli-noprogram-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a socket dir");
-    let output = shoal_cli(&["start"], &dir);
-    assert!(!output.status.success());
-    assert!(text(&output.stderr).contains("--worker-program"), "{}", text(&output.stderr));
-    let _ = std::fs::remove_dir_all(&dir);
+fn without_a_worker_program_each_driver_runs_on_its_own_executable() -> anyhow::Result<()> {
+    let socket_dir = std::env::temp_dir().join(format!("shoal-cli-own-exe-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&socket_dir);
+    std::fs::create_dir_all(&socket_dir)?;
+    // The node's own pool runs the `shoal` binary; this test's drivers are
+    // built from other code.
+    let started = shoal_cli(&["start", "--workers", "1"], &socket_dir);
+    let stdout = text(&started.stdout);
+    assert!(started.status.success(), "start failed: {stdout}{}", text(&started.stderr));
+    let address =
+        PathBuf::from(stdout.lines().last().and_then(|l| l.strip_prefix("SHOAL_ADDRESS=")).expect("an address"));
+
+    let output = run_driver("solo", &address);
+    let out = text(&output.stdout);
+    assert!(output.status.success(), "the driver failed: {out}{}", text(&output.stderr));
+    let pids = |prefix: &str| -> Vec<u32> {
+        let line = out.lines().find_map(|l| l.strip_prefix(prefix)).unwrap_or_else(|| panic!("{prefix}in {out}"));
+        line.split_whitespace().map(|p| p.parse().expect("a pid")).collect()
+    };
+    let (mine, ran) = (pids("MINE "), pids("RAN "));
+    assert!(!mine.is_empty(), "workers of the driver's own image: {out}");
+    assert!(ran.iter().all(|p| mine.contains(p)), "its tasks ran there: {ran:?} {mine:?}");
+    assert!(out.contains("(shout pid="), "its workers' output reached it: {out}");
+    // Its workers go once no driver of its program is left.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mine.iter().any(|&p| alive(p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(mine.iter().all(|&p| !alive(p)), "the driver's workers stopped with it");
+    // Two drivers of one build at once share the program's workers; both finish.
+    let both: Vec<_> = ["one", "two"]
+        .iter()
+        .map(|tag| {
+            Command::new(std::env::current_exe().expect("this test binary"))
+                .args(["--exact", "driver", "--ignored", "--nocapture", "--test-threads", "1"])
+                .env(DRIVER_ENV, tag)
+                .env(shoal::ADDRESS_ENV, &address)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("a driver")
+        })
+        .collect();
+    for child in both {
+        let output = child.wait_with_output()?;
+        assert!(output.status.success(), "{}", text(&output.stdout));
+    }
+    let stopped = shoal_cli(&["stop"], &socket_dir);
+    assert!(stopped.status.success(), "stop failed: {}", text(&stopped.stderr));
+    let _ = std::fs::remove_dir_all(&socket_dir);
+    Ok(())
 }
 
 #[test]

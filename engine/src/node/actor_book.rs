@@ -55,6 +55,8 @@ pub(crate) struct ActorEntry {
     pub holds_cpus: bool,
     /// Its handle object was freed: no one can call it any more.
     pub unreferenced: bool,
+    /// The program its process runs (its creator's, `WorkerConn::program`).
+    pub program: u32,
 }
 
 impl ActorEntry {
@@ -101,8 +103,9 @@ pub(crate) struct ActorBook {
     pub tokens: HashMap<u64, u64>,
     /// Actors that may have calls to send (or a process to ask for).
     pub work: Vec<u64>,
-    /// Tokens of processes to start, for the supervisor.
-    pub spawn: Vec<u64>,
+    /// Tokens of processes to start, for the supervisor, with the program
+    /// each runs.
+    pub spawn: Vec<(u64, u32)>,
     /// CPUs actors hold.
     pub cpus: u32,
     /// Mixed into every token: the node's worker token, a secret.

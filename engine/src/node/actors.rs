@@ -55,6 +55,7 @@ impl NodeState {
         options: ActorOptions,
         args: Vec<SubmitArg>,
         failed: Option<Error>,
+        program: u32,
     ) {
         // Its handle object is listed as made by its class.
         self.set_creator(id, class);
@@ -101,6 +102,7 @@ impl NodeState {
             constructor_task: None,
             holds_cpus: false,
             unreferenced: false,
+            program,
         };
         self.actors.actors.insert(id, entry);
         if let Some(cause) = dead {
@@ -202,7 +204,7 @@ impl NodeState {
         entry.holds_cpus |= need > 0;
         entry.token = Some(token);
         entry.phase = Phase::Starting;
-        self.actors.spawn.push(token);
+        self.actors.spawn.push((token, entry.program));
     }
 
     /// Send actor `id`'s sendable calls to its process `worker`.
@@ -262,6 +264,12 @@ impl NodeState {
             self.remove_if_done(id);
         }
         Some((id, serves))
+    }
+
+    /// The program of the actor whose process presents `token`.
+    pub fn actor_program(&self, token: u64) -> Option<u32> {
+        let id = self.actors.tokens.get(&token)?;
+        self.actors.actors.get(id).map(|a| a.program)
     }
 
     /// The process presenting `token` could not start, was refused, or

@@ -90,9 +90,10 @@ impl NodeState {
                 self.add_call(actor, caller, function, class, specs, outputs, failed, Vec::new());
             }
         }
+        let program = self.workers.get(&worker).map_or(0, |s| s.conn.program);
         for task in first_task..self.next_task {
             if let Some(task) = self.tasks.get_mut(&task) {
-                task.owner = owner;
+                (task.owner, task.program) = (owner, program);
             }
         }
         self.note_driver_task(worker, first_task);
@@ -133,7 +134,8 @@ impl NodeState {
                 ("<unknown actor>", "<unknown constructor>", Some(error))
             }
         };
-        self.create_actor(id, class, constructor, create.options, create.args, failed);
+        let program = self.workers.get(&worker).map_or(0, |s| s.conn.program);
+        self.create_actor(id, class, constructor, create.options, create.args, failed, program);
         Ok(())
     }
 

@@ -46,6 +46,9 @@ pub(crate) struct WorkerConn {
     /// it registers that the node lacks or builds from other source, which
     /// it may not call (set at the handshake).
     pub(crate) foreign: std::sync::OnceLock<std::collections::HashSet<String>>,
+    /// The program it runs (a worker) or whose workers run its tasks (a
+    /// driver): 0 for the node's own, else `programs.rs`'s index.
+    pub(crate) program: u32,
 }
 
 /// Bytes from the worker not yet handled, and what reading them left to do.
@@ -69,7 +72,7 @@ struct Outgoing {
 
 impl WorkerConn {
     /// A connection and its sender thread.
-    pub(crate) fn start(id: usize, pid: u32, stream: UnixStream) -> std::io::Result<Arc<WorkerConn>> {
+    pub(crate) fn start(id: usize, pid: u32, program: u32, stream: UnixStream) -> std::io::Result<Arc<WorkerConn>> {
         let conn = Arc::new(WorkerConn {
             id,
             pid,
@@ -80,6 +83,7 @@ impl WorkerConn {
             helped: AtomicBool::new(false),
             nests: AtomicBool::new(false),
             foreign: std::sync::OnceLock::new(),
+            program,
         });
         let draining = conn.clone();
         std::thread::Builder::new().name("shoal-send".into()).spawn(move || draining.drain())?;

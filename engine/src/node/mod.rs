@@ -15,11 +15,13 @@ mod actor_book;
 mod actors;
 mod cancel;
 mod clients;
+pub(crate) mod code;
 mod conn;
 mod ids;
 mod inspect;
 pub(crate) mod logs;
 mod pool;
+mod programs;
 mod room;
 mod spill;
 pub(crate) mod state;
@@ -34,6 +36,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use shoal_store::{Arena, Layout};
 
+pub(crate) use code::{NodeCode, code_of};
 use conn::Outbox;
 use conn::WorkerConn;
 pub(crate) use pool::{ENV_PARENT, ENV_SOCKET, ENV_TOKEN};
@@ -45,20 +48,6 @@ use crate::error::{Error, Result};
 use crate::options::{ActorOptions, TaskOptions};
 use crate::protocol::SubmitArg;
 use crate::status::{MemoryReport, NodeStatus, StoreStats, TaskEvent};
-
-/// The code a node runs: the registered function names of this binary and
-/// the hash a worker's build must match (see `registry`).
-pub(crate) struct NodeCode {
-    /// Every registered name (functions, constructors, methods).
-    pub names: Vec<&'static str>,
-    /// Each name's source hash, in the same order.
-    pub sources: Vec<u64>,
-    pub build_hash: u64,
-    /// Actor methods: (name, class).
-    pub methods: Vec<(&'static str, &'static str)>,
-    /// Actor types: (class, constructor).
-    pub classes: Vec<(&'static str, &'static str)>,
-}
 
 /// Where worker output goes (`logs::Routes`): the node's own streams, or
 /// the connected driver a task works for. Weak: the relays may outlive the node.
@@ -143,6 +132,10 @@ pub(crate) struct Node {
     /// A secret handed to our workers through their environment: it tells our
     /// own workers apart from any other client of the socket.
     pub(crate) worker_token: u64,
+    /// The programs of drivers built from other code (index − 1).
+    programs: std::sync::RwLock<Vec<Arc<programs::Program>>>,
+    /// Serialises making a program (describing a driver's executable).
+    making_program: Mutex<()>,
     pub(crate) next_worker: AtomicUsize,
     stopped: AtomicBool,
     /// Bumped by every `notify`, for waiters that spin before they sleep.
@@ -287,6 +280,8 @@ impl Node {
             classes,
             build_hash: code.build_hash,
             worker_token,
+            programs: std::sync::RwLock::new(Vec::new()),
+            making_program: Mutex::new(()),
             table,
             next_worker: AtomicUsize::new(0),
             stopped: AtomicBool::new(false),
@@ -539,14 +534,20 @@ impl Node {
             }
         }
         let spawn = std::mem::take(&mut state.spawn_wanted);
-        let for_processes = !state.actors.spawn.is_empty() || !state.kill.is_empty();
+        let for_processes =
+            !state.actors.spawn.is_empty() || !state.kill.is_empty() || !state.program_spawns.is_empty();
         if spawn > 0 || for_processes {
             if let Some((tx, _)) = &*self.supervisor.lock().unwrap_or_else(|e| e.into_inner()) {
                 if spawn > 0 {
                     let _ = tx.send(SupervisorCmd::Spawn(spawn));
                 }
-                for token in state.actors.spawn.drain(..) {
-                    let _ = tx.send(SupervisorCmd::SpawnActor(token));
+                for program in state.program_spawns.drain(..) {
+                    if let Some(program) = self.program(program) {
+                        let _ = tx.send(SupervisorCmd::SpawnOf(program));
+                    }
+                }
+                for (token, program) in state.actors.spawn.drain(..) {
+                    let _ = tx.send(SupervisorCmd::SpawnActor(token, self.program(program)));
                 }
                 for pid in state.kill.drain(..) {
                     let _ = tx.send(SupervisorCmd::Kill(pid));
@@ -562,25 +563,99 @@ impl Node {
         self.spin_enabled && self.lock().workers.get(&id).is_some_and(|s| s.in_nested_exchange())
     }
 
-    /// An extra worker asked for could not start.
-    pub(crate) fn spawn_failed(&self) {
+    /// An extra worker asked for (of `program`) could not start.
+    pub(crate) fn spawn_failed(&self, program: u32) {
         let mut state = self.lock();
-        state.spawn_pending = state.spawn_pending.saturating_sub(1);
+        match program.checked_sub(1) {
+            None => state.spawn_pending = state.spawn_pending.saturating_sub(1),
+            Some(i) => {
+                if let Some(pool) = state.program_pools.get_mut(i as usize) {
+                    pool.pending = pool.pending.saturating_sub(1);
+                }
+            }
+        }
     }
 
-    /// The registered name `name`, if this binary has that remote function.
-    pub(crate) fn function(&self, name: &str) -> Option<&'static str> {
-        self.functions.get(name).copied()
+    /// Program `index` of a driver built from other code (`None` for 0).
+    pub(crate) fn program(&self, index: u32) -> Option<Arc<programs::Program>> {
+        let programs = self.programs.read().unwrap_or_else(|e| e.into_inner());
+        index.checked_sub(1).and_then(|i| programs.get(i as usize)).cloned()
     }
 
-    /// The registered actor method `name` and its class, if this binary has it.
-    pub(crate) fn method(&self, name: &str) -> Option<(&'static str, &'static str)> {
-        self.methods.get_key_value(name).map(|(&name, &class)| (name, class))
+    /// The registered name `name`, if program `program` (0: this node's
+    /// own) has that remote function.
+    pub(crate) fn function(&self, program: u32, name: &str) -> Option<&'static str> {
+        match program {
+            0 => self.functions.get(name).copied(),
+            p => self.program(p)?.function(name),
+        }
     }
 
-    /// The registered actor type `class` and its constructor, if this binary has it.
-    pub(crate) fn actor_class(&self, class: &str) -> Option<(&'static str, &'static str)> {
-        self.classes.get_key_value(class).map(|(&class, &constructor)| (class, constructor))
+    /// The actor method `name` and its class, if program `program` has it.
+    pub(crate) fn method(&self, program: u32, name: &str) -> Option<(&'static str, &'static str)> {
+        match program {
+            0 => self.methods.get_key_value(name).map(|(&name, &class)| (name, class)),
+            p => self.program(p)?.method(name),
+        }
+    }
+
+    /// The actor type `class` and its constructor, if program `program` has it.
+    pub(crate) fn actor_class(&self, program: u32, class: &str) -> Option<(&'static str, &'static str)> {
+        match program {
+            0 => self.classes.get_key_value(class).map(|(&class, &constructor)| (class, constructor)),
+            p => self.program(p)?.actor_class(class),
+        }
+    }
+
+    /// The program a driver built from other code (`build`) runs its tasks
+    /// on: that of an earlier driver of the same build, else its own
+    /// executable (process `pid`), described and checked against `build`.
+    pub(crate) fn program_for_driver(&self, pid: i32, build: u64) -> Result<u32> {
+        let _making = self.making_program.lock().unwrap_or_else(|e| e.into_inner());
+        let known =
+            self.programs.read().unwrap_or_else(|e| e.into_inner()).iter().find(|p| p.build_hash == build).cloned();
+        let index = match known {
+            Some(program) => program.index,
+            None => {
+                let exe = programs::Program::open_exe(pid)
+                    .map_err(|e| Error::WorkerStartup(format!("cannot open the driver's executable: {e}")))?;
+                let code = code::code_of(&exe.1)?;
+                if code.build_hash != build {
+                    return Err(Error::WorkerStartup(format!(
+                        "the driver's executable `{}` was built from other code than the driver runs",
+                        exe.2.display()
+                    )));
+                }
+                let mut programs = self.programs.write().unwrap_or_else(|e| e.into_inner());
+                let index = programs.len() as u32 + 1;
+                let token = {
+                    use std::hash::{Hash, Hasher};
+                    let mut h = std::hash::DefaultHasher::new();
+                    (self.worker_token, index).hash(&mut h);
+                    h.finish()
+                };
+                programs.push(Arc::new(programs::Program::new(index, exe, token, code)));
+                self.lock().program_pools.push(programs::ProgramPool::default());
+                index
+            }
+        };
+        Ok(index)
+    }
+
+    /// The build a client presenting `token` must have: the node's for its
+    /// workers, a program's for that program's, and for an actor's process
+    /// its program's; `None` for a token the node did not give out.
+    pub(crate) fn expected_build(&self, token: u64) -> Option<(u32, u64)> {
+        if token == self.worker_token {
+            return Some((0, self.build_hash));
+        }
+        let programs = self.programs.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = programs.iter().find(|p| p.token == token) {
+            return Some((p.index, p.build_hash));
+        }
+        drop(programs);
+        let program = self.lock().actor_program(token)?;
+        Some((program, self.program(program).map_or(self.build_hash, |p| p.build_hash)))
     }
 
     /// Tell idle workers beyond the configured count to exit (the
@@ -605,8 +680,17 @@ impl Node {
                     }
                 }
                 None if token == self.worker_token => state.spawn_pending = state.spawn_pending.saturating_sub(1),
+                None if slot.conn.program != 0 && token != 0 => {
+                    let pool = &mut state.program_pools[slot.conn.program as usize - 1];
+                    pool.pending = pool.pending.saturating_sub(1);
+                }
                 // Not started by this node: a driver, which runs no tasks.
-                None => slot.driver = true,
+                None => {
+                    slot.driver = true;
+                    if let Some(pool) = slot.conn.program.checked_sub(1).map(|i| &mut state.program_pools[i as usize]) {
+                        pool.drivers += 1;
+                    }
+                }
             }
             let driver = slot.driver;
             state.workers.insert(slot.conn.id, slot);
@@ -966,7 +1050,7 @@ impl Node {
         let (id, ready) = {
             let mut state = self.lock();
             let id = state.new_object(ObjectState::Inline(Vec::new().into()), Vec::new());
-            let (class, constructor, failure) = match self.actor_class(class) {
+            let (class, constructor, failure) = match self.actor_class(0, class) {
                 Some((class, constructor)) => (class, constructor, failure),
                 None => {
                     let program = self.worker_program().display().to_string();
@@ -977,7 +1061,7 @@ impl Node {
                     )
                 }
             };
-            state.create_actor(id, class, constructor, options.clone(), args, failure);
+            state.create_actor(id, class, constructor, options.clone(), args, failure, 0);
             (id, self.dispatch_locked(&mut state))
         };
         conn::push(ready);

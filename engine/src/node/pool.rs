@@ -33,6 +33,7 @@ use shoal_ipc::{FrameError, FrameReader, HandshakeReply, Hello, Welcome, encode_
 use crate::error::Error;
 use crate::node::Node;
 use crate::node::conn::{Incoming, WorkerConn};
+use crate::node::programs::Program;
 use crate::node::state::{Death, WorkerSlot};
 use crate::protocol::{MONITOR_TOKEN, RefOp, ToClient, ToNode};
 
@@ -56,8 +57,11 @@ pub(crate) enum SupervisorCmd {
     Lost { pid: u32, dropped: Option<String>, reply: Sender<Death> },
     /// Start this many extra workers (tasks are blocked in nested calls).
     Spawn(usize),
-    /// Start an actor's process, which presents this token.
-    SpawnActor(u64),
+    /// Start a worker of this program (a driver's built from other code).
+    SpawnOf(Arc<Program>),
+    /// Start an actor's process, which presents this token, from this
+    /// program (`None`: the node's own).
+    SpawnActor(u64, Option<Arc<Program>>),
     /// Kill this child now (an actor ended by `shoal::kill`).
     Kill(u32),
     /// Stop every worker and exit.
@@ -91,6 +95,8 @@ struct WorkerProcess {
     stderr: Arc<StderrTail>,
     /// The token of the actor it runs (it is not replaced by the supervisor).
     actor: Option<u64>,
+    /// The program it runs (only the node's own, 0, is kept at its size).
+    program: u32,
 }
 
 /// The last lines a worker wrote to stderr. Its stderr is a pipe that a
@@ -158,10 +164,13 @@ impl StderrTail {
     }
 }
 
-/// Start a worker presenting `token`: the pool's, or an actor's.
-fn spawn_worker(plan: &SpawnPlan, token: u64) -> std::io::Result<WorkerProcess> {
-    let mut cmd = Command::new(&plan.program);
-    if let Ok(exe) = std::env::current_exe() {
+/// Start a worker presenting `token`: the pool's, or an actor's; of the
+/// node's own program, or of `program`.
+fn spawn_worker(plan: &SpawnPlan, token: u64, program: Option<&Program>) -> std::io::Result<WorkerProcess> {
+    let mut cmd = Command::new(program.map_or(&plan.program, |p| &p.path));
+    if let Some(program) = program {
+        cmd.arg0(&program.name);
+    } else if let Ok(exe) = std::env::current_exe() {
         if plan.program == std::path::Path::new("/proc/self/exe") {
             cmd.arg0(exe);
         }
@@ -200,7 +209,8 @@ fn spawn_worker(plan: &SpawnPlan, token: u64) -> std::io::Result<WorkerProcess> 
         // the worker. (Dropping the pipe end makes its writes fail instead.)
         stderr.end();
     }
-    Ok(WorkerProcess { child, stderr, actor: (token != plan.token).then_some(token) })
+    let actor = (token != plan.token && program.is_none_or(|p| p.token != token)).then_some(token);
+    Ok(WorkerProcess { child, stderr, actor, program: program.map_or(0, |p| p.index) })
 }
 
 /// How an exit status reads in an error: `killed by signal 11 (SIGSEGV)`.
@@ -250,7 +260,7 @@ fn reap(worker: &mut WorkerProcess, dropped: Option<String>) -> Death {
 pub(crate) fn supervise(node: Arc<Node>, plan: SpawnPlan, commands: Receiver<SupervisorCmd>) {
     let mut children: Vec<WorkerProcess> = Vec::new();
     for _ in 0..plan.workers {
-        match spawn_worker(&plan, plan.token) {
+        match spawn_worker(&plan, plan.token, None) {
             Ok(child) => children.push(child),
             Err(e) => {
                 node.record_refusal(Error::WorkerStartup(format!("cannot start {}: {e}", plan.program.display())))
@@ -273,9 +283,10 @@ pub(crate) fn supervise(node: Arc<Node>, plan: SpawnPlan, commands: Receiver<Sup
                 let _ = reply.send(death);
                 // An extra worker that retired (or died) is not replaced;
                 // the node restarts actors itself.
-                let pool = children.iter().filter(|c| c.actor.is_none()).count();
-                if !node.is_stopped() && child.actor.is_none() && pool < plan.workers {
-                    match spawn_worker(&plan, plan.token) {
+                let own = |c: &WorkerProcess| c.actor.is_none() && c.program == 0;
+                let pool = children.iter().filter(|c| own(c)).count();
+                if !node.is_stopped() && own(&child) && pool < plan.workers {
+                    match spawn_worker(&plan, plan.token, None) {
                         Ok(child) => children.push(child),
                         Err(e) => tracing::error!("cannot start a replacement worker: {e}"),
                     }
@@ -283,19 +294,27 @@ pub(crate) fn supervise(node: Arc<Node>, plan: SpawnPlan, commands: Receiver<Sup
             }
             Ok(SupervisorCmd::Spawn(n)) => {
                 for _ in 0..n {
-                    match spawn_worker(&plan, plan.token) {
+                    match spawn_worker(&plan, plan.token, None) {
                         Ok(child) => children.push(child),
                         Err(e) => {
                             tracing::error!("cannot start an extra worker: {e}");
-                            node.spawn_failed();
+                            node.spawn_failed(0);
                         }
                     }
                 }
             }
-            Ok(SupervisorCmd::SpawnActor(token)) => match spawn_worker(&plan, token) {
+            Ok(SupervisorCmd::SpawnOf(program)) => match spawn_worker(&plan, program.token, Some(&program)) {
                 Ok(child) => children.push(child),
                 Err(e) => {
-                    let error = Error::WorkerStartup(format!("cannot start {}: {e}", plan.program.display()));
+                    tracing::error!("cannot start a worker of {}: {e}", program.name.display());
+                    node.spawn_failed(program.index);
+                }
+            },
+            Ok(SupervisorCmd::SpawnActor(token, program)) => match spawn_worker(&plan, token, program.as_deref()) {
+                Ok(child) => children.push(child),
+                Err(e) => {
+                    let path = program.as_ref().map_or(&plan.program, |p| &p.name);
+                    let error = Error::WorkerStartup(format!("cannot start {}: {e}", path.display()));
                     node.change_and_dispatch(|state| state.actor_start_failed(token, &error));
                 }
             },
@@ -360,8 +379,9 @@ fn refuse(stream: &UnixStream, reason: String) {
     }
 }
 
-/// Check a client's `Hello`; the error is the refusal to send and log.
-fn check_hello(node: &Node, hello: &Hello, peer_pid: i32) -> Result<(), Error> {
+/// Check a client's `Hello`; returns the program it runs (or whose workers
+/// run a driver's tasks). The error is the refusal to send and log.
+fn check_hello(node: &Node, hello: &Hello, peer_pid: i32) -> Result<u32, Error> {
     if hello.magic != HELLO_MAGIC || hello.protocol != shoal_ipc::PROTOCOL_VERSION {
         return Err(Error::WorkerStartup(format!(
             "protocol {} (this node speaks {})",
@@ -372,9 +392,21 @@ fn check_hello(node: &Node, hello: &Hello, peer_pid: i32) -> Result<(), Error> {
     if hello.pid as i32 != peer_pid {
         return Err(Error::WorkerStartup(format!("hello claims pid {} but the peer is {peer_pid}", hello.pid)));
     }
-    // A monitor looks, and a driver of other code calls only what it
-    // shares with the node (`foreign_functions`); workers must match.
-    if hello.build != node.build_hash && hello.token != MONITOR_TOKEN && hello.token != 0 {
+    if hello.token == MONITOR_TOKEN || (hello.token == 0 && hello.build == node.build_hash) {
+        return Ok(0);
+    }
+    if hello.token == 0 {
+        // A driver of other code: with a worker program, it calls what it
+        // shares with it (`foreign_functions`); else its tasks run on
+        // workers of its own executable.
+        return match node.config.worker_program {
+            Some(_) => Ok(0),
+            None => node.program_for_driver(peer_pid, hello.build),
+        };
+    }
+    // A process the node started (or a stranger): its build must match.
+    let (program, build) = node.expected_build(hello.token).unwrap_or((0, node.build_hash));
+    if hello.build != build {
         let program = node.worker_program().display().to_string();
         if let Some((missing, _)) = node.table.iter().find(|f| !hello.table.iter().any(|h| h.0 == f.0)) {
             return Err(Error::FunctionNotFound { function: missing.clone(), program });
@@ -383,7 +415,7 @@ fn check_hello(node: &Node, hello: &Hello, peer_pid: i32) -> Result<(), Error> {
             "worker binary `{program}` was built from other code (function tables or shoal versions differ)"
         )));
     }
-    Ok(())
+    Ok(program)
 }
 
 fn serve_connection(node: Arc<Node>, stream: UnixStream) {
@@ -407,18 +439,21 @@ fn serve_connection(node: Arc<Node>, stream: UnixStream) {
             return;
         }
     };
-    if let Err(error) = check_hello(&node, &hello, peer_pid) {
-        tracing::warn!("refusing client {peer_pid}: {error}");
-        refuse(&stream, error.to_string());
-        if hello.token == node.worker_token {
-            // One of our own workers: `init` reports why.
-            node.record_refusal(error);
-        } else {
-            // An actor's process, perhaps: its calls report why.
-            node.change_and_dispatch(|state| state.actor_start_failed(hello.token, &error));
+    let program = match check_hello(&node, &hello, peer_pid) {
+        Ok(program) => program,
+        Err(error) => {
+            tracing::warn!("refusing client {peer_pid}: {error}");
+            refuse(&stream, error.to_string());
+            if hello.token == node.worker_token {
+                // One of our own workers: `init` reports why.
+                node.record_refusal(error);
+            } else if hello.token != 0 {
+                // An actor's process, perhaps: its calls report why.
+                node.change_and_dispatch(|state| state.actor_start_failed(hello.token, &error));
+            }
+            return;
         }
-        return;
-    }
+    };
     if hello.token == MONITOR_TOKEN {
         let _ = stream.set_read_timeout(None);
         serve_monitor(&node, &stream, peer_pid);
@@ -444,14 +479,14 @@ fn serve_connection(node: Arc<Node>, stream: UnixStream) {
         return;
     };
     let _ = stream.set_read_timeout(None);
-    let conn = match WorkerConn::start(id, hello.pid, writer) {
+    let conn = match WorkerConn::start(id, hello.pid, program, writer) {
         Ok(conn) => conn,
         Err(e) => {
             tracing::error!("cannot start a sender thread: {e}");
             return;
         }
     };
-    if hello.token == 0 && hello.build != node.build_hash {
+    if hello.token == 0 && hello.build != node.build_hash && program == 0 {
         let _ = conn.foreign.set(foreign_functions(&node.table, &hello.table));
     }
     node.register_worker(WorkerSlot::new(conn.clone()), hello.token);
@@ -677,19 +712,20 @@ fn handle(node: &Node, conn: &WorkerConn, msg: ToNode, dirty: &mut bool) -> Resu
         }
         ToNode::Submit(submit) => {
             conn.nests.store(true, Ordering::Relaxed);
-            let function = node.function(&submit.function).filter(|_| !conn.foreign(&submit.function));
+            let function = node.function(conn.program, &submit.function).filter(|_| !conn.foreign(&submit.function));
             node.lock().client_submit(conn.id, submit, function, None).map_err(violation)?;
             *dirty = true;
         }
         ToNode::Call { actor, submit } => {
             conn.nests.store(true, Ordering::Relaxed);
-            let method = node.method(&submit.function).filter(|_| !conn.foreign(&submit.function));
+            let method = node.method(conn.program, &submit.function).filter(|_| !conn.foreign(&submit.function));
             let call = Some((actor, method.map(|(_, class)| class)));
             node.lock().client_submit(conn.id, submit, method.map(|(name, _)| name), call).map_err(violation)?;
             *dirty = true;
         }
         ToNode::CreateActor(create) => {
-            let known = node.actor_class(&create.class).filter(|(_, constructor)| !conn.foreign(constructor));
+            let known =
+                node.actor_class(conn.program, &create.class).filter(|(_, constructor)| !conn.foreign(constructor));
             node.lock().client_create_actor(conn.id, create.id, known, create).map_err(violation)?;
             *dirty = true;
         }

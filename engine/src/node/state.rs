@@ -32,6 +32,7 @@ use shoal_store::Allocator;
 use crate::error::Error;
 use crate::node::actor_book::{ActorBook, ActorCall, LOCAL};
 use crate::node::conn::{Outbox, WorkerConn};
+use crate::node::programs::ProgramPool;
 use crate::node::spill::SpillBook;
 use crate::options::TaskOptions;
 use crate::protocol::{ArgData, Execute, Placed, SubmitArg, ToClient};
@@ -159,6 +160,9 @@ pub(crate) struct Task {
     /// Whom its output is for (`Execute::owner`): the connected driver it
     /// works for, or `LOCAL`.
     pub owner: u64,
+    /// The program whose workers run it (`WorkerConn::program`): its
+    /// submitter's.
+    pub program: u32,
 }
 
 impl Task {
@@ -401,6 +405,11 @@ pub(crate) struct NodeState {
     /// by the name's address (names are the registry's `&'static str`s).
     pub creators: Vec<&'static str>,
     pub creator_codes: IdMap<u32>,
+    /// The workers of each program besides the node's own (index − 1, see
+    /// `programs.rs`), and the workers the next dispatch asks for, one
+    /// program index each.
+    pub program_pools: Vec<ProgramPool>,
+    pub program_spawns: Vec<u32>,
 }
 
 impl NodeState {
@@ -446,6 +455,8 @@ impl NodeState {
             task_totals: TaskTotals::default(),
             creators: Vec::new(),
             creator_codes: IdMap::default(),
+            program_pools: Vec::new(),
+            program_spawns: Vec::new(),
         }
     }
 
@@ -666,6 +677,7 @@ impl NodeState {
             cancelled: false,
             submitted: false,
             owner: LOCAL,
+            program: 0,
         };
         // The task that submitted it: its parent, or for an actor's call the
         // calling task (a call's ancestry stops at the actor).
@@ -1129,6 +1141,7 @@ impl NodeState {
         }
         if slot.driver {
             self.driver_gone(&slot.submitted);
+            self.program_driver_gone(slot.conn.program);
             return true;
         }
         if let Some(actor) = slot.actor {
@@ -1253,6 +1266,10 @@ impl NodeState {
         let mut position = 0;
         let mut skipped = 0;
         let mut starved = 0;
+        // Tasks passed by for want of a worker of their program (bounded as
+        // `skipped` is), and each other program's ready tasks seen.
+        let mut passed = 0;
+        let mut seen: Vec<usize> = vec![0; self.program_pools.len()];
         while let Some(&task_id) = self.ready.get(position) {
             if self.needs_restore(task_id) {
                 // Not counted toward the bound, for the reason below.
@@ -1272,7 +1289,8 @@ impl NodeState {
             // (unless no more workers may start).
             let can_spawn = pool + self.spawn_pending < self.worker_cap;
             let pipeline = blocked == 0 || free == 0 || !can_spawn;
-            if let Some((worker, idle)) = self.pick_workers(cpus as usize, expected_ns, free, pipeline) {
+            let program = task.program;
+            if let Some((worker, idle)) = self.pick_workers(program, cpus as usize, expected_ns, free, pipeline) {
                 self.ready.remove(position);
                 if idle {
                     used += cpus;
@@ -1280,26 +1298,38 @@ impl NodeState {
                 self.send_task(task_id, worker, None, expected_ns, out);
                 continue;
             }
-            if blocked == 0 {
+            // Tasks of other programs may lie behind one no worker takes.
+            let others = !self.program_pools.is_empty();
+            if blocked == 0 && !others {
                 break;
             }
-            if cpus == 1 {
+            if cpus == 1 && blocked > 0 {
                 if let Some((worker, request, takes_cpu)) = self.blocked_worker_for(task_id, expected_ns, free) {
                     self.ready.remove(position);
                     used += u32::from(takes_cpu);
                     self.send_task(task_id, worker, Some(request), expected_ns, out);
                     continue;
                 }
-                starved += usize::from(free >= 1);
+                if program == 0 {
+                    starved += usize::from(free >= 1);
+                }
+            }
+            if let Some(n) = program.checked_sub(1).and_then(|i| seen.get_mut(i as usize)) {
+                *n += 1;
             }
             position += 1;
             // Only a task a blocked task thread may run, waiting for room
             // there, counts toward the bound: tasks no blocked thread may
             // take would hide, past it, the children the blocked threads
             // wait for — forever, with every worker blocked at the cap.
-            if cpus == 1 && self.blocked_may_run(task_id) {
+            if cpus == 1 && blocked > 0 && self.blocked_may_run(task_id) {
                 skipped += 1;
                 if skipped >= MAX_SCAN {
+                    break;
+                }
+            } else if others {
+                passed += 1;
+                if passed >= MAX_SCAN {
                     break;
                 }
             }
@@ -1309,6 +1339,42 @@ impl NodeState {
         let wanted = starved.min(free).saturating_sub(self.spawn_pending).min(room);
         self.spawn_pending += wanted;
         self.spawn_wanted += wanted;
+        if seen.iter().any(|&n| n > 0) {
+            self.grow_program_pools(&seen);
+        }
+    }
+
+    /// Ask for workers of the programs whose ready tasks found none free:
+    /// one per task waiting, up to as many as the node has CPUs (idle
+    /// workers cost no CPU; what runs is bounded by the CPUs).
+    fn grow_program_pools(&mut self, seen: &[usize]) {
+        for (i, &waiting) in seen.iter().enumerate() {
+            let program = i as u32 + 1;
+            let live = self.workers.values().filter(|s| s.in_pool() && !s.retiring && s.conn.program == program);
+            let idle = live.clone().filter(|s| s.in_flight.is_empty()).count();
+            let (live, pool) = (live.count(), &mut self.program_pools[i]);
+            let cap = self.worker_cap.max(1);
+            let wanted = waiting.saturating_sub(idle + pool.pending).min(cap.saturating_sub(live + pool.pending));
+            pool.pending += wanted;
+            self.program_spawns.extend(std::iter::repeat_n(program, wanted));
+        }
+    }
+
+    /// A driver of `program` went: once none is left, its idle workers are
+    /// told to exit (busy ones finish what they run; later tasks of the
+    /// program start workers again).
+    fn program_driver_gone(&mut self, program: u32) {
+        let Some(pool) = program.checked_sub(1).and_then(|i| self.program_pools.get_mut(i as usize)) else { return };
+        pool.drivers = pool.drivers.saturating_sub(1);
+        if pool.drivers > 0 {
+            return;
+        }
+        for slot in self.workers.values_mut() {
+            if slot.conn.program == program && slot.in_pool() && !slot.retiring && slot.in_flight.is_empty() {
+                slot.retiring = true;
+                self.replies.push((slot.conn.id, ToClient::Shutdown));
+            }
+        }
     }
 
     /// Record task `task_id` as sent to `worker` and queue its message.
@@ -1390,7 +1456,7 @@ impl NodeState {
                 || (level.offered.len() < MAX_PIPELINE
                     && level.offered_ns.saturating_add(expected_ns) <= PIPELINE_BUDGET_NS);
             let fits = if first { free >= 1 } else { room };
-            (fits && slot.runs_nested() && may_run_on(task, level.task))
+            (fits && slot.conn.program == task.program && slot.runs_nested() && may_run_on(task, level.task))
                 .then(|| (id, level.parked.expect("parked"), first))
         })
     }
@@ -1402,7 +1468,9 @@ impl NodeState {
         let task = &self.tasks[&task_id];
         !task.ancestors.is_empty()
             && self.workers.values().any(|slot| {
-                slot.levels.last().is_some_and(|l| l.parked.is_some() && may_run_on(task, l.task)) && slot.runs_nested()
+                slot.levels.last().is_some_and(|l| l.parked.is_some() && may_run_on(task, l.task))
+                    && slot.runs_nested()
+                    && slot.conn.program == task.program
             })
     }
 
@@ -1412,7 +1480,14 @@ impl NodeState {
     /// idle worker plus `cpus - 1` more idle ones, which it reserves while it
     /// runs. Busy workers are candidates only with `pipeline`. Returns the
     /// worker and whether it was idle (takes a free CPU).
-    fn pick_workers(&mut self, cpus: usize, expected_ns: u64, free: u32, pipeline: bool) -> Option<(usize, bool)> {
+    fn pick_workers(
+        &mut self,
+        program: u32,
+        cpus: usize,
+        expected_ns: u64,
+        free: u32,
+        pipeline: bool,
+    ) -> Option<(usize, bool)> {
         let room = |s: &WorkerSlot| {
             s.in_flight.len() < self.pipeline_depth
                 || (s.in_flight.len() < MAX_PIPELINE && s.queued_ns.saturating_add(expected_ns) <= PIPELINE_BUDGET_NS)
@@ -1423,7 +1498,7 @@ impl NodeState {
                 .iter()
                 .filter(|(_, s)| {
                     let idle = s.in_flight.is_empty();
-                    s.takes_ordinary() && room(s) && if idle { free > 0 } else { pipeline }
+                    s.conn.program == program && s.takes_ordinary() && room(s) && if idle { free > 0 } else { pipeline }
                 })
                 .min_by_key(|(id, s)| (s.in_flight.len(), **id))
                 .map(|(&id, s)| (id, s.in_flight.is_empty()));
@@ -1434,7 +1509,7 @@ impl NodeState {
         let mut idle: Vec<usize> = self
             .workers
             .iter()
-            .filter(|(_, s)| s.takes_ordinary() && s.in_flight.is_empty())
+            .filter(|(_, s)| s.conn.program == program && s.takes_ordinary() && s.in_flight.is_empty())
             .map(|(&id, _)| id)
             .collect();
         if idle.len() < cpus {
@@ -1509,7 +1584,7 @@ mod tests {
         for id in 0..n {
             let (ours, theirs) = UnixStream::pair().unwrap();
             peers.push(theirs);
-            let conn = WorkerConn::start(id, 1000 + id as u32, ours).unwrap();
+            let conn = WorkerConn::start(id, 1000 + id as u32, 0, ours).unwrap();
             let slot = WorkerSlot::new(conn);
             state.workers.insert(id, slot);
         }

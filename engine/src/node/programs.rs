@@ -1,0 +1,88 @@
+//! The programs a node's workers run besides its own (program 0: this
+//! binary, or `Config::worker_program`): one per build of the drivers that
+//! connect built from other code, when the node has no worker program of
+//! its own. Such a program is that driver's executable, opened from
+//! `/proc/<pid>/exe` while it is connected, so workers run the exact image
+//! the driver runs even if the file on disk is rebuilt; drivers of the same
+//! build share its workers. Each has its code (what it registers) and the
+//! token its workers present. Scheduling by program is in `state.rs`
+//! (`Task::program`, `WorkerSlot::program`).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+
+use super::code::NodeCode;
+
+/// A program of drivers built from other code than the node's.
+pub(crate) struct Program {
+    /// Its index among the node's programs (from 1).
+    pub index: u32,
+    /// What its workers are started from (`/proc/self/fd/N` of `exe`).
+    pub path: PathBuf,
+    /// The file it was when its first driver connected, and its name then
+    /// (the workers' `argv[0]`).
+    _exe: File,
+    pub name: PathBuf,
+    /// The token its workers present.
+    pub token: u64,
+    pub build_hash: u64,
+    functions: HashMap<&'static str, &'static str>,
+    methods: HashMap<&'static str, &'static str>,
+    classes: HashMap<&'static str, &'static str>,
+}
+
+impl Program {
+    /// Open the executable of the connected process `pid` (its image now).
+    pub fn open_exe(pid: i32) -> std::io::Result<(File, PathBuf, PathBuf)> {
+        let link = PathBuf::from(format!("/proc/{pid}/exe"));
+        let name = std::fs::read_link(&link)?;
+        let exe = File::open(&link)?;
+        let path = PathBuf::from(format!("/proc/self/fd/{}", exe.as_raw_fd()));
+        Ok((exe, path, name))
+    }
+
+    /// Program `index` of `exe`, whose code is `code`.
+    pub fn new(index: u32, exe: (File, PathBuf, PathBuf), token: u64, code: NodeCode) -> Program {
+        let (exe, path, name) = exe;
+        let methods: HashMap<_, _> = code.methods.into_iter().collect();
+        let classes: HashMap<_, _> = code.classes.into_iter().collect();
+        let actor_code = |n: &&'static str| methods.contains_key(n) || classes.values().any(|c| c == n);
+        Program {
+            index,
+            path,
+            _exe: exe,
+            name,
+            token,
+            build_hash: code.build_hash,
+            functions: code.names.iter().filter(|n| !actor_code(n)).map(|&n| (n, n)).collect(),
+            methods,
+            classes,
+        }
+    }
+
+    /// The registered name `name`, if this program has that function.
+    pub fn function(&self, name: &str) -> Option<&'static str> {
+        self.functions.get(name).copied()
+    }
+
+    /// The method `name` and its class, if this program has it.
+    pub fn method(&self, name: &str) -> Option<(&'static str, &'static str)> {
+        self.methods.get_key_value(name).map(|(&name, &class)| (name, class))
+    }
+
+    /// The actor type `class` and its constructor, if this program has it.
+    pub fn actor_class(&self, class: &str) -> Option<(&'static str, &'static str)> {
+        self.classes.get_key_value(class).map(|(&class, &constructor)| (class, constructor))
+    }
+}
+
+/// A program's workers as the scheduler counts them.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct ProgramPool {
+    /// Workers asked of the supervisor and not yet connected.
+    pub pending: usize,
+    /// Drivers of this program connected now.
+    pub drivers: usize,
+}
