@@ -635,6 +635,10 @@ impl Node {
                     h.finish()
                 };
                 programs.push(Arc::new(programs::Program::new(index, exe, token, code)));
+                // Not under `programs`: a dispatch holds the state lock and
+                // reads `programs`. (No worker or driver of the program
+                // exists before this returns.)
+                drop(programs);
                 self.lock().program_pools.push(programs::ProgramPool::default());
                 index
             }
