@@ -44,7 +44,7 @@ static WORKER_ENTRY: extern "C" fn() = worker_entry;
 
 extern "C" fn worker_entry() {
     if std::env::var_os(registry::ENV_DESCRIBE).is_some() {
-        // A node asks what this program runs (`registry::code_of`).
+        // A node asks what this program runs (`node::code_of`).
         registry::describe();
         std::process::exit(0);
     }

@@ -82,6 +82,16 @@ impl NodeState {
                 self.add_task_for(function, options, specs, outputs, failed, ancestors, None);
             }
             Some((actor, class)) => {
+                // An actor runs its own program's code: a caller of another
+                // program could not know its methods are the same.
+                let program = self.workers.get(&worker).map_or(0, |s| s.conn.program);
+                let failed = match self.actors.actors.get(&actor) {
+                    Some(entry) if entry.program != program => failed.or(Some(Error::FunctionNotFound {
+                        function: function.to_string(),
+                        program: "an actor of another program (calls across programs are not supported)".into(),
+                    })),
+                    _ => failed,
+                };
                 // Ancestry stops at an actor: what an actor's calls submit may
                 // reach, through its state, any ref any caller gave it (an
                 // ancestor's output too), so they may not run on top of their
@@ -416,19 +426,29 @@ impl NodeState {
     /// Workers beyond `keep` that are idle: marked retiring (they get no
     /// more tasks), to be told to exit.
     pub fn retire_idle(&mut self, keep: usize) -> Vec<std::sync::Arc<super::conn::WorkerConn>> {
-        let live = self.workers.values().filter(|s| !s.retiring && s.in_pool()).count();
-        if live <= keep || !self.ready.is_empty() {
-            return Vec::new();
+        let idle_worker = |s: &super::state::WorkerSlot| {
+            !s.retiring && s.in_pool() && s.in_flight.is_empty() && s.parked_other.is_empty()
+        };
+        // Workers of a program no driver uses any more go too (see `programs.rs`).
+        let unused = |s: &super::state::WorkerSlot| {
+            s.conn
+                .program
+                .checked_sub(1)
+                .and_then(|i| self.program_pools.get(i as usize))
+                .is_some_and(|p| p.drivers == 0)
+        };
+        let mut retiring: Vec<usize> =
+            self.workers.iter().filter(|(_, s)| idle_worker(s) && unused(s)).map(|(&id, _)| id).collect();
+        let live = self.workers.values().filter(|s| !s.retiring && s.in_pool() && s.conn.program == 0).count();
+        if live > keep && self.ready.is_empty() {
+            let mut idle: Vec<usize> =
+                self.workers.iter().filter(|(_, s)| idle_worker(s) && s.conn.program == 0).map(|(&id, _)| id).collect();
+            idle.sort_unstable_by(|a, b| b.cmp(a));
+            idle.truncate(live - keep);
+            retiring.extend(idle);
         }
-        let mut idle: Vec<usize> = self
-            .workers
-            .iter()
-            .filter(|(_, s)| !s.retiring && s.in_pool() && s.in_flight.is_empty() && s.parked_other.is_empty())
-            .map(|(&id, _)| id)
-            .collect();
-        idle.sort_unstable_by(|a, b| b.cmp(a));
-        idle.truncate(live - keep);
-        idle.into_iter()
+        retiring
+            .into_iter()
             .map(|id| {
                 let slot = self.workers.get_mut(&id).expect("listed");
                 slot.retiring = true;

@@ -571,9 +571,16 @@ impl Node {
             Some(i) => {
                 if let Some(pool) = state.program_pools.get_mut(i as usize) {
                     pool.pending = pool.pending.saturating_sub(1);
+                    pool.failures += 1;
                 }
             }
         }
+    }
+
+    /// Whether a client with process id `pid` is connected (it passed its
+    /// handshake and its connection has not been reaped).
+    pub(crate) fn knows_pid(&self, pid: u32) -> bool {
+        self.lock().workers.values().any(|s| s.conn.pid == pid)
     }
 
     /// Program `index` of a driver built from other code (`None` for 0).
@@ -687,6 +694,7 @@ impl Node {
                 None if slot.conn.program != 0 && token != 0 => {
                     let pool = &mut state.program_pools[slot.conn.program as usize - 1];
                     pool.pending = pool.pending.saturating_sub(1);
+                    pool.failures = 0;
                 }
                 // Not started by this node: a driver, which runs no tasks.
                 None => {

@@ -329,9 +329,19 @@ pub(crate) fn supervise(node: Arc<Node>, plan: SpawnPlan, commands: Receiver<Sup
         // Reap exits (the status is kept for `reap`); their connections
         // report `Lost` and trigger replacement. An actor's process that
         // exits before its handshake has no connection to report it.
+        // A program's worker that exits unknown never connected (or was
+        // refused): the program may ask for another, a few times.
         children.retain_mut(|worker| {
             let Ok(Some(status)) = worker.child.try_wait() else { return true };
-            let Some(token) = worker.actor else { return true };
+            let Some(token) = worker.actor else {
+                if worker.program == 0 || node.knows_pid(worker.child.id()) {
+                    return true;
+                }
+                tracing::warn!("a worker of program {} {} before its handshake", worker.program, describe_exit(status));
+                node.spawn_failed(worker.program);
+                node.change_and_dispatch(|_| ());
+                return false;
+            };
             let error = Error::WorkerStartup(format!("it {} before its handshake", describe_exit(status)));
             !node.change_and_dispatch(|state| state.actor_start_failed(token, &error))
         });

@@ -85,4 +85,7 @@ pub(crate) struct ProgramPool {
     pub pending: usize,
     /// Drivers of this program connected now.
     pub drivers: usize,
+    /// Its workers that exited before their handshake since one last
+    /// connected.
+    pub failures: u32,
 }

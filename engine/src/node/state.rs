@@ -172,6 +172,10 @@ impl Task {
     }
 }
 
+/// Workers of a program that may exit before their handshake, in a row,
+/// before its ready tasks fail.
+pub(crate) const MAX_START_FAILURES: u32 = 3;
+
 /// Ancestors a task remembers; a deeper descendant is still run by a
 /// blocked ancestor's worker when it is older, or else by another worker.
 pub(crate) const MAX_ANCESTRY: usize = 64;
@@ -469,7 +473,7 @@ impl NodeState {
 
     /// Worker processes of the pool (not running actors).
     pub fn pool_size(&self) -> usize {
-        self.workers.values().filter(|s| s.in_pool()).count()
+        self.workers.values().filter(|s| s.in_pool() && s.conn.program == 0).count()
     }
 
     /// The connections of the live workers.
@@ -1232,10 +1236,12 @@ impl NodeState {
             // The whole queue: past a window, work no worker can take would
             // hide it (and the blocked thread waits for it).
             let Some(position) = self.ready.iter().position(|&t| t == task_id) else { continue };
+            // (A ref may reach another program's task: only its own runs here.)
+            let program = self.tasks[&task_id].program;
             let blocked_here = self
                 .workers
                 .get(&worker)
-                .filter(|s| !s.retiring && s.in_pool())
+                .filter(|s| !s.retiring && s.in_pool() && s.conn.program == program)
                 .and_then(|s| s.blocked_in())
                 .is_some_and(|l| l.parked == Some(request));
             if blocked_here && self.needs_restore(task_id) {
@@ -1315,7 +1321,7 @@ impl NodeState {
                 }
             }
             if let Some(n) = program.checked_sub(1).and_then(|i| seen.get_mut(i as usize)) {
-                *n += 1;
+                *n += cpus as usize;
             }
             position += 1;
             // Only a task a blocked task thread may run, waiting for room
@@ -1327,7 +1333,7 @@ impl NodeState {
                 if skipped >= MAX_SCAN {
                     break;
                 }
-            } else if others {
+            } else if others && blocked == 0 {
                 passed += 1;
                 if passed >= MAX_SCAN {
                     break;
@@ -1345,11 +1351,25 @@ impl NodeState {
     }
 
     /// Ask for workers of the programs whose ready tasks found none free:
-    /// one per task waiting, up to as many as the node has CPUs (idle
-    /// workers cost no CPU; what runs is bounded by the CPUs).
+    /// one per CPU waiting, up to `worker_cap` per program (idle workers
+    /// cost no CPU; what runs is bounded by the CPUs). A program whose
+    /// workers keep exiting before their handshake fails its ready tasks.
     fn grow_program_pools(&mut self, seen: &[usize]) {
         for (i, &waiting) in seen.iter().enumerate() {
             let program = i as u32 + 1;
+            if waiting > 0 && self.program_pools[i].failures >= MAX_START_FAILURES {
+                self.program_pools[i].failures = 0;
+                let tasks: Vec<u64> = self.ready.iter().copied().filter(|t| self.tasks[t].program == program).collect();
+                let error = Error::WorkerStartup(format!(
+                    "this driver's workers (its own executable) exited before their handshake {MAX_START_FAILURES} \
+                     times in a row: see the node's log"
+                ));
+                for task in tasks {
+                    self.ready.retain(|&t| t != task);
+                    self.fail_task(task, error.clone());
+                }
+                continue;
+            }
             let live = self.workers.values().filter(|s| s.in_pool() && !s.retiring && s.conn.program == program);
             let idle = live.clone().filter(|s| s.in_flight.is_empty()).count();
             let (live, pool) = (live.count(), &mut self.program_pools[i]);
@@ -1750,5 +1770,68 @@ mod tests {
             state.objects[&inner].refs, 1,
             "the container's count on it came and went; the unknown id was never counted"
         );
+    }
+
+    /// A node with one worker of its own (id 0) and one of program 1 (id 1).
+    fn node_with_a_program() -> (NodeState, Vec<UnixStream>) {
+        let mut state = NodeState::new(1 << 20, 2, 2);
+        state.program_pools.push(ProgramPool { drivers: 1, ..ProgramPool::default() });
+        let mut peers = Vec::new();
+        for (id, program) in [(0usize, 0u32), (1, 1)] {
+            let (ours, theirs) = UnixStream::pair().unwrap();
+            peers.push(theirs);
+            let conn = WorkerConn::start(id, 1000 + id as u32, program, ours).unwrap();
+            state.workers.insert(id, WorkerSlot::new(conn));
+        }
+        (state, peers)
+    }
+
+    #[test]
+    fn a_task_runs_only_on_a_worker_of_its_program() {
+        let (mut state, _peers) = node_with_a_program();
+        let (own, _) = submit(&mut state, TaskOptions::default());
+        let (theirs, _) = submit(&mut state, TaskOptions::default());
+        state.tasks.get_mut(&theirs).unwrap().program = 1;
+        // Program 1's task first in line: the node's own still runs.
+        state.ready.retain(|&t| t != theirs);
+        state.ready.push_front(theirs);
+        state.dispatch(&mut Outbox::new());
+        assert_eq!(state.tasks[&own].worker, Some(0));
+        assert_eq!(state.tasks[&theirs].worker, Some(1));
+    }
+
+    #[test]
+    fn a_program_without_a_free_worker_asks_for_one_per_cpu_waiting() {
+        let (mut state, _peers) = node_with_a_program();
+        state.workers.remove(&1);
+        state.worker_cap = 8;
+        let (_, _) = submit(&mut state, TaskOptions::default());
+        let (wide, _) = submit(&mut state, TaskOptions::default().num_cpus(2));
+        for task in state.tasks.values_mut() {
+            task.program = 1;
+        }
+        state.dispatch(&mut Outbox::new());
+        assert!(state.tasks.values().all(|t| t.worker.is_none()), "no worker of program 1");
+        assert_eq!(state.program_spawns, vec![1, 1, 1], "one CPU and two CPUs wait");
+        assert_eq!(state.program_pools[0].pending, 3);
+        // Asked once: the next dispatch waits for those.
+        state.program_spawns.clear();
+        state.dispatch(&mut Outbox::new());
+        assert!(state.program_spawns.is_empty());
+        // Workers that keep dying before their handshake fail the tasks.
+        state.program_pools[0] = ProgramPool { failures: MAX_START_FAILURES, drivers: 1, pending: 0 };
+        state.dispatch(&mut Outbox::new());
+        assert!(state.tasks.is_empty(), "failed: {:?}", state.tasks.keys().collect::<Vec<_>>());
+        assert!(!state.objects.values().any(|o| matches!(o.state, ObjectState::Pending)), "{wide}");
+    }
+
+    #[test]
+    fn a_programs_workers_retire_only_once_no_driver_uses_it() {
+        let (mut state, _peers) = node_with_a_program();
+        assert!(state.retire_idle(1).is_empty(), "its driver is connected; the node's own pool is at its size");
+        assert_eq!(state.pool_size(), 1, "program workers are not the node's own pool");
+        state.program_pools[0].drivers = 0;
+        let retired: Vec<usize> = state.retire_idle(1).iter().map(|c| c.id).collect();
+        assert_eq!(retired, vec![1]);
     }
 }
