@@ -1061,7 +1061,7 @@ impl Client {
                         }
                     }
                     reply => {
-                        let request = reply_request(&reply);
+                        let request = reply.request().unwrap_or(u64::MAX);
                         if shared.waiting.contains(&request) {
                             shared.replies.insert(request, reply);
                         } else {
@@ -1103,22 +1103,6 @@ impl Client {
         if stop {
             self.close();
         }
-    }
-}
-
-fn reply_request(reply: &ToClient) -> u64 {
-    match reply {
-        ToClient::Allocated { request, .. }
-        | ToClient::Object { request, .. }
-        | ToClient::Ready { request, .. }
-        | ToClient::ActorFound { request, .. }
-        | ToClient::Cancelled { request, .. }
-        | ToClient::StreamItem { request, .. }
-        | ToClient::Resume { request, .. }
-        | ToClient::Status { request, .. }
-        | ToClient::Memory { request, .. }
-        | ToClient::Timeline { request, .. } => *request,
-        ToClient::Execute(_) | ToClient::Shutdown | ToClient::Cancel { .. } | ToClient::Output { .. } => u64::MAX,
     }
 }
 

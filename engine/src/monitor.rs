@@ -102,7 +102,7 @@ impl Monitor {
             .and_then(|()| std::io::Write::write_all(&mut &*stream, &buf).map_err(|e| e.to_string()))
             // Answers are as large as the node's listing: no cap beyond the frame's.
             .and_then(|()| FrameReader::new(&*stream).read::<ToClient>().map_err(|e| format!("no answer: {e}")))
-            .and_then(|reply| match reply_request(&reply) {
+            .and_then(|reply| match reply.request() {
                 Some(r) if r == request => Ok(reply),
                 _ => Err(format!("an answer to another request: {reply:?}")),
             });
@@ -114,16 +114,6 @@ impl Monitor {
 
     fn unexpected(&self, reply: &ToClient) -> Error {
         Error::Connect { address: self.address.display().to_string(), reason: format!("unexpected answer {reply:?}") }
-    }
-}
-
-/// The request an inspection answers.
-fn reply_request(reply: &ToClient) -> Option<u64> {
-    match *reply {
-        ToClient::Status { request, .. } | ToClient::Memory { request, .. } | ToClient::Timeline { request, .. } => {
-            Some(request)
-        }
-        _ => None,
     }
 }
 

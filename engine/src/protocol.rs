@@ -451,6 +451,26 @@ pub(crate) enum ToClient {
     },
 }
 
+impl ToClient {
+    /// The request this message answers; `None` for what the node sends
+    /// unasked (a task, a cancel, output, shutdown).
+    pub fn request(&self) -> Option<u64> {
+        match self {
+            ToClient::Allocated { request, .. }
+            | ToClient::Object { request, .. }
+            | ToClient::Ready { request, .. }
+            | ToClient::ActorFound { request, .. }
+            | ToClient::Cancelled { request, .. }
+            | ToClient::StreamItem { request, .. }
+            | ToClient::Resume { request, .. }
+            | ToClient::Status { request, .. }
+            | ToClient::Memory { request, .. }
+            | ToClient::Timeline { request, .. } => Some(*request),
+            ToClient::Execute(_) | ToClient::Shutdown | ToClient::Cancel { .. } | ToClient::Output { .. } => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! The message decoder on hostile bytes: whatever a client sends,

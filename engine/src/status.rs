@@ -148,6 +148,19 @@ pub enum WorkerState {
     Retiring,
 }
 
+impl WorkerState {
+    /// The word `shoal status` and the metrics' `state` label use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Idle => "idle",
+            WorkerState::Running => "running",
+            WorkerState::Blocked => "blocked",
+            WorkerState::Actor => "actor",
+            WorkerState::Retiring => "retiring",
+        }
+    }
+}
+
 /// Tasks of a node by state ([`NodeStatus::tasks`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]

@@ -49,7 +49,7 @@ pub fn status_text(s: &NodeStatus) -> String {
     }
     let _ = writeln!(out, "\nworkers ({}):", s.workers.len());
     for w in &s.workers {
-        let _ = write!(out, "  pid {:<8} {}", w.pid, metrics::worker_state(w.state));
+        let _ = write!(out, "  pid {:<8} {}", w.pid, w.state.as_str());
         if let Some(function) = &w.function {
             let _ = write!(out, "  {function}");
         }
@@ -127,14 +127,19 @@ pub fn memory_text(m: &MemoryReport) -> String {
     out
 }
 
-pub fn status(address: Option<PathBuf>, socket_dir: Option<PathBuf>, as_json: bool) -> anyhow::Result<()> {
-    let status = monitor(address, socket_dir.as_deref())?.status()?;
+/// Print a report as JSON, or as text.
+fn print(as_json: bool, json: serde_json::Result<String>, text: impl FnOnce() -> String) -> anyhow::Result<()> {
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        println!("{}", json?);
     } else {
-        print!("{}", status_text(&status));
+        print!("{}", text());
     }
     Ok(())
+}
+
+pub fn status(address: Option<PathBuf>, socket_dir: Option<PathBuf>, as_json: bool) -> anyhow::Result<()> {
+    let status = monitor(address, socket_dir.as_deref())?.status()?;
+    print(as_json, serde_json::to_string_pretty(&status), || status_text(&status))
 }
 
 pub fn memory(
@@ -144,12 +149,7 @@ pub fn memory(
     as_json: bool,
 ) -> anyhow::Result<()> {
     let report = monitor(address, socket_dir.as_deref())?.memory(limit)?;
-    if as_json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", memory_text(&report));
-    }
-    Ok(())
+    print(as_json, serde_json::to_string_pretty(&report), || memory_text(&report))
 }
 
 pub fn timeline(

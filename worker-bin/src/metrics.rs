@@ -43,7 +43,7 @@ pub fn render(status: &NodeStatus) -> String {
         [WorkerState::Idle, WorkerState::Running, WorkerState::Blocked, WorkerState::Actor, WorkerState::Retiring]
     {
         let n = status.workers.iter().filter(|w| w.state == state).count();
-        workers.get_or_create(&labelled(&[("state", worker_state(state))])).set(n as i64);
+        workers.get_or_create(&labelled(&[("state", state.as_str())])).set(n as i64);
     }
     r.register("workers", "Worker processes by state", workers);
     let tasks = Labelled::default();
@@ -89,18 +89,6 @@ pub fn render(status: &NodeStatus) -> String {
     let mut text = String::new();
     encode(&mut text, &r).expect("writing to a String cannot fail");
     text
-}
-
-/// How `shoal status` and the metrics name a worker state.
-pub fn worker_state(state: WorkerState) -> &'static str {
-    match state {
-        WorkerState::Idle => "idle",
-        WorkerState::Running => "running",
-        WorkerState::Blocked => "blocked",
-        WorkerState::Actor => "actor",
-        WorkerState::Retiring => "retiring",
-        _ => "other",
-    }
 }
 
 /// Serve the node at `node`'s metrics at `/metrics` (and `/`) of

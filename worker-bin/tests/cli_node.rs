@@ -175,19 +175,7 @@ fn a_standalone_node_serves_drivers_until_stopped() -> anyhow::Result<()> {
 
     // Two more drivers at once: each reads its own tasks' lines (its
     // tasks' children's too), and only those.
-    let drivers: Vec<_> = ["alpha", "beta"]
-        .iter()
-        .map(|tag| {
-            Command::new(std::env::current_exe().expect("this test binary"))
-                .args(["--exact", "driver", "--ignored", "--nocapture", "--test-threads", "1"])
-                .env(DRIVER_ENV, tag)
-                .env(shoal::ADDRESS_ENV, &address)
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .expect("start a driver")
-        })
-        .collect();
+    let drivers: Vec<_> = ["alpha", "beta"].iter().map(|tag| spawn_driver(tag, &address)).collect();
     for (tag, child) in ["alpha", "beta"].into_iter().zip(drivers) {
         let output = child.wait_with_output()?;
         let (out, err) = (text(&output.stdout), text(&output.stderr));
@@ -239,14 +227,22 @@ fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
     Ok(answer)
 }
 
-/// Run the `driver` test as a driver of the node at `address`.
-fn run_driver(tag: &str, address: &Path) -> Output {
+/// Start the `driver` test as a driver of the node at `address`, its
+/// output captured.
+fn spawn_driver(tag: &str, address: &Path) -> std::process::Child {
     Command::new(std::env::current_exe().expect("this test binary"))
         .args(["--exact", "driver", "--ignored", "--nocapture", "--test-threads", "1"])
         .env(DRIVER_ENV, tag)
         .env(shoal::ADDRESS_ENV, address)
-        .output()
-        .expect("run a driver")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start a driver")
+}
+
+/// Run the `driver` test as a driver of the node at `address`.
+fn run_driver(tag: &str, address: &Path) -> Output {
+    spawn_driver(tag, address).wait_with_output().expect("run a driver")
 }
 
 #[test]
@@ -280,19 +276,7 @@ fn without_a_worker_program_each_driver_runs_on_its_own_executable() -> anyhow::
     }
     assert!(mine.iter().all(|&p| !alive(p)), "the driver's workers stopped with it");
     // Two drivers of one build at once share the program's workers; both finish.
-    let both: Vec<_> = ["one", "two"]
-        .iter()
-        .map(|tag| {
-            Command::new(std::env::current_exe().expect("this test binary"))
-                .args(["--exact", "driver", "--ignored", "--nocapture", "--test-threads", "1"])
-                .env(DRIVER_ENV, tag)
-                .env(shoal::ADDRESS_ENV, &address)
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .expect("a driver")
-        })
-        .collect();
+    let both: Vec<_> = ["one", "two"].iter().map(|tag| spawn_driver(tag, &address)).collect();
     for child in both {
         let output = child.wait_with_output()?;
         assert!(output.status.success(), "{}", text(&output.stdout));

@@ -4,6 +4,8 @@
 //! from another program, which describes itself when run with
 //! [`ENV_DESCRIBE`] (`registry::describe` prints, [`code_of`] reads).
 
+use std::collections::{HashMap, HashSet};
+
 use crate::error::Error;
 
 /// The code a node runs: the registered function names of this binary and
@@ -18,6 +20,40 @@ pub(crate) struct NodeCode {
     pub methods: Vec<(&'static str, &'static str)>,
     /// Actor types: (class, constructor).
     pub classes: Vec<(&'static str, &'static str)>,
+}
+
+/// A program's code as the node looks names up in it: its remote
+/// functions (not actor code), its methods with their class, its actor
+/// types with their constructor.
+pub(crate) struct CodeTable {
+    functions: HashSet<&'static str>,
+    methods: HashMap<&'static str, &'static str>,
+    classes: HashMap<&'static str, &'static str>,
+}
+
+impl CodeTable {
+    /// The table of `code`'s names.
+    pub fn new(code: &NodeCode) -> CodeTable {
+        let methods: HashMap<_, _> = code.methods.iter().copied().collect();
+        let classes: HashMap<_, _> = code.classes.iter().copied().collect();
+        let actor_code = |n: &&'static str| methods.contains_key(n) || classes.values().any(|c| c == n);
+        CodeTable { functions: code.names.iter().copied().filter(|n| !actor_code(n)).collect(), methods, classes }
+    }
+
+    /// The registered name `name`, if it is a remote function here.
+    pub fn function(&self, name: &str) -> Option<&'static str> {
+        self.functions.get(name).copied()
+    }
+
+    /// The method `name` and its class, if it is one here.
+    pub fn method(&self, name: &str) -> Option<(&'static str, &'static str)> {
+        self.methods.get_key_value(name).map(|(&name, &class)| (name, class))
+    }
+
+    /// The actor type `class` and its constructor, if it is one here.
+    pub fn actor_class(&self, class: &str) -> Option<(&'static str, &'static str)> {
+        self.classes.get_key_value(class).map(|(&class, &constructor)| (class, constructor))
+    }
 }
 
 /// Set in a program's environment to make it print its code

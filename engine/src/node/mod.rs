@@ -122,12 +122,8 @@ pub(crate) struct Node {
     arena: Arc<Arena>,
     pub(crate) config: Config,
     pub(crate) table: Vec<(String, u64)>,
-    /// Remote functions (not actor constructors or methods).
-    functions: std::collections::HashSet<&'static str>,
-    /// Actor methods, with their class.
-    methods: std::collections::HashMap<&'static str, &'static str>,
-    /// Actor types, with their constructor.
-    classes: std::collections::HashMap<&'static str, &'static str>,
+    /// What this node's own program registers.
+    code: code::CodeTable,
     pub(crate) build_hash: u64,
     /// A secret handed to our workers through their environment: it tells our
     /// own workers apart from any other client of the socket.
@@ -268,16 +264,11 @@ impl Node {
             h.finish()
         };
         state.actors.token_base = worker_token;
-        let methods: std::collections::HashMap<_, _> = code.methods.into_iter().collect();
-        let classes: std::collections::HashMap<_, _> = code.classes.into_iter().collect();
-        let actor_code = |name: &&'static str| methods.contains_key(name) || classes.values().any(|c| c == name);
         let node = Arc::new(Node {
             state: Mutex::new(state),
             changed: Condvar::new(),
             arena,
-            functions: code.names.into_iter().filter(|n| !actor_code(n)).collect(),
-            methods,
-            classes,
+            code: code::CodeTable::new(&code),
             build_hash: code.build_hash,
             worker_token,
             programs: std::sync::RwLock::new(Vec::new()),
@@ -593,24 +584,24 @@ impl Node {
     /// own) has that remote function.
     pub(crate) fn function(&self, program: u32, name: &str) -> Option<&'static str> {
         match program {
-            0 => self.functions.get(name).copied(),
-            p => self.program(p)?.function(name),
+            0 => self.code.function(name),
+            p => self.program(p)?.code.function(name),
         }
     }
 
     /// The actor method `name` and its class, if program `program` has it.
     pub(crate) fn method(&self, program: u32, name: &str) -> Option<(&'static str, &'static str)> {
         match program {
-            0 => self.methods.get_key_value(name).map(|(&name, &class)| (name, class)),
-            p => self.program(p)?.method(name),
+            0 => self.code.method(name),
+            p => self.program(p)?.code.method(name),
         }
     }
 
     /// The actor type `class` and its constructor, if program `program` has it.
     pub(crate) fn actor_class(&self, program: u32, class: &str) -> Option<(&'static str, &'static str)> {
         match program {
-            0 => self.classes.get_key_value(class).map(|(&class, &constructor)| (class, constructor)),
-            p => self.program(p)?.actor_class(class),
+            0 => self.code.actor_class(class),
+            p => self.program(p)?.code.actor_class(class),
         }
     }
 
@@ -1038,7 +1029,7 @@ impl Node {
                 None => state.add_task(function, options.clone(), args, num_returns, failure),
                 Some(actor) => {
                     let outputs = state.new_outputs(num_returns);
-                    let class = self.methods.get(function).copied();
+                    let class = self.code.method(function).map(|(_, class)| class);
                     let caller = (actor_book::LOCAL, 0);
                     state.add_call(actor, caller, function, class, args, outputs.clone(), failure, Vec::new());
                     outputs

@@ -8,12 +8,11 @@
 //! token its workers present. Scheduling by program is in `state.rs`
 //! (`Task::program`, `WorkerSlot::program`).
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
-use super::code::NodeCode;
+use super::code::{CodeTable, NodeCode};
 
 /// A program of drivers built from other code than the node's.
 pub(crate) struct Program {
@@ -28,9 +27,8 @@ pub(crate) struct Program {
     /// The token its workers present.
     pub token: u64,
     pub build_hash: u64,
-    functions: HashMap<&'static str, &'static str>,
-    methods: HashMap<&'static str, &'static str>,
-    classes: HashMap<&'static str, &'static str>,
+    /// What it registers.
+    pub code: CodeTable,
 }
 
 impl Program {
@@ -46,35 +44,7 @@ impl Program {
     /// Program `index` of `exe`, whose code is `code`.
     pub fn new(index: u32, exe: (File, PathBuf, PathBuf), token: u64, code: NodeCode) -> Program {
         let (exe, path, name) = exe;
-        let methods: HashMap<_, _> = code.methods.into_iter().collect();
-        let classes: HashMap<_, _> = code.classes.into_iter().collect();
-        let actor_code = |n: &&'static str| methods.contains_key(n) || classes.values().any(|c| c == n);
-        Program {
-            index,
-            path,
-            _exe: exe,
-            name,
-            token,
-            build_hash: code.build_hash,
-            functions: code.names.iter().filter(|n| !actor_code(n)).map(|&n| (n, n)).collect(),
-            methods,
-            classes,
-        }
-    }
-
-    /// The registered name `name`, if this program has that function.
-    pub fn function(&self, name: &str) -> Option<&'static str> {
-        self.functions.get(name).copied()
-    }
-
-    /// The method `name` and its class, if this program has it.
-    pub fn method(&self, name: &str) -> Option<(&'static str, &'static str)> {
-        self.methods.get_key_value(name).map(|(&name, &class)| (name, class))
-    }
-
-    /// The actor type `class` and its constructor, if this program has it.
-    pub fn actor_class(&self, class: &str) -> Option<(&'static str, &'static str)> {
-        self.classes.get_key_value(class).map(|(&class, &constructor)| (class, constructor))
+        Program { index, path, _exe: exe, name, token, build_hash: code.build_hash, code: CodeTable::new(&code) }
     }
 }
 
