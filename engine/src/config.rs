@@ -25,6 +25,8 @@ pub struct Config {
     pub(crate) spill_dir: Option<PathBuf>,
     pub(crate) address: Option<PathBuf>,
     pub(crate) log_to_driver: bool,
+    pub(crate) ray: Option<String>,
+    pub(crate) ray_library: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -45,6 +47,8 @@ impl Default for Config {
             spill_dir: None,
             address: None,
             log_to_driver: true,
+            ray: None,
+            ray_library: None,
         }
     }
 }
@@ -156,6 +160,57 @@ impl Config {
 
 /// The environment variable naming the node a driver connects to.
 pub const ADDRESS_ENV: &str = "SHOAL_ADDRESS";
+
+/// The environment variable naming the Ray cluster a driver connects to
+/// (see [`Config::ray`]).
+pub const RAY_ADDRESS_ENV: &str = "SHOAL_RAY_ADDRESS";
+
+/// The environment variable naming the folder of the worker library (see
+/// [`Config::ray_library`]).
+pub const RAY_LIBRARY_ENV: &str = "SHOAL_RAY_LIBRARY";
+
+impl Config {
+    /// Run on the Ray cluster at `address` (`host:port` of its head, as
+    /// `ray start --head` prints it) instead of on this host: `init` makes
+    /// this process a Ray driver, and tasks and actors run in the cluster's
+    /// workers, from the worker library ([`ray_library`](Self::ray_library)).
+    /// Without it, the `SHOAL_RAY_ADDRESS` environment variable, when set
+    /// and not empty, does the same. Needs shoal's `ray` feature (else
+    /// `init` fails with [`Error::Unsupported`](crate::Error::Unsupported));
+    /// the rest of the config is then unused. What differs from one host:
+    /// the README's "When one machine is not enough".
+    ///
+    /// ```no_run
+    /// #[shoal::remote]
+    /// fn double(n: u64) -> u64 { n * 2 }
+    ///
+    /// # fn main() -> shoal::Result<()> {
+    /// let config = shoal::Config::default().ray("127.0.0.1:6379").ray_library("target/ray-library");
+    /// let _driver = shoal::init(config)?;
+    /// assert_eq!(shoal::get(&double::remote(21))?, 42);
+    /// # Ok(()) }
+    /// ```
+    pub fn ray(mut self, address: impl Into<String>) -> Self {
+        self.ray = Some(address.into());
+        self
+    }
+
+    /// The folder holding the worker library that the Ray cluster's workers
+    /// load (Ray's `code_search_path`): this crate built as a `cdylib` with
+    /// the `ray` feature, checked against this driver at `init`. Without
+    /// it, `SHOAL_RAY_LIBRARY`. It must be at the same path on every node.
+    pub fn ray_library(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.ray_library = Some(dir.into());
+        self
+    }
+
+    /// The Ray cluster to run on and the worker library's folder, if any.
+    pub(crate) fn ray_target(&self) -> Option<(String, Option<PathBuf>)> {
+        let address = self.ray.clone().or_else(|| std::env::var(RAY_ADDRESS_ENV).ok().filter(|a| !a.is_empty()))?;
+        let library = self.ray_library.clone().or_else(|| std::env::var_os(RAY_LIBRARY_ENV).map(PathBuf::from));
+        Some((address, library))
+    }
+}
 
 impl Config {
     /// Most worker processes the node runs at once (default: four times

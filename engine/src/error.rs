@@ -146,6 +146,11 @@ pub enum Error {
         /// Why not.
         reason: String,
     },
+    /// The Ray cluster (the Ray backend, [`Config::ray`](crate::Config::ray))
+    /// failed a call for a reason of its own: it could not be reached, it
+    /// lost an object, it refused a submission.
+    #[error("the Ray cluster: {0}")]
+    Ray(String),
 }
 
 impl From<shoal_store::StoreError> for Error {

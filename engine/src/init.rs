@@ -40,6 +40,9 @@ pub struct Shoal {
 enum NodeHandle {
     Embedded(Arc<Node>),
     Connected { client: Arc<Client>, address: PathBuf },
+    /// A Ray cluster (the `ray` feature); `address` as given.
+    #[cfg_attr(not(feature = "ray"), allow(dead_code))]
+    Ray { address: PathBuf },
 }
 
 impl Shoal {
@@ -47,6 +50,7 @@ impl Shoal {
         match &self.node {
             NodeHandle::Embedded(node) => node.report(),
             NodeHandle::Connected { client, .. } => client.report().unwrap_or_default(),
+            NodeHandle::Ray { .. } => NodeStatus::default(),
         }
     }
 
@@ -54,7 +58,7 @@ impl Shoal {
     pub fn socket_path(&self) -> &Path {
         match &self.node {
             NodeHandle::Embedded(node) => node.socket_path(),
-            NodeHandle::Connected { address, .. } => address,
+            NodeHandle::Connected { address, .. } | NodeHandle::Ray { address } => address,
         }
     }
 
@@ -79,6 +83,7 @@ impl Shoal {
         match &self.node {
             NodeHandle::Embedded(node) => Ok(node.report()),
             NodeHandle::Connected { client, .. } => client.report(),
+            NodeHandle::Ray { .. } => Err(on_ray("status")),
         }
     }
 
@@ -98,6 +103,7 @@ impl Shoal {
         match &self.node {
             NodeHandle::Embedded(node) => Ok(node.memory(limit)),
             NodeHandle::Connected { client, .. } => client.memory(limit),
+            NodeHandle::Ray { .. } => Err(on_ray("memory")),
         }
     }
 
@@ -108,6 +114,7 @@ impl Shoal {
         match &self.node {
             NodeHandle::Embedded(node) => Ok(node.timeline()),
             NodeHandle::Connected { client, .. } => client.timeline(),
+            NodeHandle::Ray { .. } => Err(on_ray("timeline")),
         }
     }
 
@@ -191,8 +198,17 @@ impl Drop for Shoal {
         match &self.node {
             NodeHandle::Embedded(node) => node.shutdown(),
             NodeHandle::Connected { client, .. } => client.disconnect(),
+            #[cfg(feature = "ray")]
+            NodeHandle::Ray { .. } => crate::ray::disconnect(),
+            #[cfg(not(feature = "ray"))]
+            NodeHandle::Ray { .. } => {}
         }
     }
+}
+
+/// What a report of the node is on the Ray backend.
+fn on_ray(what: &str) -> Error {
+    Error::Unsupported(format!("`{what}` of a Ray cluster: use Ray's dashboard or `ray status`"))
 }
 
 impl std::fmt::Debug for Shoal {
@@ -212,6 +228,9 @@ impl std::fmt::Debug for Shoal {
 pub fn init(config: Config) -> Result<Shoal> {
     if Runtime::current().is_ok() {
         return Err(Error::AlreadyInitialized);
+    }
+    if let Some((address, library)) = config.ray_target() {
+        return connect_ray(address, library);
     }
     if let Some(address) = config.node_address() {
         return connect(address, config.log_to_driver);
@@ -307,6 +326,29 @@ fn connect(address: PathBuf, show_output: bool) -> Result<Shoal> {
         return Err(e);
     }
     Ok(Shoal { node: NodeHandle::Connected { client, address } })
+}
+
+/// Connect to the Ray cluster at `address`, as a driver whose workers load
+/// the worker library in `library`.
+#[cfg(feature = "ray")]
+fn connect_ray(address: String, library: Option<PathBuf>) -> Result<Shoal> {
+    let library = library.ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "a Ray driver needs its worker library's folder: Config::ray_library, or {}",
+            crate::config::RAY_LIBRARY_ENV
+        ))
+    })?;
+    let cluster = Arc::new(crate::ray::connect(&address, &library)?);
+    if let Err(e) = Runtime::install(Runtime::Ray(cluster)) {
+        crate::ray::disconnect();
+        return Err(e);
+    }
+    Ok(Shoal { node: NodeHandle::Ray { address: address.into() } })
+}
+
+#[cfg(not(feature = "ray"))]
+fn connect_ray(address: String, _library: Option<PathBuf>) -> Result<Shoal> {
+    Err(Error::Unsupported(format!("running on the Ray cluster at {address}: shoal was built without its `ray` feature")))
 }
 
 /// One node for every caller in this process: the first call starts it

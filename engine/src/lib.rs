@@ -236,6 +236,8 @@ mod node;
 mod object_ref;
 mod options;
 mod protocol;
+#[cfg(feature = "ray")]
+mod ray;
 mod registry;
 mod runtime;
 mod stack_overflow;
@@ -249,7 +251,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use actor::{Actor, ActorHandle, get_actor, kill};
-pub use config::{ADDRESS_ENV, Config};
+pub use config::{ADDRESS_ENV, Config, RAY_ADDRESS_ENV, RAY_LIBRARY_ENV};
 use error::panic_message;
 pub use error::{Error, Result};
 pub use init::{Shoal, init, init_once, serve, standalone_nodes};
@@ -563,6 +565,8 @@ fn read<V: Value>(handle_of: &ObjectRef<impl Sized>, written_as: u64, timeout: O
             let (data, contained) = client.get(handle.id, deadline, timeout.unwrap_or_default())?;
             return decode_found(handle, data, contained, written_as);
         }
+        #[cfg(feature = "ray")]
+        Runtime::Ray(cluster) => return cluster.get(handle.id, written_as, timeout),
     };
     // Refs inside the value belong to the process's runtime (looked up once
     // here, not per ref). When that is this node, it counts a reference to
@@ -606,6 +610,11 @@ pub fn wait<T>(
         Runtime::Client(client) => {
             let ids: Vec<u64> = refs.iter().map(|r| r.id()).collect();
             client.wait(&ids, num_returns, deadline)?
+        }
+        #[cfg(feature = "ray")]
+        Runtime::Ray(cluster) => {
+            let ids: Vec<u64> = refs.iter().map(|r| r.id()).collect();
+            cluster.wait(&ids, num_returns, deadline)?
         }
     };
     let mut ready = Vec::with_capacity(done.len());

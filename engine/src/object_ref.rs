@@ -261,7 +261,14 @@ impl ArgReader<'_> {
         let _scope = DecodeScope::enter(Some(self.runtime.clone()), Precounted::default());
         match self.args.next() {
             None => Err(Error::InvalidArgument("too few arguments for the function".into())),
-            Some(ArgData::Inline { bytes, fingerprint }) => Ok(shoal_store::decode(&bytes, fingerprint)?),
+            Some(ArgData::Inline { bytes, fingerprint }) => {
+                #[cfg(feature = "ray")]
+                if let Runtime::Ray(_) = self.runtime {
+                    // Arrays in a Ray object's bytes are viewed in a copy.
+                    return crate::ray::decode(&bytes, fingerprint);
+                }
+                Ok(shoal_store::decode(&bytes, fingerprint)?)
+            }
             Some(ArgData::Arena { id, offset, len, fingerprint }) => {
                 let keepalive: Keepalive = self.runtime.acquire(id);
                 read_in_place(self.runtime, offset, len, fingerprint, keepalive)
@@ -280,7 +287,7 @@ pub(crate) fn read_in_place<V: Value>(
     fingerprint: u64,
     keepalive: Keepalive,
 ) -> Result<V> {
-    let arena = runtime.arena();
+    let arena = runtime.arena()?;
     // SAFETY: (1) `keepalive` holds a counted reference to the object at
     // `offset`, so the node neither frees nor reuses its bytes while it lives;
     // (2) the object is sealed (the node only hands out locations of sealed

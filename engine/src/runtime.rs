@@ -28,6 +28,9 @@ pub(crate) enum Runtime {
     Local(Arc<Node>),
     /// The node is another process, reached over its socket (a worker).
     Client(Arc<Client>),
+    /// A Ray cluster (the `ray` feature): a driver's, or a task's in a Ray worker.
+    #[cfg(feature = "ray")]
+    Ray(Arc<crate::ray::Cluster>),
 }
 
 static CURRENT: RwLock<Option<Runtime>> = RwLock::new(None);
@@ -66,10 +69,12 @@ impl Runtime {
     }
 
     /// The arena mapping of this process.
-    pub(crate) fn arena(&self) -> &Arc<Arena> {
+    pub(crate) fn arena(&self) -> Result<&Arc<Arena>> {
         match self {
-            Runtime::Local(node) => node.arena(),
-            Runtime::Client(client) => client.arena(),
+            Runtime::Local(node) => Ok(node.arena()),
+            Runtime::Client(client) => Ok(client.arena()),
+            #[cfg(feature = "ray")]
+            Runtime::Ray(_) => Err(Error::Unsupported("the shared-memory arena on the Ray backend".into())),
         }
     }
 
@@ -78,6 +83,8 @@ impl Runtime {
         match self {
             Runtime::Local(node) => node.is_inline(layout),
             Runtime::Client(client) => client.is_inline(layout),
+            #[cfg(feature = "ray")]
+            Runtime::Ray(cluster) => cluster.is_inline(layout),
         }
     }
 
@@ -97,6 +104,8 @@ impl Runtime {
         let id = match self {
             Runtime::Local(node) => node.put(layout, write)?,
             Runtime::Client(client) => client.put(layout, write)?,
+            #[cfg(feature = "ray")]
+            Runtime::Ray(cluster) => cluster.put_with(layout, write)?,
         };
         Ok(self.adopt(id))
     }
@@ -106,6 +115,8 @@ impl Runtime {
         let id = match self {
             Runtime::Local(node) => node.put_bytes(bytes, refs)?,
             Runtime::Client(client) => client.put_bytes(bytes, refs)?,
+            #[cfg(feature = "ray")]
+            Runtime::Ray(cluster) => cluster.put_bytes(bytes, refs)?,
         };
         Ok(self.adopt(id))
     }
@@ -125,6 +136,8 @@ impl Runtime {
         let outputs = match self {
             Runtime::Local(node) => node.submit(function, options, args, num_returns, failure, actor),
             Runtime::Client(client) => client.submit(function, options, args, num_returns, failure, actor),
+            #[cfg(feature = "ray")]
+            Runtime::Ray(cluster) => cluster.submit(function, options, args, num_returns, failure, actor),
         };
         outputs.into_iter().map(|id| self.adopt(id)).collect()
     }
@@ -140,6 +153,8 @@ impl Runtime {
         let id = match self {
             Runtime::Local(node) => node.create_actor(class, options, args, failure),
             Runtime::Client(client) => client.create_actor(class, options, args, failure),
+            #[cfg(feature = "ray")]
+            Runtime::Ray(cluster) => cluster.create_actor(class, options, args, failure),
         };
         self.adopt(id)
     }
@@ -149,6 +164,8 @@ impl Runtime {
         let (id, class) = match self {
             Runtime::Local(node) => node.get_actor(name).map(|(id, class)| (id, class.to_string()))?,
             Runtime::Client(client) => client.get_actor(name)?,
+            #[cfg(feature = "ray")]
+            Runtime::Ray(cluster) => cluster.get_actor(name)?,
         };
         Ok((self.adopt(id), class))
     }
@@ -158,6 +175,8 @@ impl Runtime {
         match self {
             Runtime::Local(node) => node.cancel(id, force),
             Runtime::Client(client) => client.cancel(id, force),
+            #[cfg(feature = "ray")]
+            Runtime::Ray(_) => Err(Error::Unsupported("cancel on the Ray backend: ray-cpp 2.60 cannot cancel a task".into())),
         }
     }
 
@@ -166,6 +185,8 @@ impl Runtime {
         match self {
             Runtime::Local(_) => false,
             Runtime::Client(client) => client.current_cancelled(),
+            #[cfg(feature = "ray")]
+            Runtime::Ray(_) => false,
         }
     }
 
@@ -177,6 +198,8 @@ impl Runtime {
                 Ok(())
             }
             Runtime::Client(client) => client.kill_actor(id),
+            #[cfg(feature = "ray")]
+            Runtime::Ray(cluster) => cluster.kill_actor(id),
         }
     }
 
@@ -185,6 +208,8 @@ impl Runtime {
         match self {
             Runtime::Local(node) => node.release_all(ids),
             Runtime::Client(client) => ids.iter().for_each(|&id| client.push_ref_op(RefOp::Release(id))),
+            #[cfg(feature = "ray")]
+            Runtime::Ray(cluster) => ids.iter().for_each(|&id| cluster.release(id)),
         }
     }
 
@@ -204,6 +229,8 @@ impl Runtime {
                 client.push_ref_op(RefOp::Acquire(id));
                 true
             }
+            #[cfg(feature = "ray")]
+            Runtime::Ray(cluster) => cluster.acquire(id),
         };
         Arc::new(RefHandle { id, runtime: self, counted })
     }
@@ -361,6 +388,8 @@ impl Drop for RefHandle {
         match &self.runtime {
             Runtime::Local(node) => node.release(self.id),
             Runtime::Client(client) => client.push_ref_op(RefOp::Release(self.id)),
+            #[cfg(feature = "ray")]
+            Runtime::Ray(cluster) => cluster.release(self.id),
         }
     }
 }

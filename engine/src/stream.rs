@@ -81,6 +81,8 @@ impl<T> ObjectRefStream<T> {
         let found = match &handle.runtime {
             Runtime::Local(node) => node.stream_next(handle.id, self.next, deadline),
             Runtime::Client(client) => client.stream_next(handle.id, self.next, deadline),
+            #[cfg(feature = "ray")]
+            Runtime::Ray(cluster) => Err(cluster.failure_of(handle.id)),
         };
         match found {
             Ok(Some(id)) => {
@@ -127,6 +129,8 @@ impl<T> Drop for ObjectRefStream<T> {
         match &handle.runtime {
             Runtime::Local(node) => node.stream_close(handle.id),
             Runtime::Client(client) => client.stream_close(handle.id),
+            #[cfg(feature = "ray")]
+            Runtime::Ray(_) => {}
         }
     }
 }
