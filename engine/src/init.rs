@@ -39,10 +39,15 @@ pub struct Shoal {
 /// The node a [`Shoal`] stands for.
 enum NodeHandle {
     Embedded(Arc<Node>),
-    Connected { client: Arc<Client>, address: PathBuf },
+    Connected {
+        client: Arc<Client>,
+        address: PathBuf,
+    },
     /// A Ray cluster (the `ray` feature); `address` as given.
     #[cfg_attr(not(feature = "ray"), allow(dead_code))]
-    Ray { address: PathBuf },
+    Ray {
+        address: PathBuf,
+    },
 }
 
 impl Shoal {
@@ -348,7 +353,9 @@ fn connect_ray(address: String, library: Option<PathBuf>) -> Result<Shoal> {
 
 #[cfg(not(feature = "ray"))]
 fn connect_ray(address: String, _library: Option<PathBuf>) -> Result<Shoal> {
-    Err(Error::Unsupported(format!("running on the Ray cluster at {address}: shoal was built without its `ray` feature")))
+    Err(Error::Unsupported(format!(
+        "running on the Ray cluster at {address}: shoal was built without its `ray` feature"
+    )))
 }
 
 /// One node for every caller in this process: the first call starts it

@@ -176,7 +176,9 @@ impl Runtime {
             Runtime::Local(node) => node.cancel(id, force),
             Runtime::Client(client) => client.cancel(id, force),
             #[cfg(feature = "ray")]
-            Runtime::Ray(_) => Err(Error::Unsupported("cancel on the Ray backend: ray-cpp 2.60 cannot cancel a task".into())),
+            Runtime::Ray(_) => {
+                Err(Error::Unsupported("cancel on the Ray backend: ray-cpp 2.60 cannot cancel a task".into()))
+            }
         }
     }
 

@@ -284,7 +284,9 @@ impl Cluster {
                 stderr: String::new(),
             },
             Failure::ActorDied(cause) => Error::ActorDied { actor: function.into(), cause },
-            Failure::NotFound(_) => Error::FunctionNotFound { function: function.into(), program: self.library.clone() },
+            Failure::NotFound(_) => {
+                Error::FunctionNotFound { function: function.into(), program: self.library.clone() }
+            }
             Failure::Task(m) if m.contains("function not found") => {
                 Error::FunctionNotFound { function: function.into(), program: self.library.clone() }
             }

@@ -187,7 +187,9 @@ impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Failure::Timeout => f.write_str("timed out"),
-            Failure::Task(m) | Failure::WorkerDied(m) | Failure::ActorDied(m) | Failure::ObjectLost(m) => f.write_str(m),
+            Failure::Task(m) | Failure::WorkerDied(m) | Failure::ActorDied(m) | Failure::ObjectLost(m) => {
+                f.write_str(m)
+            }
             Failure::Ray(m) | Failure::NotFound(m) => f.write_str(m),
         }
     }

@@ -97,7 +97,13 @@ fn worker_runtime() -> Runtime {
 }
 
 /// The one entry Ray calls for every registered name (see `ffi::Exec`).
-unsafe extern "C" fn exec(name: *const c_char, args: *const RawArg, n: usize, actor: *mut c_void, out: *mut Buf) -> c_int {
+unsafe extern "C" fn exec(
+    name: *const c_char,
+    args: *const RawArg,
+    n: usize,
+    actor: *mut c_void,
+    out: *mut Buf,
+) -> c_int {
     // SAFETY: the shim passes the registered name, NUL-terminated, alive
     // for the call.
     let name = unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned();

@@ -84,7 +84,11 @@ fn check_library(cluster: &Cluster, dir: &str) -> Result<()> {
         .find(|f| !theirs.functions.contains(f))
         .map(|(name, _)| format!("`{name}` is not in it, or was built from other source"))
         .or_else(|| {
-            theirs.functions.iter().find(|f| !ours.functions.contains(f)).map(|(name, _)| format!("it has `{name}`, which this driver has not"))
+            theirs
+                .functions
+                .iter()
+                .find(|f| !ours.functions.contains(f))
+                .map(|(name, _)| format!("it has `{name}`, which this driver has not"))
         })
         .unwrap_or_else(|| "another shoal version".into());
     Err(Error::WorkerStartup(format!(

@@ -155,7 +155,8 @@ pub fn put_get_and_get_all() -> Result<()> {
 
 /// `wait` gives the ready first, in the refs' order, at most as many as asked.
 pub fn wait_for_the_first() -> Result<()> {
-    let slow = after::remote(3_000, 1);
+    // Long enough that the fast one, queued behind other tests' tasks, is first.
+    let slow = after::remote(10_000, 1);
     let fast = after::remote(0, 2);
     let refs = [slow.clone(), fast.clone()];
     let (ready, pending) = shoal::wait(&refs, 1, Some(Duration::from_secs(60)))?;
@@ -257,8 +258,11 @@ pub fn actors() -> Result<()> {
     Ok(())
 }
 
+/// A case of the suite.
+pub type Case = fn() -> Result<()>;
+
 /// Every case, by name.
-pub const CASES: &[(&str, fn() -> Result<()>)] = &[
+pub const CASES: &[(&str, Case)] = &[
     ("tasks_and_dependencies", tasks_and_dependencies),
     ("put_get_and_get_all", put_get_and_get_all),
     ("wait_for_the_first", wait_for_the_first),

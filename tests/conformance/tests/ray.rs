@@ -8,7 +8,6 @@
 #![cfg(feature = "ray")]
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use shoal::Error;
@@ -107,7 +106,11 @@ fn a_stale_library_is_refused() -> Result<()> {
         .env(shoal::RAY_LIBRARY_ENV, other)
         .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    ensure!(out.status.success() && stdout.contains("REFUSED"), "child: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        out.status.success() && stdout.contains("REFUSED"),
+        "child: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     ensure!(stdout.contains("conformance"), "the message names no function: {stdout}");
     Ok(())
 }
