@@ -368,12 +368,24 @@ def print_table(shoal, ray, shoal_meta, ray_meta, pattern):
 # --------------------------------------------------------------------------
 
 
-def run_shoal(pattern: str | None) -> str:
+def run_shoal(pattern: str | None, args=None) -> str:
     if not (REPO / "Cargo.toml").exists():
         sys.exit(f"error: no Cargo.toml at {REPO} (expected the repo root two levels above this script)")
     if shutil.which("cargo") is None:
         sys.exit("error: cargo not found on PATH")
     cmd = ["cargo", "run", "--release", "-p", "shoal-worker", "--", "bench"]
+    if args is not None and args.ray_address:
+        # shoal on the Ray cluster: the binary with the `ray` feature, its
+        # worker library built from the same crate.
+        build = ["cargo", "rustc", "--release", "-p", "shoal-worker", "--lib", "--features", "ray", "--crate-type", "cdylib"]
+        log(f"== shoal's worker library: {' '.join(build)}")
+        if subprocess.run(build, cwd=REPO).returncode != 0:
+            sys.exit("error: building the worker library failed")
+        library = Path(args.ray_library)
+        library.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / "target" / "release" / "libshoal_worker.so", library / "libshoal_worker.so")
+        cmd = ["cargo", "run", "--release", "-p", "shoal-worker", "--features", "ray", "--", "bench",
+               "--ray", args.ray_address, "--ray-library", str(library.resolve())]
     if pattern:
         cmd += ["--filter", pattern]
     log(f"== shoal: {' '.join(cmd)}  (in {REPO})")
@@ -444,6 +456,8 @@ def run_ray(args) -> str:
             "--settle", str(args.settle), "--init-runs", str(args.init_runs),
             "--fresh-runs", str(args.fresh_runs),
         ]
+        if args.ray_address:
+            cmd += ["--ray-address", args.ray_address]
         if args.filter:
             cmd += ["--filter", args.filter]
         log(f"== Ray {RAY_VERSION}: num_cpus={cpus}, object store {note}, settle {args.settle} s")
@@ -500,6 +514,9 @@ def ray_child(args):
         return r[1], r[2]  # mean, std of the per-second rate over 4 runs
 
     init_kwargs = dict(num_cpus=args.num_cpus, object_store_memory=args.object_store_bytes)
+    if args.ray_address:
+        # The cluster shoal ran on; its size is the cluster's own.
+        init_kwargs = dict(address=args.ray_address)
 
     def guarded(what, fn):
         """Run one measurement; if it fails, say so and go on with the others."""
@@ -974,6 +991,11 @@ def main():
         "--settle", type=float, default=5.0,
         help="seconds Ray's timeit sleeps before each metric (Ray's default is 10; default here 5)",
     )
+    ap.add_argument("--ray-address", metavar="HOST:PORT",
+                    help="run both sides on this Ray cluster (`eval \"$(tests/ray/cluster start)\"` starts one): "
+                         "shoal through its Ray backend (`shoal bench --ray`), Ray's on the same cluster")
+    ap.add_argument("--ray-library", metavar="DIR", default=str(REPO / "target" / "ray-bench-library"),
+                    help="where --ray-address puts shoal's worker library (default target/ray-bench-library)")
     ap.add_argument("--init-runs", type=int, default=5, help="fresh processes timed for init/shutdown (default 5)")
     ap.add_argument(
         "--fresh-runs", type=int, default=3,
@@ -1002,7 +1024,7 @@ def main():
         if args.shoal_output:
             shoal_text = Path(args.shoal_output).read_text()
         else:
-            shoal_text = run_shoal(args.filter)
+            shoal_text = run_shoal(args.filter, args)
     if not args.shoal_only:
         if args.ray_output:
             ray_text = Path(args.ray_output).read_text()

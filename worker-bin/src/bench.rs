@@ -21,12 +21,12 @@ use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{Context, ensure};
-use ndarray::{ArcArray1, Array1, Ix1};
-use shoal::{ObjectRef, SharedArray};
+use ndarray::Array1;
+use shoal::ObjectRef;
+use shoal_worker::*;
 
 /// Timed repetitions per metric (after one warm-up).
 const REPS: usize = 5;
@@ -49,141 +49,6 @@ const CANCELS: usize = 10_000;
 const STREAM_ITEMS: u64 = 100_000;
 /// Children one task submits and gets, one at a time, in `nested tasks sync`.
 const NESTED_CHILDREN: u32 = 2_000;
-
-/// Ray's `small_value`: a task that returns a tiny value.
-#[shoal::remote]
-fn small_value() -> [u8; 2] {
-    *b"ok"
-}
-
-/// `multi client tasks async`'s client: submit `n` no-op tasks, then get
-/// them all (Ray's `Actor.small_value_batch`); returns `n`.
-#[shoal::remote]
-fn client_tasks_async(n: u32) -> u32 {
-    submit_and_get(n as usize).expect("children of a client task");
-    n
-}
-
-/// `nested tasks sync`: submit a no-op child and get it, `n` times, one at a
-/// time; returns `n`.
-#[shoal::remote]
-fn nested_sync(n: u32) -> u32 {
-    for _ in 0..n {
-        shoal::get(&small_value::remote()).expect("a nested child");
-    }
-    n
-}
-
-/// This worker process's array for `multi client put gigabytes`: built by
-/// the first put task the process runs (the warm-up), shared by the later
-/// ones, so the timed calls copy and never fill. Each process that ran one
-/// keeps it (a quarter of `--large-mb`) until the node stops.
-static PUT_TEMPLATE: Mutex<Option<ArcArray1<f64>>> = Mutex::new(None);
-
-/// `multi client put gigabytes`' client: `put` an array of `len` f64s (its
-/// own, filled with data; the ref dropped at once, as Ray's `do_put` does).
-#[shoal::remote]
-fn client_put(len: usize) -> usize {
-    let array = {
-        let mut template = PUT_TEMPLATE.lock().expect("put template lock");
-        if template.as_ref().is_none_or(|t| t.len() != len) {
-            *template = None; // free the old one before filling a new one
-            *template = Some(ArcArray1::from_elem(len, 1.5));
-        }
-        template.clone().expect("filled above")
-    };
-    drop(shoal::put(array).expect("put from a client task"));
-    len
-}
-
-/// Ray's `Actor` of its actor benchmarks: answers tiny values.
-struct BenchActor;
-
-#[shoal::actor]
-impl BenchActor {
-    pub fn new() -> Self {
-        BenchActor
-    }
-
-    /// Ray's `small_value`.
-    pub fn small_value(&self) -> [u8; 2] {
-        *b"ok"
-    }
-
-    /// Ray's `small_value_arg`: takes an argument (an object) and ignores it.
-    pub fn small_value_arg(&self, _x: i64) -> [u8; 2] {
-        *b"ok"
-    }
-}
-
-/// Ray's `Client` actor: calls its servers.
-struct BenchClient {
-    servers: Vec<shoal::ActorHandle<BenchActor>>,
-}
-
-#[shoal::actor]
-impl BenchClient {
-    pub fn new(servers: Vec<shoal::ActorHandle<BenchActor>>) -> Self {
-        BenchClient { servers }
-    }
-
-    /// Call `small_value` `n` times on each server, then get them all; returns the calls.
-    pub fn small_value_batch(&self, n: u32) -> u32 {
-        let refs: Vec<ObjectRef<[u8; 2]>> =
-            self.servers.iter().flat_map(|s| (0..n).map(move |_| s.small_value())).collect();
-        shoal::get_all(&refs).expect("the servers' answers");
-        refs.len() as u32
-    }
-
-    /// The same with an argument: one object `put` once and passed to every call.
-    pub fn small_value_batch_arg(&self, n: u32) -> u32 {
-        let x = shoal::put(0i64).expect("put the argument");
-        let refs: Vec<ObjectRef<[u8; 2]>> =
-            self.servers.iter().flat_map(|s| (0..n).map(|_| s.small_value_arg(&x)).collect::<Vec<_>>()).collect();
-        shoal::get_all(&refs).expect("the servers' answers");
-        refs.len() as u32
-    }
-}
-
-/// `n:n actor calls async`'s task: `n` calls spread over the actors, then
-/// get them all; returns the calls.
-#[shoal::remote]
-fn call_actors(actors: Vec<shoal::ActorHandle<BenchActor>>, n: u32) -> u32 {
-    let refs: Vec<ObjectRef<[u8; 2]>> = (0..n as usize).map(|i| actors[i % actors.len()].small_value()).collect();
-    shoal::get_all(&refs).expect("the actors' answers");
-    n
-}
-
-/// A task that waits `ms` milliseconds: `cancel pending`'s gate.
-#[shoal::remote]
-fn gate(ms: u64) -> u64 {
-    std::thread::sleep(std::time::Duration::from_millis(ms));
-    ms
-}
-
-/// `cancel pending`'s task: waits for the gate, never runs.
-#[shoal::remote]
-fn after_gate(_gate: u64) -> [u8; 2] {
-    *b"ok"
-}
-
-/// `streaming items`' task: yields `n` small items.
-#[shoal::remote(streaming)]
-fn stream_items(n: u64) -> impl Iterator<Item = u64> {
-    0..n
-}
-
-/// One link of the dependent chain.
-#[shoal::remote]
-fn chain_step(n: i64) -> i64 {
-    n + 1
-}
-
-/// Sum an array in the object store, in place (the `array tasks` body).
-#[shoal::remote]
-fn sum_in_place(a: SharedArray<f64, Ix1>) -> f64 {
-    a.view().sum()
-}
 
 /// A group of metrics measured together, and the function measuring them.
 struct Group {
@@ -260,14 +125,30 @@ struct Bench {
     large: usize,
     /// A standalone node to run on, as a connected driver (`--address`).
     address: Option<PathBuf>,
+    /// A Ray cluster to run on, and the worker library's folder (`--ray`).
+    ray: Option<(String, PathBuf)>,
     node: Option<shoal::Shoal>,
 }
+
+/// The metrics `--ray` runs: the task path's, which Ray's C++ API can take.
+const RAY_METRICS: &[&str] = &[
+    "single client tasks sync",
+    "single client tasks async",
+    "1:1 actor calls sync",
+    "1:1 actor calls async",
+    "dependent chain",
+];
 
 impl Bench {
     /// The node the task and store metrics run on: one worker per core (or
     /// `--workers`), a store with room for two large arrays, fully reserved
     /// before any figure is taken.
     fn node(&mut self) -> anyhow::Result<&shoal::Shoal> {
+        if let (None, Some((address, library))) = (&self.node, &self.ray) {
+            let config = shoal::Config::default().ray(address).ray_library(library);
+            self.node = Some(shoal::init(config).context("connecting to the Ray cluster")?);
+            eprintln!("  connected to the Ray cluster at {address}");
+        }
         if let (None, Some(address)) = (&self.node, &self.address) {
             // A running node, its store as it was started.
             let node = shoal::init(shoal::Config::default().address(address)).context("connecting to the node")?;
@@ -304,12 +185,17 @@ pub fn run(
     workers: Option<usize>,
     large_mb: usize,
     address: Option<PathBuf>,
+    ray: Option<(String, PathBuf)>,
 ) -> anyhow::Result<()> {
     ensure!(large_mb >= 8, "--large-mb must be at least 8");
-    let chosen: Vec<&Group> =
-        GROUPS.iter().filter(|g| filter.is_none_or(|f| g.metrics.iter().any(|m| m.contains(f)))).collect();
+    let on_ray = |g: &&Group| ray.is_none() || g.metrics.iter().all(|m| RAY_METRICS.contains(m));
+    let chosen: Vec<&Group> = GROUPS
+        .iter()
+        .filter(on_ray)
+        .filter(|g| filter.is_none_or(|f| g.metrics.iter().any(|m| m.contains(f))))
+        .collect();
     ensure!(!chosen.is_empty(), "no metric matches {:?}; metrics: {:?}", filter, metric_names().collect::<Vec<_>>());
-    let mut bench = Bench { workers, large: large_mb * 1_000_000, address, node: None };
+    let mut bench = Bench { workers, large: large_mb * 1_000_000, address, ray, node: None };
     let started = Instant::now();
     for (i, group) in chosen.iter().enumerate() {
         eprintln!(
@@ -629,13 +515,6 @@ fn tasks_sync(bench: &mut Bench) -> anyhow::Result<()> {
         Ok(())
     })?;
     report("single client tasks sync", &samples, "tasks/s");
-    Ok(())
-}
-
-/// Submit `n` tasks, then get them all.
-fn submit_and_get(n: usize) -> shoal::Result<()> {
-    let refs: Vec<ObjectRef<[u8; 2]>> = (0..n).map(|_| small_value::remote()).collect();
-    shoal::get_all(&refs)?;
     Ok(())
 }
 

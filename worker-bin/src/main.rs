@@ -19,20 +19,9 @@ use std::time::Instant;
 
 use anyhow::{Context, ensure};
 use clap::{Parser, Subcommand};
-use ndarray::{Array1, Ix1};
-use shoal::{ObjectRef, SharedArray};
-
-/// The seed's first remote function.
-#[shoal::remote]
-fn increment(n: i64) -> i64 {
-    n + 1
-}
-
-/// Sum an array that lives in the object store, reading it in place.
-#[shoal::remote]
-fn total(a: SharedArray<f64, Ix1>) -> f64 {
-    a.view().sum()
-}
+use ndarray::Array1;
+use shoal::ObjectRef;
+use shoal_worker::{increment, total};
 
 #[derive(Parser)]
 #[command(name = "shoal", version, about = "Ray's remote functions for Rust, on one host")]
@@ -77,6 +66,15 @@ enum Command {
         /// metrics need a store of about twice `--large-mb`.
         #[arg(long)]
         address: Option<PathBuf>,
+        /// Run the task metrics on the Ray cluster at this address
+        /// (`host:port` of its head; needs the `ray` feature), with the
+        /// worker library in `--ray-library`: this crate built with
+        /// `cargo rustc -p shoal-worker --lib --release --features ray --crate-type cdylib`.
+        #[arg(long, requires = "ray_library")]
+        ray: Option<String>,
+        /// The folder holding the worker library for `--ray`.
+        #[arg(long)]
+        ray_library: Option<PathBuf>,
     },
     /// Start a standalone node that drivers connect to (`Config::address`, or
     /// `SHOAL_ADDRESS`). Prints `SHOAL_ADDRESS=<address>` last, so
@@ -260,8 +258,8 @@ fn main() -> anyhow::Result<()> {
             bench::metric_names().for_each(|m| println!("{m}"));
             Ok(())
         }
-        Command::Bench { filter, workers, large_mb, list: false, address } => {
-            bench::run(filter.as_deref(), workers, large_mb, address)
+        Command::Bench { filter, workers, large_mb, list: false, address, ray, ray_library } => {
+            bench::run(filter.as_deref(), workers, large_mb, address, ray.zip(ray_library))
         }
         Command::Start {
             worker_program,

@@ -13,7 +13,7 @@ use shoal_store::Layout;
 
 use super::ffi::{self, CallArg, Failure};
 use super::frame::{self, Opened, Planned};
-use super::library;
+use super::table;
 use crate::error::{Error, Result};
 use crate::options::{ActorOptions, TaskOptions};
 use crate::protocol::SubmitArg;
@@ -213,7 +213,7 @@ impl Cluster {
             if let Some(e) = failure {
                 return Err(e);
             }
-            let constructor = library::constructor_of(class)
+            let constructor = table::constructor_of(class)
                 .ok_or_else(|| Error::FunctionNotFound { function: class.into(), program: self.library.clone() })?;
             let call = self.call_args(args)?;
             let mut resources = Vec::new();
@@ -233,15 +233,15 @@ impl Cluster {
     pub(crate) fn get_actor(&self, name: &str) -> Result<(u64, String)> {
         let ray = ffi::get_actor(name).map_err(cluster_error)?.ok_or_else(|| Error::ActorNotFound(name.into()))?;
         // Ray records no shoal class: the actor's process says.
-        let probe = ffi::call_actor(library::CLASS_METHOD, &ray, &[]).map_err(cluster_error)?;
-        let class = String::from_utf8_lossy(&self.read_builtin(&probe, library::CLASS_METHOD)?).into_owned();
+        let probe = ffi::call_actor(table::CLASS_METHOD, &ray, &[]).map_err(cluster_error)?;
+        let class = String::from_utf8_lossy(&self.read_builtin(&probe, table::CLASS_METHOD)?).into_owned();
         Ok((self.insert(Target::Actor { ray }), class))
     }
 
     /// What the worker library was built from (its built-in entry's answer).
-    pub(super) fn library_table(&self) -> Result<library::LibraryTable> {
-        let ray = ffi::call(library::TABLE_FUNCTION, &[], &[]).map_err(cluster_error)?;
-        let bytes = self.read_builtin(&ray, library::TABLE_FUNCTION)?;
+    pub(super) fn library_table(&self) -> Result<table::LibraryTable> {
+        let ray = ffi::call(table::TABLE_FUNCTION, &[], &[]).map_err(cluster_error)?;
+        let bytes = self.read_builtin(&ray, table::TABLE_FUNCTION)?;
         postcard::from_bytes(&bytes).map_err(|e| Error::Serialization(e.to_string()))
     }
 
@@ -262,10 +262,23 @@ impl Cluster {
         }
     }
 
-    /// Kill actor `id`.
+    /// Kill actor `id`; returns once calls made after it fail.
     pub(crate) fn kill_actor(&self, id: u64) -> Result<()> {
         match self.target(id)? {
-            Target::Actor { ray, .. } => ffi::kill_actor(&ray).map_err(cluster_error),
+            Target::Actor { ray } => {
+                ffi::kill_actor(&ray).map_err(cluster_error)?;
+                // Ray kills asynchronously: a call made just after could still
+                // run. Calls run in order, so once one fails, all later do.
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while Instant::now() < deadline {
+                    let probe = ffi::call_actor(table::CLASS_METHOD, &ray, &[]).map_err(cluster_error)?;
+                    if ffi::get(&probe, -1).is_err() {
+                        return Ok(());
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(Error::Ray("the actor was still alive 30 s after it was killed".into()))
+            }
             Target::Failed(_) => Ok(()),
             Target::Object { .. } => Err(Error::InvalidArgument(format!("{id} is no actor"))),
         }

@@ -5,51 +5,24 @@
 //! under its shoal name with the function manager of `libray_api.so`; one
 //! generic entry ([`exec`]) runs them all, values as frames (`frame.rs`).
 //!
-//! Two built-in entries serve the driver: [`TABLE_FUNCTION`] answers the
-//! library's build hash and function table (checked at `init`, as the local
-//! handshake checks a worker's), and [`CLASS_METHOD`] an actor's class.
+//! Two built-in entries serve the driver (`table.rs`): the library's build
+//! hash and function table, and an actor's class.
 
 use std::any::Any;
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Once};
 
-use serde::{Deserialize, Serialize};
-
 use super::cluster::Cluster;
 use super::ffi::{self, Buf, Kind, RawArg};
 use super::frame::{self, Opened, Planned};
+use super::table::{CLASS_METHOD, TABLE_FUNCTION, own_table};
 use crate::error::{Error, Result, panic_message};
 use crate::object_ref::ArgReader;
 use crate::protocol::ArgData;
 use crate::registry::{self, Invoke, REMOTE_FUNCTIONS};
 use crate::runtime::Runtime;
 use crate::task::Output;
-
-/// The built-in function answering [`LibraryTable`].
-pub(super) const TABLE_FUNCTION: &str = "shoal::ray::library_table";
-/// The built-in method answering an actor's class.
-pub(super) const CLASS_METHOD: &str = "shoal::ray::actor_class";
-
-/// What a worker library was built from.
-#[derive(Serialize, Deserialize, PartialEq, Debug)]
-pub(super) struct LibraryTable {
-    pub(super) build_hash: u64,
-    pub(super) functions: Vec<(String, u64)>,
-}
-
-/// This binary's table.
-pub(super) fn own_table() -> LibraryTable {
-    LibraryTable { build_hash: registry::build_hash(), functions: registry::table() }
-}
-
-/// The registered constructor of actor type `class`.
-pub(super) fn constructor_of(class: &str) -> Option<&'static str> {
-    REMOTE_FUNCTIONS.iter().find_map(|f| match f.invoke {
-        Invoke::Constructor { class: c, .. } if c == class => Some(f.name),
-        _ => None,
-    })
-}
 
 /// An actor's state in its process: its class, and what `new` made.
 struct ActorState {

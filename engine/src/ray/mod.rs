@@ -4,7 +4,8 @@
 //! - `ffi`: the C shim (`shim.cc`) over `libray_api.so`, made safe;
 //! - `frame`: how values, failures and several outputs travel as Ray objects;
 //! - `cluster`: a process's connection (`Runtime::Ray`): shoal ids over Ray's;
-//! - `library`: the worker side, registering the registry with Ray.
+//! - `library`: the worker side, registering the registry with Ray
+//!   (and `table`, the built-in entries both sides name).
 //!
 //! It owns nothing of the one-host engine (`node/`), and the engine above
 //! it sees only [`Cluster`] through `Runtime`.
@@ -13,6 +14,7 @@ mod cluster;
 mod ffi;
 mod frame;
 mod library;
+mod table;
 
 use std::path::Path;
 
@@ -50,19 +52,30 @@ pub(crate) fn connect(address: &str, library: &Path) -> Result<Cluster> {
     let node_ip = std::env::var(NODE_IP_ENV).unwrap_or_default();
     ffi::init(address, &dir.display().to_string(), &node_ip)
         .map_err(|e| Error::Ray(format!("cannot connect to the cluster at {address}: {e}")))?;
-    // A driver whose guard is never dropped (`init_once`, a node started
-    // on first use) still leaves the cluster before libray_api.so's
-    // statics go: Ray's threads crash the exit otherwise. Handlers run in
-    // the reverse order of registration, so this runs before those.
-    extern "C" fn leave() {
+    // A driver whose guard is never dropped (`init_once`, a node started on
+    // first use) must not run libray_api.so's static destructors while
+    // Ray's threads run (the exit crashes), nor wait for Ray's graceful
+    // shutdown (seconds, and a forced exit with status 1 after 30 s): it
+    // leaves at once, with the status it exits with, as a killed driver
+    // would. Handlers run in the reverse order of registration, so this
+    // runs before those destructors.
+    unsafe extern "C" {
+        fn on_exit(handler: extern "C" fn(libc::c_int, *mut libc::c_void), arg: *mut libc::c_void) -> libc::c_int;
+    }
+    extern "C" fn leave(status: libc::c_int, _: *mut libc::c_void) {
         if ffi::initialized() {
-            ffi::shutdown();
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            let _ = std::io::stderr().flush();
+            // SAFETY: `_exit` ends the process without running anything
+            // more; what must reach the terminal was flushed just above.
+            unsafe { libc::_exit(status) };
         }
     }
-    // SAFETY: `leave` is an `extern "C" fn()` that lives as long as the
-    // program, as `atexit` requires; registering it twice runs it twice,
-    // which the `initialized` check makes harmless.
-    unsafe { libc::atexit(leave) };
+    // SAFETY: glibc's `on_exit` with a handler that lives as long as the
+    // program and an unused argument; registering it twice is harmless
+    // (the first to run ends the process).
+    unsafe { on_exit(leave, std::ptr::null_mut()) };
     let cluster = Cluster::new(dir.display().to_string());
     if let Err(e) = check_library(&cluster, &dir.display().to_string()) {
         ffi::shutdown();
@@ -74,7 +87,7 @@ pub(crate) fn connect(address: &str, library: &Path) -> Result<Cluster> {
 /// Ask a Ray worker what the library was built from.
 fn check_library(cluster: &Cluster, dir: &str) -> Result<()> {
     let theirs = cluster.library_table()?;
-    let ours = library::own_table();
+    let ours = table::own_table();
     if theirs == ours {
         return Ok(());
     }
