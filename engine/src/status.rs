@@ -38,7 +38,7 @@ pub enum ActorState {
     Restarting,
 }
 
-/// Figures of a node's object store ([`Shoal::store_stats`]).
+/// Figures of a node's object store ([`Shoal::store_stats`](crate::Shoal::store_stats)).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct StoreStats {

@@ -67,6 +67,7 @@ pub fn client_put(len: usize) -> usize {
 }
 
 /// Ray's `Actor` of its actor benchmarks: answers tiny values.
+#[derive(Default)]
 pub struct BenchActor;
 
 #[shoal::actor]

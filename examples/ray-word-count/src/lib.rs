@@ -35,6 +35,7 @@ pub fn whereabouts(_chunk: u64) -> String {
 }
 
 /// An actor keeping a running total of words seen.
+#[derive(Default)]
 pub struct Tally {
     words: u64,
 }
