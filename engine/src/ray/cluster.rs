@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use shoal_store::Layout;
 
 use super::ffi::{self, CallArg, Failure};
-use super::frame::{self, Opened, Planned};
+use super::frame::{self, Opened, Plan, Planned};
 use super::table;
 use crate::error::{Error, Result};
 use crate::options::{ActorOptions, TaskOptions};
@@ -64,16 +64,24 @@ impl Cluster {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A new id for `target`, with one handle counted (and one Ray local
-    /// reference to its object; ray-cpp counts none to actors, which live
-    /// until killed or their driver leaves).
+    /// A new id for `target`, with one handle counted. A new Ray object's
+    /// first id takes over the local reference Ray counted when it made
+    /// the object (as ray-cpp's own `Put` and calls do); further ids to the
+    /// same object are [`insert_another`](Self::insert_another). ray-cpp
+    /// counts no references to actors: they live until killed or their
+    /// driver leaves.
     fn insert(&self, target: Target) -> u64 {
-        if let Target::Object { ray, .. } = &target {
-            ffi::add_ref(ray);
-        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.entries().insert(id, Entry { target, count: 1 });
         id
+    }
+
+    /// [`insert`](Self::insert) of one more id to an object that has one.
+    fn insert_another(&self, target: Target) -> u64 {
+        if let Target::Object { ray, .. } = &target {
+            ffi::add_ref(ray);
+        }
+        self.insert(target)
     }
 
     fn target(&self, id: u64) -> Result<Target> {
@@ -131,6 +139,7 @@ impl Cluster {
     /// The call's arguments for Ray: the plan first, then each argument.
     fn call_args(&self, args: Vec<SubmitArg>) -> Result<Vec<CallArg>> {
         let mut plan = Vec::with_capacity(args.len());
+        let build = crate::registry::build_hash();
         let mut call = Vec::with_capacity(args.len() + 1);
         call.push(CallArg::Value(Vec::new()));
         for arg in args {
@@ -154,6 +163,7 @@ impl Cluster {
                 },
             }
         }
+        let plan = Plan { build, args: plan };
         call[0] = CallArg::Value(postcard::to_stdvec(&plan).map_err(|e| Error::Serialization(e.to_string()))?);
         Ok(call)
     }
@@ -180,8 +190,10 @@ impl Cluster {
             let call = self.call_args(args)?;
             match actor {
                 Some(actor) => match self.target(actor)? {
-                    Target::Actor { ray, .. } => ffi::call_actor(function, &ray, &call).map_err(cluster_error),
-                    _ => Err(Error::InvalidArgument(format!("{actor} is no actor"))),
+                    Target::Actor { ray } => ffi::call_actor(function, &ray, &call).map_err(cluster_error),
+                    // The actor could not be created: its calls fail so.
+                    Target::Failed(e) => Err(e),
+                    Target::Object { .. } => Err(Error::InvalidArgument(format!("{actor} is no actor"))),
                 },
                 None => {
                     let mut resources = options.resources.clone();
@@ -195,7 +207,10 @@ impl Cluster {
         match submitted {
             Ok(ray) if num_returns == 1 => vec![self.insert(Target::Object { ray, element: None, function })],
             Ok(ray) => (0..num_returns)
-                .map(|i| self.insert(Target::Object { ray: ray.clone(), element: Some(i as u32), function }))
+                .map(|i| {
+                    let target = Target::Object { ray: ray.clone(), element: Some(i as u32), function };
+                    if i == 0 { self.insert(target) } else { self.insert_another(target) }
+                })
                 .collect(),
             Err(e) => (0..num_returns).map(|_| self.insert(Target::Failed(e.clone()))).collect(),
         }
@@ -245,9 +260,12 @@ impl Cluster {
         postcard::from_bytes(&bytes).map_err(|e| Error::Serialization(e.to_string()))
     }
 
-    /// The answer of a built-in entry's call, object `ray`.
+    /// The answer of a built-in entry's call, object `ray` (whose
+    /// reference this drops).
     fn read_builtin(&self, ray: &[u8], entry: &str) -> Result<Vec<u8>> {
-        let data = ffi::get(ray, -1).map_err(|e| self.failure(e, entry, None))?;
+        let data = ffi::get(ray, -1);
+        ffi::remove_ref(ray);
+        let data = data.map_err(|e| self.failure(e, entry, None))?;
         match frame::open(&data, None)? {
             Opened::Value(v) => Ok(v.to_vec()),
             Opened::Failed(e) => Err(e),
@@ -264,23 +282,36 @@ impl Cluster {
 
     /// Kill actor `id`; returns once calls made after it fail.
     pub(crate) fn kill_actor(&self, id: u64) -> Result<()> {
-        match self.target(id)? {
-            Target::Actor { ray } => {
-                ffi::kill_actor(&ray).map_err(cluster_error)?;
-                // Ray kills asynchronously: a call made just after could still
-                // run. Calls run in order, so once one fails, all later do.
-                let deadline = Instant::now() + Duration::from_secs(30);
-                while Instant::now() < deadline {
-                    let probe = ffi::call_actor(table::CLASS_METHOD, &ray, &[]).map_err(cluster_error)?;
-                    if ffi::get(&probe, -1).is_err() {
-                        return Ok(());
-                    }
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err(Error::Ray("the actor was still alive 30 s after it was killed".into()))
+        let ray = match self.target(id)? {
+            Target::Actor { ray } => ray,
+            Target::Failed(_) => return Ok(()),
+            Target::Object { .. } => return Err(Error::InvalidArgument(format!("{id} is no actor"))),
+        };
+        ffi::kill_actor(&ray).map_err(cluster_error)?;
+        // Ray kills asynchronously: a call made just after could still run.
+        // Calls run in order, so once one fails as dead, all later ones do.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Ray("the actor was still alive 30 s after it was killed".into()));
             }
-            Target::Failed(_) => Ok(()),
-            Target::Object { .. } => Err(Error::InvalidArgument(format!("{id} is no actor"))),
+            // A call refused at submission: the actor is gone already.
+            let Ok(probe) = ffi::call_actor(table::CLASS_METHOD, &ray, &[]) else { return Ok(()) };
+            let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+            let answered = ffi::wait(&[&probe], 1, ms).map(|ready| ready[0]);
+            let got = match answered {
+                Ok(true) => Some(ffi::get(&probe, -1)),
+                Ok(false) => None,
+                Err(e) => Some(Err(e)),
+            };
+            ffi::remove_ref(&probe);
+            match got {
+                Some(Err(Failure::ActorDied(_))) => return Ok(()),
+                Some(Err(e)) => return Err(self.failure(e, table::CLASS_METHOD, None)),
+                Some(Ok(_)) => std::thread::sleep(Duration::from_millis(10)),
+                None => {}
+            }
         }
     }
 
@@ -296,7 +327,10 @@ impl Cluster {
                 cause,
                 stderr: String::new(),
             },
-            Failure::ActorDied(cause) => Error::ActorDied { actor: function.into(), cause },
+            // A method's name is its type's path, then its own.
+            Failure::ActorDied(cause) => {
+                Error::ActorDied { actor: function.rsplit_once("::").map_or(function, |(t, _)| t).into(), cause }
+            }
             Failure::NotFound(_) => {
                 Error::FunctionNotFound { function: function.into(), program: self.library.clone() }
             }
@@ -352,17 +386,31 @@ impl Cluster {
                 Target::Actor { .. } => return Err(Error::InvalidArgument(format!("{id} is an actor, not an object"))),
             });
         }
-        let failed = slot.iter().filter(|s| s.is_none()).count();
-        let ready = if distinct.is_empty() || failed >= num {
-            vec![false; distinct.len()]
-        } else {
+        // Ray's `Wait` counts objects, not ids: ask for one more ready object
+        // at a time until `num` ids are covered or the deadline passes.
+        let mut ready = vec![false; distinct.len()];
+        let covered = |ready: &[bool]| slot.iter().filter(|s| s.is_none_or(|i| ready[i])).count();
+        while covered(&ready) < num {
+            let waiting: Vec<usize> = (0..distinct.len()).filter(|&i| !ready[i]).collect();
+            if waiting.is_empty() {
+                break;
+            }
             let timeout_ms = deadline.map_or(-1, |d| {
                 i32::try_from(d.saturating_duration_since(Instant::now()).as_millis()).unwrap_or(i32::MAX)
             });
-            let refs: Vec<&[u8]> = distinct.iter().map(|d| d.as_slice()).collect();
-            let want = (num - failed).min(distinct.len());
-            ffi::wait(&refs, want, timeout_ms).map_err(cluster_error)?
-        };
+            let refs: Vec<&[u8]> = waiting.iter().map(|&i| distinct[i].as_slice()).collect();
+            let now = ffi::wait(&refs, 1, timeout_ms).map_err(cluster_error)?;
+            let mut more = false;
+            for (k, &i) in waiting.iter().enumerate() {
+                if now[k] {
+                    ready[i] = true;
+                    more = true;
+                }
+            }
+            if !more {
+                break; // the deadline passed
+            }
+        }
         Ok(slot.iter().enumerate().filter(|(_, s)| s.is_none_or(|i| ready[i])).map(|(i, _)| i).take(num).collect())
     }
 }

@@ -15,7 +15,7 @@ use std::sync::{Arc, Once};
 
 use super::cluster::Cluster;
 use super::ffi::{self, Buf, Kind, RawArg};
-use super::frame::{self, Opened, Planned};
+use super::frame::{self, Opened, Plan};
 use super::table::{CLASS_METHOD, TABLE_FUNCTION, own_table};
 use crate::error::{Error, Result, panic_message};
 use crate::object_ref::ArgReader;
@@ -155,22 +155,48 @@ fn run(name: &str, args: &[&[u8]], actor: *mut c_void) -> std::result::Result<Ve
 }
 
 /// The call's arguments as the reader takes them (after the plan); the
-/// first failure among them, if one is.
+/// first failure among them, if one is. A call from a driver of another
+/// build is refused: this node's copy of the library is stale.
 fn arguments(args: &[&[u8]]) -> Result<Vec<ArgData>> {
     let Some((plan, args)) = args.split_first() else {
         return Err(Error::InvalidArgument("a call without its plan".into()));
     };
-    let plan: Vec<Planned> = postcard::from_bytes(plan).map_err(|e| Error::Serialization(e.to_string()))?;
-    if plan.len() != args.len() {
-        return Err(Error::InvalidArgument(format!("{} arguments for a plan of {}", args.len(), plan.len())));
+    let plan: Plan = postcard::from_bytes(plan).map_err(|e| Error::Serialization(e.to_string()))?;
+    let ours = registry::build_hash();
+    if plan.build != ours {
+        return Err(Error::WorkerStartup(format!(
+            "the worker library on this node ({}) was built from other code than the driver (build {ours:016x}, the driver's {:016x}): rebuild it, at the same path on every node",
+            library_path(),
+            plan.build
+        )));
     }
-    plan.iter()
+    if plan.args.len() != args.len() {
+        return Err(Error::InvalidArgument(format!("{} arguments for a plan of {}", args.len(), plan.args.len())));
+    }
+    plan.args
+        .iter()
         .zip(args)
         .map(|(planned, bytes)| match frame::open(bytes, planned.element)? {
             Opened::Value(v) => Ok(ArgData::Inline { bytes: v.to_vec(), fingerprint: planned.fingerprint }),
             Opened::Failed(e) => Err(e),
         })
         .collect()
+}
+
+/// Where this library was loaded from (for messages).
+fn library_path() -> String {
+    std::fs::read_to_string("/proc/self/maps")
+        .ok()
+        .and_then(|maps| {
+            let here = library_path as fn() -> String as usize;
+            maps.lines().find_map(|line| {
+                let (range, rest) = line.split_once(' ')?;
+                let (lo, hi) = range.split_once('-')?;
+                let (lo, hi) = (usize::from_str_radix(lo, 16).ok()?, usize::from_str_radix(hi, 16).ok()?);
+                (lo <= here && here < hi).then(|| rest.split_whitespace().nth(4).unwrap_or("").to_string())
+            })
+        })
+        .unwrap_or_default()
 }
 
 /// One output's frame.
@@ -190,5 +216,52 @@ fn encode(output: Output) -> Vec<u8> {
     match encoded {
         Ok(frame) => frame.bytes().to_vec(),
         Err(e) => frame::failed(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use super::frame::Planned;
+
+    fn plan_of(build: u64, args: &[(u64, Option<u32>)]) -> Vec<u8> {
+        let args = args.iter().map(|&(fingerprint, element)| Planned { fingerprint, element }).collect();
+        postcard::to_stdvec(&Plan { build, args }).expect("encodes")
+    }
+
+    fn plan(args: &[(u64, Option<u32>)]) -> Vec<u8> {
+        plan_of(registry::build_hash(), args)
+    }
+
+    #[test]
+    fn arguments_follow_their_plan() {
+        let one = frame::value(&[1, 2, 3]);
+        let got = arguments(&[&plan(&[(42, None)]), &one]).expect("decodes");
+        assert!(matches!(&got[..], [ArgData::Inline { bytes, fingerprint: 42 }] if bytes == &[1, 2, 3]));
+    }
+
+    #[test]
+    fn an_argument_that_failed_is_the_call_s_failure() {
+        let e = Error::TaskPanicked { function: "up".into(), message: "m".into(), pid: 1 };
+        let got = arguments(&[&plan(&[(1, None), (2, None)]), &frame::value(&[0]), &frame::failed(&e)]);
+        assert_eq!(got.err(), Some(e));
+    }
+
+    #[test]
+    fn a_call_out_of_shape_is_refused() {
+        assert!(matches!(arguments(&[]), Err(Error::InvalidArgument(_))), "no plan");
+        assert!(matches!(arguments(&[&[0xff, 0xff]]), Err(Error::Serialization(_))), "a plan that is none");
+        let short = arguments(&[&plan(&[(1, None), (2, None)]), &frame::value(&[0])]);
+        assert!(matches!(short, Err(Error::InvalidArgument(_))), "{:?}", short.err());
+    }
+
+    #[test]
+    fn a_driver_of_another_build_is_refused_on_every_call() {
+        let stale = arguments(&[&plan_of(registry::build_hash() ^ 1, &[(1, None)]), &frame::value(&[0])]);
+        match stale {
+            Err(Error::WorkerStartup(m)) => assert!(m.contains("built from other code"), "{m}"),
+            other => panic!("{:?}", other.err()),
+        }
     }
 }

@@ -43,6 +43,8 @@ pub(crate) fn connect(address: &str, library: &Path) -> Result<Cluster> {
             "no worker library (a `.so`) in {shown}: build one with `cargo rustc --lib --release --crate-type cdylib --features shoal/ray` (README, \"When one machine is not enough\")"
         )));
     }
+    // A file is loaded alone; a folder, every `.so` in it.
+    let search = library.canonicalize().map_err(|e| Error::WorkerStartup(format!("{shown}: {e}")))?;
     let dir = dir.canonicalize().map_err(|e| Error::WorkerStartup(format!("{shown}: {e}")))?;
     if ffi::initialized() {
         return Err(Error::AlreadyInitialized);
@@ -50,7 +52,7 @@ pub(crate) fn connect(address: &str, library: &Path) -> Result<Cluster> {
     // The host's address in the cluster: Ray guesses it from the routes,
     // which a cluster started on another interface (loopback) contradicts.
     let node_ip = std::env::var(NODE_IP_ENV).unwrap_or_default();
-    ffi::init(address, &dir.display().to_string(), &node_ip)
+    ffi::init(address, &search.display().to_string(), &node_ip)
         .map_err(|e| Error::Ray(format!("cannot connect to the cluster at {address}: {e}")))?;
     // A driver whose guard is never dropped (`init_once`, a node started on
     // first use) must not run libray_api.so's static destructors while

@@ -70,6 +70,14 @@ void fill(ShoalBuf *out, const char *data, size_t len) {
 
 void fill(ShoalBuf *out, const std::string &s) { fill(out, s.data(), s.size()); }
 
+// A submission's answer: Ray answers a nil id (all 0xff) where it refused one.
+void fill_id(ShoalBuf *out, const std::string &id) {
+  bool nil = !id.empty();
+  for (char c : id) nil = nil && static_cast<unsigned char>(c) == 0xff;
+  if (id.empty() || nil) throw std::runtime_error("Ray refused the submission");
+  fill(out, id);
+}
+
 // libray_api.so's own runtime holder (its exported instance, not an inline copy).
 std::shared_ptr<RayRuntime> runtime() {
   static void *holder =
@@ -161,14 +169,14 @@ msgpack::sbuffer run(const std::string &name, ShoalExec exec, const ArgsBufferLi
 
 extern "C" {
 
-void shoal_ray_free(ShoalBuf *buf) {
+void shoal_ray_free(ShoalBuf *buf) noexcept {
   std::free(buf->ptr);
   buf->ptr = nullptr;
   buf->len = 0;
 }
 
 // `node_ip`: this host's address as the cluster knows it ("": Ray's guess).
-int shoal_ray_init(const char *address, const char *code_search_path, const char *node_ip, ShoalBuf *err) {
+int shoal_ray_init(const char *address, const char *code_search_path, const char *node_ip, ShoalBuf *err) noexcept {
   return guarded(err, [&] {
     ray::RayConfig config;
     config.address = address;
@@ -181,16 +189,22 @@ int shoal_ray_init(const char *address, const char *code_search_path, const char
   });
 }
 
-int shoal_ray_initialized() { return runtime() ? 1 : 0; }
+int shoal_ray_initialized() noexcept {
+  try {
+    return runtime() ? 1 : 0;
+  } catch (...) {
+    return 0;
+  }
+}
 
-void shoal_ray_shutdown() {
+void shoal_ray_shutdown() noexcept {
   try {
     ray::Shutdown();
   } catch (...) {
   }
 }
 
-int shoal_ray_put(const char *data, size_t len, ShoalBuf *id, ShoalBuf *err) {
+int shoal_ray_put(const char *data, size_t len, ShoalBuf *id, ShoalBuf *err) noexcept {
   return guarded(err, [&] {
     auto buf = std::make_shared<msgpack::sbuffer>(len);
     buf->write(data, len);
@@ -198,7 +212,7 @@ int shoal_ray_put(const char *data, size_t len, ShoalBuf *id, ShoalBuf *err) {
   });
 }
 
-int shoal_ray_get(const char *id, size_t id_len, int timeout_ms, ShoalBuf *data, ShoalBuf *err) {
+int shoal_ray_get(const char *id, size_t id_len, int timeout_ms, ShoalBuf *data, ShoalBuf *err) noexcept {
   return guarded(err, [&] {
     auto found = live_runtime()->Get(std::string(id, id_len), timeout_ms);
     fill(data, found->data(), found->size());
@@ -206,7 +220,7 @@ int shoal_ray_get(const char *id, size_t id_len, int timeout_ms, ShoalBuf *data,
 }
 
 int shoal_ray_wait(const ShoalArg *ids, size_t n, int num_objects, int timeout_ms, unsigned char *ready,
-                   ShoalBuf *err) {
+                   ShoalBuf *err) noexcept {
   return guarded(err, [&] {
     std::vector<std::string> list;
     list.reserve(n);
@@ -216,14 +230,14 @@ int shoal_ray_wait(const ShoalArg *ids, size_t n, int num_objects, int timeout_m
   });
 }
 
-void shoal_ray_add_ref(const char *id, size_t len) {
+void shoal_ray_add_ref(const char *id, size_t len) noexcept {
   try {
     if (auto rt = runtime()) rt->AddLocalReference(std::string(id, len));
   } catch (...) {
   }
 }
 
-void shoal_ray_remove_ref(const char *id, size_t len) {
+void shoal_ray_remove_ref(const char *id, size_t len) noexcept {
   try {
     if (auto rt = runtime()) rt->RemoveLocalReference(std::string(id, len));
   } catch (...) {
@@ -231,18 +245,18 @@ void shoal_ray_remove_ref(const char *id, size_t len) {
 }
 
 int shoal_ray_call(const char *name, const ShoalArg *args, size_t n, const char *const *res_names,
-                   const double *res_amounts, size_t n_res, ShoalBuf *id, ShoalBuf *err) {
+                   const double *res_amounts, size_t n_res, ShoalBuf *id, ShoalBuf *err) noexcept {
   return guarded(err, [&] {
     auto list = task_args(args, n);
     ray::internal::CallOptions options;
     options.resources = resources(res_names, res_amounts, n_res);
-    fill(id, live_runtime()->Call(ray::internal::RemoteFunctionHolder(std::string(name)), list, options));
+    fill_id(id, live_runtime()->Call(ray::internal::RemoteFunctionHolder(std::string(name)), list, options));
   });
 }
 
 int shoal_ray_create_actor(const char *constructor, const ShoalArg *args, size_t n, const char *const *res_names,
                            const double *res_amounts, size_t n_res, int max_restarts, const char *actor_name,
-                           ShoalBuf *id, ShoalBuf *err) {
+                           ShoalBuf *id, ShoalBuf *err) noexcept {
   return guarded(err, [&] {
     auto list = task_args(args, n);
     ray::internal::ActorCreationOptions options;
@@ -255,30 +269,30 @@ int shoal_ray_create_actor(const char *constructor, const ShoalArg *args, size_t
 }
 
 int shoal_ray_call_actor(const char *method, const char *actor, size_t actor_len, const ShoalArg *args, size_t n,
-                         ShoalBuf *id, ShoalBuf *err) {
+                         ShoalBuf *id, ShoalBuf *err) noexcept {
   return guarded(err, [&] {
     auto list = task_args(args, n);
     ray::internal::CallOptions options;
-    fill(id, live_runtime()->CallActor(ray::internal::RemoteFunctionHolder(std::string(method)),
-                                       std::string(actor, actor_len), list, options));
+    fill_id(id, live_runtime()->CallActor(ray::internal::RemoteFunctionHolder(std::string(method)),
+                                          std::string(actor, actor_len), list, options));
   });
 }
 
-int shoal_ray_get_actor(const char *name, ShoalBuf *id, ShoalBuf *err) {
+int shoal_ray_get_actor(const char *name, ShoalBuf *id, ShoalBuf *err) noexcept {
   return guarded(err, [&] {
     auto rt = live_runtime();
     fill(id, rt->GetActorId(name, rt->GetNamespace()));
   });
 }
 
-int shoal_ray_kill_actor(const char *actor, size_t len, ShoalBuf *err) {
+int shoal_ray_kill_actor(const char *actor, size_t len, ShoalBuf *err) noexcept {
   return guarded(err, [&] { live_runtime()->KillActor(std::string(actor, len), true); });
 }
 
 // Register `name` in libray_api.so's function manager, run by `exec`:
 // kind 0 a function, 1 an actor's constructor (its answer is the state
 // pointer's 8 bytes, which Ray hands back to each method), 2 a method.
-int shoal_ray_register(const char *name, int kind, ShoalExec exec, ShoalBuf *err) {
+int shoal_ray_register(const char *name, int kind, ShoalExec exec, ShoalBuf *err) noexcept {
   return guarded(err, [&] {
     auto &manager = ray::internal::GetFunctionManager();
     auto maps = manager.GetRemoteFunctions();
