@@ -47,6 +47,12 @@ pub fn die(_: u64) -> u64 {
     std::process::abort()
 }
 
+/// Two outputs of one type: `n` and `n + 1`.
+#[shoal::remote(num_returns = 2)]
+pub fn pair(n: u64) -> (u64, u64) {
+    (n, n + 1)
+}
+
 /// Two outputs: `2n` and a text.
 #[shoal::remote(num_returns = 2)]
 pub fn split(n: i64) -> (i64, String) {
@@ -212,8 +218,16 @@ pub fn several_returns() -> Result<()> {
     let (twice, text) = split::remote(21);
     ensure!(shoal::get(&text)? == "n=21");
     ensure!(shoal::get(&add::remote(&twice, 0))? == 42);
-    let (refs, _) = shoal::wait(&[twice.clone(), twice], 1, None)?;
+    let (refs, _) = shoal::wait(&[twice.clone(), twice.clone()], 1, None)?;
     ensure!(refs.len() == 1);
+    // Two outputs of one task count as two ready refs: `wait` returns
+    // without waiting for a third, slow one.
+    let (a, b) = pair::remote(5);
+    let slow = after::remote(20_000, 0);
+    let started = std::time::Instant::now();
+    let (ready, pending) = shoal::wait(&[a.clone(), b.clone(), slow.clone()], 2, None)?;
+    ensure!(ready == [a, b] && pending == [slow], "ready {ready:?}");
+    ensure!(started.elapsed() < Duration::from_secs(10), "wait waited for the slow task");
     Ok(())
 }
 

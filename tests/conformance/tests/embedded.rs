@@ -1,7 +1,9 @@
-//! The conformance suite on an embedded node of two workers.
+//! The conformance suite on an embedded node of four workers: as many CPUs
+//! as `tests/ray/run`'s cluster has (two nodes of two), for the cases'
+//! sleeping tasks run side by side there too.
 
 fn setup() -> anyhow::Result<()> {
-    shoal::init_once(shoal::Config::default().workers(2))?;
+    shoal::init_once(shoal::Config::default().workers(4))?;
     Ok(())
 }
 

@@ -50,6 +50,23 @@ fn tasks_run_on_both_nodes() -> Result<()> {
     Ok(())
 }
 
+/// ray-cpp hands a task its failed argument's error as the value: the
+/// dependent fails with Ray's error, named, not with a decoding error.
+#[test]
+fn a_dependent_of_a_dead_task_fails_with_ray_s_error() -> Result<()> {
+    setup()?;
+    let dead = shoal_conformance::die::remote(0);
+    let dependent = add::remote(1, 0);
+    let after_dead = shoal_conformance::after::remote(0, &dead);
+    ensure!(shoal::get(&dependent)? == 1);
+    match shoal::get(&after_dead) {
+        Err(Error::Ray(m)) => ensure!(m.contains("a Ray error"), "{m}"),
+        Err(Error::WorkerDied { .. }) => {}
+        other => bail!("expected Ray's error or WorkerDied, got {other:?}"),
+    }
+    Ok(())
+}
+
 #[test]
 fn refs_inside_values_are_unsupported() -> Result<()> {
     setup()?;
