@@ -49,6 +49,7 @@ pub(crate) fn connect(address: &str, library: &Path) -> Result<Cluster> {
     if ffi::initialized() {
         return Err(Error::AlreadyInitialized);
     }
+    reachable(address)?;
     // The host's address in the cluster: Ray guesses it from the routes,
     // which a cluster started on another interface (loopback) contradicts.
     let node_ip = std::env::var(NODE_IP_ENV).unwrap_or_default();
@@ -84,6 +85,18 @@ pub(crate) fn connect(address: &str, library: &Path) -> Result<Cluster> {
         return Err(e);
     }
     Ok(cluster)
+}
+
+/// Whether the head at `address` (`host:port`) accepts a connection:
+/// ray-cpp's `Init` aborts the process on an address it cannot use, so
+/// what can be checked first is, and is an error.
+fn reachable(address: &str) -> Result<()> {
+    use std::net::{TcpStream, ToSocketAddrs};
+    let unreachable = |why: String| Error::Ray(format!("cannot reach the Ray cluster at {address}: {why}"));
+    let mut found = address.to_socket_addrs().map_err(|e| unreachable(format!("{e} (expected host:port)")))?;
+    let first = found.next().ok_or_else(|| unreachable("no such host".into()))?;
+    TcpStream::connect_timeout(&first, std::time::Duration::from_secs(5)).map_err(|e| unreachable(e.to_string()))?;
+    Ok(())
 }
 
 /// Ask a Ray worker what the library was built from.

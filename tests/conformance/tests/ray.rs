@@ -103,36 +103,66 @@ fn named_actors_and_kill() -> Result<()> {
     Ok(())
 }
 
+/// Run test `name` of this binary again in a child process with `env`
+/// (a process has one backend); its stdout.
+fn in_child(name: &str, env: &[(&str, &str)]) -> Result<String> {
+    let mut command = std::process::Command::new(std::env::current_exe()?);
+    command.args(["--exact", name, "--nocapture"]).env("SHOAL_CONFORMANCE_CHILD", "1");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure!(out.status.success(), "child: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    Ok(stdout)
+}
+
+fn is_child() -> bool {
+    std::env::var_os("SHOAL_CONFORMANCE_CHILD").is_some()
+}
+
 /// A library built from other code is refused at `init`, naming what
-/// differs. Run in a child process (a process has one backend): this test
-/// binary itself, with `SHOAL_RAY_LIBRARY` pointing at another crate's library.
+/// differs: this test binary with `SHOAL_RAY_LIBRARY` at another crate's library.
 #[test]
 fn a_stale_library_is_refused() -> Result<()> {
     let Ok(other) = std::env::var("SHOAL_RAY_OTHER_LIBRARY") else {
         bail!("SHOAL_RAY_OTHER_LIBRARY: run tests/ray/run")
     };
-    if std::env::var_os("SHOAL_CONFORMANCE_CHILD").is_some() {
-        match setup() {
-            Err(e) => {
-                let text = e.to_string();
-                ensure!(text.contains("built from other code"), "{text}");
-                println!("REFUSED: {text}");
-                return Ok(());
-            }
-            Ok(()) => bail!("a stale library was accepted"),
-        }
+    if is_child() {
+        let text = setup().err().context("a stale library was accepted")?.to_string();
+        ensure!(text.contains("built from other code"), "{text}");
+        println!("REFUSED: {text}");
+        return Ok(());
     }
-    let out = std::process::Command::new(std::env::current_exe()?)
-        .args(["--exact", "a_stale_library_is_refused", "--nocapture"])
-        .env("SHOAL_CONFORMANCE_CHILD", "1")
-        .env(shoal::RAY_LIBRARY_ENV, other)
-        .output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    ensure!(
-        out.status.success() && stdout.contains("REFUSED"),
-        "child: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = in_child("a_stale_library_is_refused", &[(shoal::RAY_LIBRARY_ENV, &other)])?;
+    ensure!(stdout.contains("REFUSED"), "child: {stdout}");
     ensure!(stdout.contains("conformance"), "the message names no function: {stdout}");
+    Ok(())
+}
+
+/// A cluster that is not there, or no library, is an error at `init`,
+/// not a crash of the driver.
+#[test]
+fn bad_addresses_and_folders_are_errors() -> Result<()> {
+    if is_child() {
+        let library = std::env::var(shoal::RAY_LIBRARY_ENV)?;
+        let init = |address: &str, library: &str| {
+            shoal::init(shoal::Config::default().ray(address).ray_library(library)).err().map(|e| e.to_string())
+        };
+        let nobody = init("127.0.0.1:1", &library).context("no cluster at port 1, yet init worked")?;
+        ensure!(nobody.contains("cannot reach the Ray cluster at 127.0.0.1:1"), "{nobody}");
+        let garbled = init("no-port-here", &library).context("an address without a port worked")?;
+        ensure!(garbled.contains("host:port"), "{garbled}");
+        let empty = std::env::temp_dir().join(format!("shoal-no-library-{}", std::process::id()));
+        std::fs::create_dir_all(&empty)?;
+        let address = std::env::var(shoal::RAY_ADDRESS_ENV)?;
+        let no_library = init(&address, &empty.display().to_string()).context("a folder without a library worked")?;
+        std::fs::remove_dir(&empty)?;
+        ensure!(no_library.contains("no worker library"), "{no_library}");
+        println!("ERRORS: {nobody} | {garbled} | {no_library}");
+        return Ok(());
+    }
+    let stdout = in_child("bad_addresses_and_folders_are_errors", &[])?;
+    ensure!(stdout.contains("ERRORS"), "child: {stdout}");
     Ok(())
 }
