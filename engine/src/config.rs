@@ -176,7 +176,8 @@ impl Config {
     /// workers, from the worker library ([`ray_library`](Self::ray_library)).
     /// Without it, the `SHOAL_RAY_ADDRESS` environment variable, when set
     /// and not empty, does the same. Needs shoal's `ray` feature (else
-    /// `init` fails with [`Error::Unsupported`](crate::Error::Unsupported));
+    /// `init` fails with [`Error::Unsupported`](crate::Error::Unsupported),
+    /// and the variable is ignored);
     /// the rest of the config is then unused. What differs from one host:
     /// the README's "When one machine is not enough".
     ///
@@ -205,8 +206,22 @@ impl Config {
     }
 
     /// The Ray cluster to run on and the worker library's folder, if any.
+    /// Without the `ray` feature, `SHOAL_RAY_ADDRESS` is ignored (said
+    /// once on stderr): a shell that exported it for a Ray driver still
+    /// runs other programs on one host. `Config::ray` is never ignored.
     pub(crate) fn ray_target(&self) -> Option<(String, Option<PathBuf>)> {
-        let address = self.ray.clone().or_else(|| std::env::var(RAY_ADDRESS_ENV).ok().filter(|a| !a.is_empty()))?;
+        let from_env = || {
+            let address = std::env::var(RAY_ADDRESS_ENV).ok().filter(|a| !a.is_empty())?;
+            if cfg!(feature = "ray") {
+                return Some(address);
+            }
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                eprintln!("shoal: {RAY_ADDRESS_ENV}={address} is ignored: this program was built without shoal's `ray` feature")
+            });
+            None
+        };
+        let address = self.ray.clone().or_else(from_env)?;
         let library = self.ray_library.clone().or_else(|| std::env::var_os(RAY_LIBRARY_ENV).map(PathBuf::from));
         Some((address, library))
     }

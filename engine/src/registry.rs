@@ -149,6 +149,11 @@ pub(crate) fn hello(token: u64) -> shoal_ipc::Hello {
 /// function's name and source: equal on both ends of a handshake exactly when
 /// they can work together.
 pub(crate) fn build_hash() -> u64 {
+    static HASH: OnceLock<u64> = OnceLock::new();
+    *HASH.get_or_init(hash_of_build)
+}
+
+fn hash_of_build() -> u64 {
     let mut functions: Vec<(&str, u64)> = REMOTE_FUNCTIONS.iter().map(|f| (f.name, f.source_hash)).collect();
     functions.sort_unstable();
     let mut h = std::hash::DefaultHasher::new();

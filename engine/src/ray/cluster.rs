@@ -386,20 +386,31 @@ impl Cluster {
                 Target::Actor { .. } => return Err(Error::InvalidArgument(format!("{id} is an actor, not an object"))),
             });
         }
-        // Ray's `Wait` counts objects, not ids: ask for one more ready object
-        // at a time until `num` ids are covered or the deadline passes.
+        // Ray's `Wait` counts objects, not ids (and answers at most as many
+        // as asked): ask for the fewest objects that could cover the ids
+        // still missing, again until `num` ids are covered or the deadline
+        // passes. One call when each id is an object of its own.
         let mut ready = vec![false; distinct.len()];
         let covered = |ready: &[bool]| slot.iter().filter(|s| s.is_none_or(|i| ready[i])).count();
-        while covered(&ready) < num {
-            let waiting: Vec<usize> = (0..distinct.len()).filter(|&i| !ready[i]).collect();
-            if waiting.is_empty() {
+        let ids_of = |object: usize| slot.iter().filter(|s| **s == Some(object)).count();
+        loop {
+            let missing = num.saturating_sub(covered(&ready));
+            let mut waiting: Vec<usize> = (0..distinct.len()).filter(|&i| !ready[i]).collect();
+            if missing == 0 || waiting.is_empty() {
                 break;
+            }
+            waiting.sort_by_key(|&i| std::cmp::Reverse(ids_of(i)));
+            let mut ask = 0;
+            let mut would_cover = 0;
+            while would_cover < missing && ask < waiting.len() {
+                would_cover += ids_of(waiting[ask]);
+                ask += 1;
             }
             let timeout_ms = deadline.map_or(-1, |d| {
                 i32::try_from(d.saturating_duration_since(Instant::now()).as_millis()).unwrap_or(i32::MAX)
             });
             let refs: Vec<&[u8]> = waiting.iter().map(|&i| distinct[i].as_slice()).collect();
-            let now = ffi::wait(&refs, 1, timeout_ms).map_err(cluster_error)?;
+            let now = ffi::wait(&refs, ask, timeout_ms).map_err(cluster_error)?;
             let mut more = false;
             for (k, &i) in waiting.iter().enumerate() {
                 if now[k] {

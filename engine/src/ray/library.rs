@@ -193,7 +193,8 @@ fn library_path() -> String {
                 let (range, rest) = line.split_once(' ')?;
                 let (lo, hi) = range.split_once('-')?;
                 let (lo, hi) = (usize::from_str_radix(lo, 16).ok()?, usize::from_str_radix(hi, 16).ok()?);
-                (lo <= here && here < hi).then(|| rest.split_whitespace().nth(4).unwrap_or("").to_string())
+                // perms, offset, dev, inode, then the path (which may hold spaces).
+                (lo <= here && here < hi).then(|| rest.split_whitespace().skip(4).collect::<Vec<_>>().join(" "))
             })
         })
         .unwrap_or_default()

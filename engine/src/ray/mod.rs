@@ -67,12 +67,14 @@ pub(crate) fn connect(address: &str, library: &Path) -> Result<Cluster> {
     }
     extern "C" fn leave(status: libc::c_int, _: *mut libc::c_void) {
         if ffi::initialized() {
-            use std::io::Write;
-            let _ = std::io::stdout().flush();
-            let _ = std::io::stderr().flush();
-            // SAFETY: `_exit` ends the process without running anything
-            // more; what must reach the terminal was flushed just above.
-            unsafe { libc::_exit(status) };
+            // Rust's own buffers were flushed before `exit` (its cleanup);
+            // C's stdio buffers are flushed here, then nothing more runs.
+            // SAFETY: `fflush(NULL)` flushes every C stream; `_exit` ends
+            // the process at once.
+            unsafe {
+                libc::fflush(std::ptr::null_mut());
+                libc::_exit(status);
+            }
         }
     }
     // SAFETY: glibc's `on_exit` with a handler that lives as long as the
@@ -89,14 +91,22 @@ pub(crate) fn connect(address: &str, library: &Path) -> Result<Cluster> {
 
 /// Whether the head at `address` (`host:port`) accepts a connection:
 /// ray-cpp's `Init` aborts the process on an address it cannot use, so
-/// what can be checked first is, and is an error.
+/// what can be checked first is, and is an error. (A port that answers but
+/// is no Ray head still reaches `Init`.)
 fn reachable(address: &str) -> Result<()> {
     use std::net::{TcpStream, ToSocketAddrs};
     let unreachable = |why: String| Error::Ray(format!("cannot reach the Ray cluster at {address}: {why}"));
-    let mut found = address.to_socket_addrs().map_err(|e| unreachable(format!("{e} (expected host:port)")))?;
-    let first = found.next().ok_or_else(|| unreachable("no such host".into()))?;
-    TcpStream::connect_timeout(&first, std::time::Duration::from_secs(5)).map_err(|e| unreachable(e.to_string()))?;
-    Ok(())
+    let found: Vec<_> =
+        address.to_socket_addrs().map_err(|e| unreachable(format!("{e} (expected host:port)")))?.collect();
+    // `localhost` may resolve to `::1` first while the head listens on IPv4.
+    let mut last = "no such host".to_string();
+    for addr in found {
+        match TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5)) {
+            Ok(_) => return Ok(()),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(unreachable(last))
 }
 
 /// Ask a Ray worker what the library was built from.
