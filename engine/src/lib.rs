@@ -221,6 +221,14 @@
 //! assert_eq!(rest, [1, 4, 9, 16]);
 //! # Ok(()) }
 //! ```
+//!
+//! ## Beyond one host
+//! With the `ray` feature, [`Config::ray`] runs the same program on a Ray
+//! cluster: tasks and actors run in Ray's workers from your crate built as a
+//! `cdylib`, checked against the driver at [`init`]. What differs (copies
+//! instead of zero-copy views; no streaming, `cancel` or refs inside values:
+//! [`Error::Unsupported`]) is in the README's "When one machine is not
+//! enough".
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
