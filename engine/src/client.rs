@@ -212,7 +212,7 @@ impl Client {
 
     /// Whether a value of this layout travels inline rather than in the arena.
     pub(crate) fn is_inline(&self, layout: &Layout) -> bool {
-        !layout.has_buffers() && layout.total_len() <= self.inline_max
+        layout.fits_inline(self.inline_max)
     }
 
     /// Install what runs tasks sent to the blocked task thread.

@@ -83,6 +83,12 @@ impl Layout {
         !self.slots.is_empty()
     }
 
+    /// Whether the object travels whole inside a message rather than through
+    /// a store: it holds no arrays and takes at most `max` bytes.
+    pub fn fits_inline(&self, max: usize) -> bool {
+        !self.has_buffers() && self.total_len <= max
+    }
+
     /// Ids of the object references serialized inside the value.
     pub fn contained_refs(&self) -> &[u64] {
         &self.refs

@@ -753,7 +753,7 @@ impl Node {
 
     /// Whether a value of this layout travels inline rather than in the arena.
     pub(crate) fn is_inline(&self, layout: &Layout) -> bool {
-        !layout.has_buffers() && layout.total_len() <= self.config.inline_max
+        layout.fits_inline(self.config.inline_max)
     }
 
     /// An arena allocation of `len` bytes, for this process (`worker`

@@ -117,7 +117,7 @@ impl Cluster {
 
     /// Whether a value of `layout` travels inside the task.
     pub(crate) fn is_inline(&self, layout: &Layout) -> bool {
-        !layout.has_buffers() && layout.total_len() <= INLINE_MAX
+        layout.fits_inline(INLINE_MAX)
     }
 
     /// Store a value of `layout` (see `Runtime::put_with`).
@@ -263,7 +263,7 @@ impl Cluster {
     /// The answer of a built-in entry's call, object `ray` (whose
     /// reference this drops).
     fn read_builtin(&self, ray: &[u8], entry: &str) -> Result<Vec<u8>> {
-        let data = ffi::get(ray, -1);
+        let data = ffi::get(ray);
         ffi::remove_ref(ray);
         let data = data.map_err(|e| self.failure(e, entry, None))?;
         match frame::open(&data, None)? {
@@ -301,7 +301,7 @@ impl Cluster {
             let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
             let answered = ffi::wait(&[&probe], 1, ms).map(|ready| ready[0]);
             let got = match answered {
-                Ok(true) => Some(ffi::get(&probe, -1)),
+                Ok(true) => Some(ffi::get(&probe)),
                 Ok(false) => None,
                 Err(e) => Some(Err(e)),
             };
@@ -348,19 +348,15 @@ impl Cluster {
             Target::Failed(e) => return Err(e),
             Target::Actor { .. } => return Err(Error::InvalidArgument(format!("{id} is an actor, not an object"))),
         };
-        let timeout_ms = match timeout {
-            Some(t) => {
-                let ms = i32::try_from(t.as_millis()).unwrap_or(i32::MAX);
-                // A ready object is read even with a zero timeout.
-                let ready = ffi::wait(&[&ray], 1, ms).map_err(|e| self.failure(e, function, timeout))?;
-                if !ready[0] {
-                    return Err(Error::Timeout(t));
-                }
-                -1
+        if let Some(t) = timeout {
+            let ms = i32::try_from(t.as_millis()).unwrap_or(i32::MAX);
+            // A ready object is read even with a zero timeout.
+            let ready = ffi::wait(&[&ray], 1, ms).map_err(|e| self.failure(e, function, timeout))?;
+            if !ready[0] {
+                return Err(Error::Timeout(t));
             }
-            None => -1,
-        };
-        let data = ffi::get(&ray, timeout_ms).map_err(|e| self.failure(e, function, timeout))?;
+        }
+        let data = ffi::get(&ray).map_err(|e| self.failure(e, function, timeout))?;
         match frame::open(&data, element)? {
             Opened::Value(bytes) => frame::decode(bytes, written_as),
             Opened::Failed(e) => Err(e),

@@ -117,7 +117,7 @@ unsafe extern "C" {
     fn shoal_ray_initialized() -> c_int;
     fn shoal_ray_shutdown();
     fn shoal_ray_put(data: *const u8, len: usize, id: *mut Buf, err: *mut Buf) -> c_int;
-    fn shoal_ray_get(id: *const u8, id_len: usize, timeout_ms: c_int, data: *mut Buf, err: *mut Buf) -> c_int;
+    fn shoal_ray_get(id: *const u8, id_len: usize, data: *mut Buf, err: *mut Buf) -> c_int;
     fn shoal_ray_wait(
         ids: *const RawArg,
         n: usize,
@@ -242,11 +242,11 @@ pub(super) fn put(data: &[u8]) -> Result<Vec<u8>, Failure> {
     Ok(id.bytes().to_vec())
 }
 
-/// The bytes of object `id`, waiting at most `timeout_ms` (-1: forever).
-pub(super) fn get(id: &[u8], timeout_ms: i32) -> Result<Vec<u8>, Failure> {
+/// The bytes of object `id`, once it is ready (a bounded wait is `wait`'s).
+pub(super) fn get(id: &[u8]) -> Result<Vec<u8>, Failure> {
     let (mut data, mut err) = (Buf::empty(), Buf::empty());
     // SAFETY: `id` is a live slice for the call; the buffers are ours.
-    check(unsafe { shoal_ray_get(id.as_ptr(), id.len(), timeout_ms, &mut data, &mut err) }, &err)?;
+    check(unsafe { shoal_ray_get(id.as_ptr(), id.len(), &mut data, &mut err) }, &err)?;
     Ok(data.bytes().to_vec())
 }
 

@@ -150,10 +150,14 @@ pub(super) struct Planned {
 }
 
 /// Decode a value's store-format bytes as a `V`: owned arrays are copied
-/// out; `SharedArray`s view a private aligned copy the views keep alive.
+/// out; `SharedArray`s view a private aligned copy the views keep alive
+/// (made only for a value that holds one: a plain decode refuses those).
 pub(crate) fn decode<V: crate::Value>(bytes: &[u8], fingerprint: u64) -> Result<V> {
     if let Some(owned) = shoal_store::decode_owned_array::<V>(bytes, fingerprint) {
         return Ok(owned?);
+    }
+    if let Ok(value) = shoal_store::decode::<V>(bytes, fingerprint) {
+        return Ok(value);
     }
     let copy = Arc::new(Aligned::copy_of(bytes));
     let keepalive: shoal_store::Keepalive = copy.clone();

@@ -116,7 +116,8 @@ fn run(name: &str, args: &[&[u8]], actor: *mut c_void) -> std::result::Result<Ve
         return Ok(frame::value(state.class.as_bytes()));
     }
     let Some(function) = registry::lookup(name) else {
-        return Err(format!("`{name}` is not in this worker library: Executable function not found"));
+        // Ray calls only what was registered from the registry: never met.
+        return Ok(frame::failed(&Error::FunctionNotFound { function: name.into(), program: library_path() }));
     };
     let pid = std::process::id();
     let panicked = |payload: Box<dyn Any + Send>| Error::TaskPanicked {

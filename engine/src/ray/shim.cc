@@ -157,11 +157,14 @@ msgpack::sbuffer run(const std::string &name, ShoalExec exec, const ArgsBufferLi
   for (const auto &a : args) raw.push_back(ShoalArg{a.data(), a.size(), 0});
   ShoalBuf out{nullptr, 0};
   int rc = exec(name.c_str(), raw.data(), raw.size(), actor, &out);
-  std::string bytes(out.ptr == nullptr ? "" : std::string(out.ptr, out.len));
+  if (rc != OK) {
+    std::string message(out.ptr == nullptr ? "" : std::string(out.ptr, out.len));
+    std::free(out.ptr);
+    throw std::runtime_error(message);
+  }
+  msgpack::sbuffer result(out.len);
+  if (out.ptr != nullptr) result.write(out.ptr, out.len);
   std::free(out.ptr);
-  if (rc != OK) throw std::runtime_error(bytes);
-  msgpack::sbuffer result(bytes.size());
-  result.write(bytes.data(), bytes.size());
   return result;
 }
 
@@ -212,9 +215,9 @@ int shoal_ray_put(const char *data, size_t len, ShoalBuf *id, ShoalBuf *err) noe
   });
 }
 
-int shoal_ray_get(const char *id, size_t id_len, int timeout_ms, ShoalBuf *data, ShoalBuf *err) noexcept {
+int shoal_ray_get(const char *id, size_t id_len, ShoalBuf *data, ShoalBuf *err) noexcept {
   return guarded(err, [&] {
-    auto found = live_runtime()->Get(std::string(id, id_len), timeout_ms);
+    auto found = live_runtime()->Get(std::string(id, id_len));
     fill(data, found->data(), found->size());
   });
 }
